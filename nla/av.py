@@ -1,0 +1,145 @@
+"""The AV (activation verbalizer): injected prompt embeddings -> generated explanation, parsed and statused.
+
+`AVPrompter` turns vectors into the exact embeddings the engine receives. `HFBackend` generates from them with
+transformers; any other engine (vLLM, issue 6) implements the same `AVBackend.generate`. `parse_explanation` gives
+every sample a status (ok | no_tags | truncated) and never drops one. Loading checkpoints lives in client.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from nla import prompt as P
+from nla.injection import as_vectors, inject
+from nla.meta import NLAMeta
+
+_EXPLANATION_RE = re.compile(rf"{re.escape(P.EXPLANATION_OPEN)}(.*?){re.escape(P.EXPLANATION_CLOSE)}", re.DOTALL)
+STATUSES = ("ok", "no_tags", "truncated", "error")
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 200  # the release's cap for explanations (RL caps at 150)
+    temperature: float = 1.0  # 0 = greedy; the release samples at 1.0 for training/eval, greedy for examples
+    top_p: float = 1.0
+    seed: int | None = None  # seeds torch's RNG before sampling: same batch + seed -> same samples
+
+    @classmethod
+    def from_kwargs(cls, **kw: Any) -> SamplingParams:
+        unknown = set(kw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown sampling parameter(s) {sorted(unknown)}; "
+                            f"known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**kw)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Generation:
+    explanation: str | None  # text inside <explanation> tags, stripped; None when status != ok
+    raw_output: str
+    status: str  # ok | no_tags | truncated | error
+    n_tokens: int
+
+
+def parse_explanation(raw: str, *, hit_limit: bool) -> tuple[str | None, str]:
+    """(explanation, status): the tagged text, else 'truncated' if generation hit its cap, else 'no_tags'."""
+    m = _EXPLANATION_RE.search(raw)
+    if m and m.group(1).strip():
+        return m.group(1).strip(), "ok"
+    return None, "truncated" if hit_limit else "no_tags"
+
+
+class AVPrompter:
+    """Builds the AV's input ids and injected embeddings from the sidecar and the model's own embedding layer."""
+
+    def __init__(self, model: Any, tokenizer: Any, meta: NLAMeta, *, injection_scale: float | None = None) -> None:
+        assert meta.tokens is not None and meta.av_template is not None, "AV sidecars carry tokens and a template"
+        self.model, self.tokenizer, self.meta = model, tokenizer, meta
+        self.injection_scale = injection_scale or meta.injection_scale
+        self.canonical_ids = P.render_chat_ids(tokenizer, P.av_content(meta.av_template, meta.tokens.injection_char))
+
+    def input_ids(self, prompt: str | None = None) -> list[int]:
+        if prompt is None:
+            return self.canonical_ids
+        return P.render_chat_ids(self.tokenizer, P.av_content(self.meta.av_template, self.meta.tokens.injection_char,
+                                                               prompt))
+
+    def embed(self, ids: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids with one marker per row + (B, d) raw vectors -> (B, T, d) injected embeddings."""
+        emb_layer = self.model.get_input_embeddings()  # Gemma's layer applies its sqrt(d) scale itself
+        embeds = emb_layer(ids.to(emb_layer.weight.device))
+        t = self.meta.tokens
+        return inject(ids.to(embeds.device), embeds, vectors, token_id=t.injection_token_id,
+                      left_id=t.injection_left_neighbor_id, right_id=t.injection_right_neighbor_id,
+                      injection_scale=self.injection_scale)
+
+    @torch.inference_mode()
+    def prompt_embeds(self, activations: Any, *, prompt: str | None = None) -> list[torch.Tensor]:
+        """One (T, d) tensor per vector: exactly what the engine receives."""
+        vectors = as_vectors(activations, self.meta.d_model)
+        ids = torch.tensor([self.input_ids(prompt)] * vectors.shape[0])
+        return list(self.embed(ids, vectors).unbind(0))
+
+
+class AVBackend(Protocol):
+    """Generates continuations from prompt embeddings. Returns per prompt (new token ids, hit max_new_tokens)."""
+
+    def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]: ...
+
+
+class HFBackend:
+    """transformers `generate` on left-padded inputs_embeds, batched."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            self.eos_ids.add(tokenizer.eos_token_id)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
+
+    @torch.inference_mode()
+    def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]:
+        lengths = [e.shape[0] for e in embeds]
+        T, d = max(lengths), embeds[0].shape[1]
+        batch = embeds[0].new_zeros((len(embeds), T, d))  # (B, T, d), left padded
+        mask = torch.zeros((len(embeds), T), dtype=torch.long, device=batch.device)
+        for i, e in enumerate(embeds):
+            batch[i, T - e.shape[0]:] = e
+            mask[i, T - e.shape[0]:] = 1
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sample = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
+        out = self.model.generate(
+            inputs_embeds=batch, attention_mask=mask, max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy, top_k=None if not params.greedy else None, pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids) or None, **sample,
+        )  # (B, new): only generated tokens when prompting with embeddings
+        results = []
+        for row in out.tolist():
+            toks: list[int] = []
+            stopped = False
+            for t in row:
+                if t in self.eos_ids:
+                    stopped = True
+                    break
+                toks.append(t)
+            results.append((toks, not stopped and len(toks) >= params.max_new_tokens))
+        return results
+
+
+def decode_generations(tokenizer: Any, outputs: list[tuple[list[int], bool]]) -> list[Generation]:
+    gens = []
+    for toks, hit_limit in outputs:
+        raw = tokenizer.decode(toks, skip_special_tokens=True)
+        explanation, status = parse_explanation(raw, hit_limit=hit_limit)
+        gens.append(Generation(explanation=explanation, raw_output=raw, status=status, n_tokens=len(toks)))
+    return gens

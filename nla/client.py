@@ -1,0 +1,136 @@
+"""The users' API, named as in the release's inference module: `NLAClient` (AV) and `NLACritic` (AR).
+
+Both load a checkpoint folder in the release layout (HF files + nla_meta.yaml [+ value_head.safetensors]) and
+validate the sidecar against the folder's own tokenizer before the first call. Neither knows about Ray or tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nla import hf
+from nla.ar import ARModel
+from nla.av import AVPrompter, Generation, HFBackend, SamplingParams, decode_generations
+from nla.errors import NLAConfigError, NLAInputError
+from nla.injection import as_vectors
+from nla.meta import NLAMeta
+from nla.metrics import cosine, mse_nrm
+
+
+def _load_meta(folder: str | Path, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
+    meta = NLAMeta.load(folder)
+    if meta.kind != "nla_model" or meta.role != role:
+        other = {"av": "NLAClient", "ar": "NLACritic"}
+        raise NLAConfigError(f"{meta.source}: role is {meta.role!r} but this loader needs {role!r}. Fix: point "
+                             f"{other[role]} at the {role.upper()} folder (the AV explains, the AR reconstructs).")
+    d = model_config.get_text_config().hidden_size
+    if d != meta.d_model:
+        raise NLAConfigError(f"{meta.source}: key 'd_model' is {meta.d_model} but the model's hidden size is {d}. "
+                             "Fix: the sidecar belongs to another model; use the one shipped with these weights.")
+    meta.validate(tokenizer)
+    return meta
+
+
+class NLAClient:
+    """Explain activation vectors with an AV checkpoint.
+
+    >>> client = NLAClient("toy/av")
+    >>> client.generate(vector, temperature=0)   # greedy explanation text
+    """
+
+    def __init__(self, checkpoint_dir: str | Path, *, backend: str = "hf", device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, injection_scale_override: float | None = None,
+                 batch_size: int = 32) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        NLAMeta.load(self.checkpoint_dir)  # fail on a missing/malformed sidecar before loading weights
+        self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
+        self.model = hf.load_causal_lm(self.checkpoint_dir, dtype=dtype, device=device)
+        self.meta = _load_meta(self.checkpoint_dir, "av", self.tokenizer, self.model.config)
+        self.prompter = AVPrompter(self.model, self.tokenizer, self.meta, injection_scale=injection_scale_override)
+        if backend != "hf":
+            raise NLAInputError(f"backend {backend!r} is not available here; known: 'hf'. "
+                                "Fix: use backend='hf' (the vLLM backend arrives with the `vllm` extra).")
+        self.backend = HFBackend(self.model, self.tokenizer)
+        self.batch_size = batch_size
+
+    def prompt_embeds(self, activations: Any, *, prompt: str | None = None) -> list[torch.Tensor]:
+        """The exact (T, d) embeddings the engine receives, one per vector."""
+        return self.prompter.prompt_embeds(activations, prompt=prompt)
+
+    def explain(self, activations: Any, *, prompt: str | None = None, **sampling: Any) -> list[Generation]:
+        """Batched generation with a status per sample (ok | no_tags | truncated); nothing is dropped."""
+        params = SamplingParams.from_kwargs(**sampling)
+        vectors = as_vectors(activations, self.meta.d_model)
+        gens: list[Generation] = []
+        for start in range(0, vectors.shape[0], self.batch_size):
+            embeds = self.prompt_embeds(vectors[start:start + self.batch_size], prompt=prompt)
+            gens.extend(decode_generations(self.tokenizer, self.backend.generate(embeds, params)))
+        return gens
+
+    def generate(self, activation: Any, *, prompt: str | None = None, extract_explanation: bool = True,
+                 **sampling: Any) -> str:
+        """One vector -> its explanation (or the raw output when tags are missing or extract_explanation=False)."""
+        v = as_vectors(activation, self.meta.d_model)
+        if v.shape[0] != 1:
+            raise NLAInputError(f"activation: got {v.shape[0]} vectors; generate() takes one. Fix: generate_batch().")
+        return self.generate_batch(v, prompt=prompt, extract_explanation=extract_explanation, **sampling)[0]
+
+    def generate_batch(self, activations: Any, *, prompt: str | None = None, extract_explanation: bool = True,
+                       **sampling: Any) -> list[str]:
+        gens = self.explain(activations, prompt=prompt, **sampling)
+        return [g.explanation if extract_explanation and g.status == "ok" else g.raw_output for g in gens]
+
+
+class NLACritic:
+    """Reconstruct vectors from explanations with an AR checkpoint, and score round trips.
+
+    >>> critic = NLACritic("toy/ar")
+    >>> mse, cos = critic.score(explanation, vector)   # mse = 2(1 - cos)
+    """
+
+    def __init__(self, checkpoint_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 batch_size: int = 64) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        NLAMeta.load(self.checkpoint_dir)
+        self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
+        self.model = ARModel.from_pretrained(self.checkpoint_dir, dtype=dtype, device=device)
+        self.meta = _load_meta(self.checkpoint_dir, "ar", self.tokenizer, self.model.lm.config)
+        blocks = len(self.model.backbone.layers)
+        if blocks != self.meta.layer + 1:
+            raise NLAConfigError(f"{self.meta.source}: extraction_layer_index {self.meta.layer} means {self.meta.layer + 1}"
+                                 f" blocks, but config.json has {blocks}. Fix: use the sidecar shipped with this AR.")
+        self.mse_scale = float(self.meta.mse_scale)
+        self.device, self.batch_size = device, batch_size
+
+    @torch.inference_mode()
+    def reconstruct_batch(self, explanations: list[str]) -> torch.Tensor:
+        """(N, d) raw reconstructions, float32 on the CPU."""
+        if isinstance(explanations, str):
+            raise NLAInputError("explanations: got one string; reconstruct_batch takes a list. Fix: reconstruct().")
+        out = []
+        for start in range(0, len(explanations), self.batch_size):
+            enc = self.model.encode(self.tokenizer, self.meta.ar_template, explanations[start:start + self.batch_size])
+            out.append(self.model(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)).float().cpu())
+        if not out:
+            return torch.zeros((0, self.meta.d_model))
+        return torch.cat(out)
+
+    def reconstruct(self, explanation: str) -> torch.Tensor:
+        """(d,) raw reconstruction of one explanation."""
+        return self.reconstruct_batch([explanation])[0]
+
+    def score_batch(self, explanations: list[str], originals: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mse_nrm, cos), each (N,): both vectors at L2 norm mse_scale, so mse = 2(1 - cos)."""
+        v = as_vectors(originals, self.meta.d_model, name="original")
+        if v.shape[0] != len(explanations):
+            raise NLAInputError(f"got {len(explanations)} explanations but {v.shape[0]} vectors. Fix: pair them 1:1.")
+        r = self.reconstruct_batch(explanations)
+        return mse_nrm(r, v, self.mse_scale), cosine(r, v)
+
+    def score(self, explanation: str, original: Any) -> tuple[float, float]:
+        mse, cos = self.score_batch([explanation], np.asarray(original, dtype=np.float32).reshape(1, -1))
+        return float(mse[0]), float(cos[0])

@@ -1,0 +1,23 @@
+"""Typed exceptions for every user-facing failure in nla.
+
+Each message names the input (file, key, argument), says what is wrong and what to do. The CLI prints the message
+alone (no traceback) and exits 2. This module holds no logic beyond the classes.
+"""
+
+from __future__ import annotations
+
+
+class NLAError(Exception):
+    """Base class: every error nla raises on bad input derives from this."""
+
+
+class NLAConfigError(NLAError):
+    """A sidecar (nla_meta.yaml) or a config is missing, malformed or inconsistent with the live tokenizer."""
+
+
+class NLACheckpointError(NLAError):
+    """A checkpoint folder lacks a file the release layout requires, or a file is unreadable."""
+
+
+class NLAInputError(NLAError):
+    """A vector, text or prompt handed to the API cannot be used (wrong d, NaN/inf, empty, no <INJECT>, ...)."""

@@ -1,0 +1,135 @@
+"""Activation extraction: the output of block K (= HF hidden_states[K+1]) at sampled or all positions.
+
+The forward stops after block K: a hook on block K captures its output and aborts the rest of the forward, and a
+model loaded from a folder holds only blocks 0..K. Position sampling follows the release: positions >= min_position,
+never special tokens, up to N per document, RNG keyed by (seed, doc_id) so any sharding reproduces the same rows.
+It does not write tables or decide concurrency (jobs/ does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nla import hf
+from nla.errors import NLAInputError
+
+
+@dataclass
+class ExtractConfig:
+    layer: int  # K: read the output of block K
+    positions_per_doc: int = 10  # sampled positions per document (the release: up to ~10)
+    min_position: int = 50  # first eligible position (the release skips the first 50 tokens)
+    all_positions: bool = False  # every non-special position >= min_position instead of a sample
+    seed: int = 0  # with doc_id, keys the position RNG
+    max_length: int = 1024  # tokens per document; longer documents are cut
+    context_chars: int = 400  # characters of detokenised prefix kept with each row
+    batch_size: int = 8  # documents per forward
+
+
+class _StopForward(Exception):
+    pass
+
+
+def doc_id_for(text: str) -> str:
+    """A stable content hash for documents that come without an id."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def position_rng(seed: int, doc_id: str) -> np.random.Generator:
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+class Extractor:
+    """Callable on batches of documents: returns one row per sampled position with its float32 vector."""
+
+    def __init__(self, model: Any, tokenizer: Any, config: ExtractConfig, *, device: str = "cpu") -> None:
+        self.model, self.tokenizer, self.cfg, self.device = model, tokenizer, config, device
+        self.blocks = hf.decoder(model).layers
+        if not 0 <= config.layer < len(self.blocks):
+            raise NLAInputError(f"layer {config.layer}: the model has blocks 0..{len(self.blocks) - 1}. "
+                                "Fix: choose K inside that range (the sidecar's extraction_layer_index).")
+        self.special_ids = set(tokenizer.all_special_ids)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.d_model = model.config.get_text_config().hidden_size
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, config: ExtractConfig, *, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> Extractor:
+        """Load only blocks 0..K of the base model in `folder`."""
+        model = hf.load_causal_lm(folder, dtype=dtype, device=device, n_blocks=config.layer + 1)
+        return cls(model, hf.load_tokenizer(folder), config, device=device)
+
+    @torch.inference_mode()
+    def block_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) output of block K; blocks after K never run."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            captured["h"] = output[0] if isinstance(output, tuple) else output
+            raise _StopForward
+
+        handle = self.blocks[self.cfg.layer].register_forward_hook(hook)
+        try:
+            self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                       use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured["h"]
+
+    def positions(self, ids: list[int], doc_id: str) -> list[int]:
+        eligible = [p for p in range(self.cfg.min_position, len(ids)) if ids[p] not in self.special_ids]
+        if self.cfg.all_positions or len(eligible) <= self.cfg.positions_per_doc:
+            return eligible
+        picked = position_rng(self.cfg.seed, doc_id).choice(len(eligible), self.cfg.positions_per_doc, replace=False)
+        return sorted(eligible[i] for i in picked)
+
+    def __call__(self, texts: list[str], doc_ids: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Columns doc_id, position, token_id, token, context, vector (N, d) float32 for a list of documents."""
+        if doc_ids is None:
+            doc_ids = [doc_id_for(t) for t in texts]
+        cols: dict[str, list] = {k: [] for k in ("doc_id", "position", "token_id", "token", "context", "vector")}
+        for start in range(0, len(texts), self.cfg.batch_size):
+            self._extract_batch(texts[start:start + self.cfg.batch_size],
+                                doc_ids[start:start + self.cfg.batch_size], cols)
+        d = self.d_model
+        vectors = np.stack(cols.pop("vector")) if cols["vector"] else np.zeros((0, d), np.float32)
+        out = {k: np.asarray(v, dtype=object if k in ("doc_id", "token", "context") else np.int64)
+               for k, v in cols.items()}
+        out["vector"] = vectors.astype(np.float32, copy=False)
+        return out
+
+    def _extract_batch(self, texts: list[str], doc_ids: list[str], cols: dict[str, list]) -> None:
+        for t, doc in zip(texts, doc_ids):
+            if not isinstance(t, str):
+                raise NLAInputError(f"document {doc!r}: text is {type(t).__name__}, expected str. "
+                                    "Fix: decode the corpus as UTF-8 text first.")
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length,
+                             padding=True, return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, T)
+        per_doc = []
+        for b, doc in enumerate(doc_ids):
+            row = ids[b][mask[b].bool()].tolist()  # real tokens of this document (padding side independent)
+            per_doc.append((row, self.positions(row, doc)))
+        if not any(pos for _, pos in per_doc):
+            return
+        h = self.block_output(ids, mask).float().cpu()  # (B, T, d)
+        for b, (doc, (row, pos)) in enumerate(zip(doc_ids, per_doc)):
+            offset = int((~mask[b].bool()).nonzero().numel()) if self.tokenizer.padding_side == "left" else 0
+            for p in pos:
+                cols["doc_id"].append(doc)
+                cols["position"].append(p)
+                cols["token_id"].append(row[p])
+                cols["token"].append(self.tokenizer.decode([row[p]]))
+                prefix = self.tokenizer.decode(row[:p + 1], skip_special_tokens=True)
+                cols["context"].append(prefix[-self.cfg.context_chars:])
+                cols["vector"].append(h[b, offset + p].numpy())
