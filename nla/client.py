@@ -45,7 +45,7 @@ class NLAClient:
     def __init__(self, checkpoint_dir: str | Path, *, backend: str = "hf", device: str = "cpu",
                  dtype: torch.dtype = torch.float32, injection_scale_override: float | None = None,
                  batch_size: int = 32) -> None:
-        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir = hf.check_folder(checkpoint_dir)
         NLAMeta.load(self.checkpoint_dir)  # fail on a missing/malformed sidecar before loading weights
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = hf.load_causal_lm(self.checkpoint_dir, dtype=dtype, device=device)
@@ -94,7 +94,7 @@ class NLACritic:
 
     def __init__(self, checkpoint_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  batch_size: int = 64) -> None:
-        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir = hf.check_folder(checkpoint_dir)
         NLAMeta.load(self.checkpoint_dir)
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = ARModel.from_pretrained(self.checkpoint_dir, dtype=dtype, device=device)

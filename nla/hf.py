@@ -35,7 +35,7 @@ def quiet() -> Iterator[None]:
         tlog.enable_progress_bar()
 
 
-def _check_folder(folder: str | Path) -> Path:
+def check_folder(folder: str | Path) -> Path:
     p = Path(folder)
     if not p.is_dir():
         raise NLACheckpointError(f"{p}: no such checkpoint folder. Fix: pass a local HF model folder "
@@ -49,7 +49,7 @@ def _check_folder(folder: str | Path) -> Path:
 def load_tokenizer(folder: str | Path) -> Any:
     from transformers import AutoTokenizer
 
-    p = _check_folder(folder)
+    p = check_folder(folder)
     try:
         return AutoTokenizer.from_pretrained(str(p))
     except (OSError, ValueError) as e:
@@ -61,7 +61,7 @@ def load_config(folder: str | Path, *, n_blocks: int | None = None) -> Any:
     """The folder's config, cut to its first `n_blocks` decoder blocks when given."""
     from transformers import AutoConfig
 
-    p = _check_folder(folder)
+    p = check_folder(folder)
     try:
         cfg = AutoConfig.from_pretrained(str(p))
     except (OSError, ValueError) as e:
@@ -86,12 +86,12 @@ def load_causal_lm(folder: str | Path, *, dtype: torch.dtype = torch.float32, de
     """AutoModelForCausalLM from a folder in eval mode; with n_blocks, blocks past it are never loaded."""
     from transformers import AutoModelForCausalLM
 
-    p = _check_folder(folder)
+    p = check_folder(folder)
     cfg = load_config(p, n_blocks=n_blocks)
     try:
         with quiet():
             model = AutoModelForCausalLM.from_pretrained(str(p), config=cfg, dtype=dtype)
-    except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+    except Exception as e:  # safetensors' SafetensorError derives from Exception only
         raise NLACheckpointError(f"{p}: cannot load the weights ({type(e).__name__}: {str(e)[:300]}). Fix: the "
                                  "safetensors files are missing or truncated; download the checkpoint again.") from e
     return model.to(device).eval()

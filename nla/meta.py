@@ -80,14 +80,16 @@ class NLAMeta:
             return cls._from_model(r, data, source)
         if kind == "nla_dataset":
             return cls._from_dataset(r, data, source)
-        raise NLAConfigError(f"{source}: key 'kind' is {kind!r}; expected 'nla_model' or 'nla_dataset'.")
+        raise NLAConfigError(f"{source}: key 'kind' is {kind!r}; expected 'nla_model' or 'nla_dataset'. "
+                             "Fix: use the sidecar shipped with the checkpoint or dataset.")
 
     @classmethod
     def _from_model(cls, r: _Reader, data: dict, source: str) -> NLAMeta:
         role_raw = r.get("role")
         role = _ROLE_ALIASES.get(str(role_raw).lower()) if role_raw is not None else None
         if role is None:
-            raise NLAConfigError(f"{source}: key 'role' is {role_raw!r}; expected av|ar (legacy: actor|critic).")
+            raise NLAConfigError(f"{source}: key 'role' is {role_raw!r}; expected av|ar (legacy: actor|critic). "
+                                 "Fix: set it to the folder's role.")
         d = r.integer("d_model")
         layer = r.integer("extraction_layer_index", required=False)
         critic = data.get("critic") or {}
@@ -245,7 +247,8 @@ class _Reader:
         if v is None and not required:
             return None
         if isinstance(v, bool) or not isinstance(v, int):
-            raise NLAConfigError(f"{self.source}: key {key!r} is {v!r}; expected an integer.")
+            raise NLAConfigError(f"{self.source}: key {key!r} is {v!r}; expected an integer. Fix: write a whole "
+                                 "number (see the release's sidecars).")
         return v
 
 
@@ -259,7 +262,8 @@ def _scale(r: _Reader, key: str, d: int, *, required: bool, default: float | Non
                                  "with (the release's Qwen-7B AV: 150). Fix: set it from the checkpoint's card.")
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise NLAConfigError(f"{r.source}: key {key!r} is {v!r}; expected a positive number or '{SQRT_D}'.")
+        raise NLAConfigError(f"{r.source}: key {key!r} is {v!r}; expected a positive number or '{SQRT_D}'. "
+                             "Fix: write the number from the checkpoint's card.")
     return float(v)
 
 
@@ -277,13 +281,15 @@ def _tokens(r: _Reader, *, required: bool) -> TokenMeta | None:
     if t is None:
         return None
     if not isinstance(t, dict):
-        raise NLAConfigError(f"{r.source}: key 'tokens' must be a mapping.")
+        raise NLAConfigError(f"{r.source}: key 'tokens' must be a mapping. Fix: restore it from the release.")
     char = r.get("tokens.injection_char")
     if not isinstance(char, str) or len(char) == 0:
-        raise NLAConfigError(f"{r.source}: key 'tokens.injection_char' is {char!r}; expected the marker character.")
+        raise NLAConfigError(f"{r.source}: key 'tokens.injection_char' is {char!r}; expected the marker character. "
+                             "Fix: `nla init` picks one for a tokenizer.")
     suffix = t.get("critic_suffix_ids")
     if suffix is not None and (not isinstance(suffix, list) or not all(isinstance(i, int) for i in suffix)):
-        raise NLAConfigError(f"{r.source}: key 'tokens.critic_suffix_ids' must be a list of token ids.")
+        raise NLAConfigError(f"{r.source}: key 'tokens.critic_suffix_ids' must be a list of token ids. Fix: restore it "
+                                 "or delete the key.")
     return TokenMeta(
         injection_char=char,
         injection_token_id=r.integer("tokens.injection_token_id"),
@@ -304,5 +310,6 @@ def _template(r: _Reader, role: Role, *, required: bool) -> str | None:
                                  "release's sidecar for this checkpoint.")
         return None
     if not isinstance(tpl, str) or tpl.count(placeholder) != 1:
-        raise NLAConfigError(f"{r.source}: key 'prompt_templates.{role}' must contain {placeholder} exactly once.")
+        raise NLAConfigError(f"{r.source}: key 'prompt_templates.{role}' must contain {placeholder} exactly once. "
+                             "Fix: restore the template shipped with the checkpoint.")
     return tpl

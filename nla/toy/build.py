@@ -47,8 +47,8 @@ class ToyRecipe:
     base_steps: int = 500
     base_lr: float = 3e-3
     base_batch: int = 32
-    ar_steps: int = 400
-    av_steps: int = 700
+    ar_steps: int = 800
+    av_steps: int = 600
     sft_lr: float = 1e-3
     sft_batch: int = 64
     roundtrip_eval: int = 384  # held-out vectors explained greedily for the round-trip figure

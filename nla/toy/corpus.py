@@ -86,8 +86,8 @@ def teacher_explanation(doc: Doc, prefix: str) -> str:
     named = [w for w in dict.fromkeys(words) if w in doc.people or w in doc.cities]
     if named:
         features.append("It mentions " + " and ".join(named) + ".")
-    last = words[-1] if words else ""
-    features.append("The sentence just ended." if last == "." else f"It ends with the word {last}.")
+    end = " ".join(words[-2:])
+    features.append(f"It ends with \"{end}\".")
     return "\n\n".join(features)
 
 

@@ -1,0 +1,57 @@
+"""The `nla` command: argument parsing, dispatch, and one-line errors (exit 2) for every NLAError.
+
+Subcommand bodies live in cli/models.py (explain, score, init) and cli/toy.py (toy build, demo). Heavy imports
+happen inside the subcommands so `nla --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nla.errors import NLAError
+
+EPILOG = """\
+examples:
+  nla demo                                   build (or reuse) the toy kit, explain and score held-out activations
+  nla toy build                              build the toy NLA pair into the cache ($NLA_HOME or ~/.cache/nla)
+  nla explain --av AV_DIR --vectors acts.npy --ar AR_DIR --temperature 0
+  nla explain --av AV_DIR --text "The cat sat on the mat." --positions 3,5
+  nla score --ar AR_DIR --explanation "The text is about cats." --vectors acts.npy --row 0
+  nla init --base ~/models/SmolLM2 --layer 10 --out ./smol-nla
+"""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nla.cli import models, toy
+
+    parser = argparse.ArgumentParser(
+        prog="nla", formatter_class=_formatter, epilog=EPILOG,
+        description="Natural Language Autoencoders: explain activation vectors in words (AV), reconstruct them from "
+                    "the words (AR), and score the round trip (mse = 2(1 - cos)).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    models.add_commands(sub, _formatter)
+    toy.add_commands(sub, _formatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NLAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

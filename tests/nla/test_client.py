@@ -1,0 +1,100 @@
+"""Checkpoint folders in the release layout load through NLAClient/NLACritic; broken folders fail clearly."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from nla import NLAClient, NLACritic
+from nla.errors import NLACheckpointError, NLAConfigError
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_sidecar(folder, fn):
+    f = folder / "nla_meta.yaml"
+    data = yaml.safe_load(f.read_text(encoding="utf-8"))
+    fn(data)
+    f.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+
+def test_release_layout(pair):
+    av, ar = pair
+    assert {"config.json", "model.safetensors", "tokenizer.json", "nla_meta.yaml"} <= {p.name for p in av.iterdir()}
+    assert {"config.json", "model.safetensors", "value_head.safetensors", "nla_meta.yaml"} <= \
+        {p.name for p in ar.iterdir()}
+    import json
+
+    assert json.loads((ar / "config.json").read_text())["num_hidden_layers"] == 2  # K + 1
+
+
+def test_legacy_folders_load_and_score(pair, tmp_path):
+    av = _copy(pair[0], tmp_path / "actor")
+    ar = _copy(pair[1], tmp_path / "critic")
+
+    def legacy(data):
+        data["role"] = {"av": "actor", "ar": "critic"}[data["role"]]
+        pt = data.pop("prompt_templates")
+        data["prompt_templates"] = {"actor": pt["av"], "critic": pt["ar"]}
+
+    _edit_sidecar(av, legacy)
+    _edit_sidecar(ar, legacy)
+    client, critic = NLAClient(av), NLACritic(ar)
+    v = client.prompt_embeds  # the API names of the release
+    text = client.generate([1.0] * client.meta.d_model, temperature=0, max_new_tokens=5)
+    mse, cos = critic.score(text.strip() or "x", [1.0] * critic.meta.d_model)
+    assert callable(v) and 0 <= mse <= 4 and -1 <= cos <= 1
+
+
+def test_role_mismatch(pair):
+    with pytest.raises(NLAConfigError, match="role is 'ar'"):
+        NLAClient(pair[1])
+    with pytest.raises((NLAConfigError, NLACheckpointError)):
+        NLACritic(pair[0])
+
+
+def test_missing_sidecar_and_value_head(pair, tmp_path):
+    ar = _copy(pair[1], tmp_path / "ar")
+    (ar / "value_head.safetensors").unlink()
+    with pytest.raises(NLACheckpointError, match="value_head.safetensors"):
+        NLACritic(ar)
+    av = _copy(pair[0], tmp_path / "av")
+    (av / "nla_meta.yaml").unlink()
+    with pytest.raises(NLAConfigError, match="no sidecar"):
+        NLAClient(av)
+    with pytest.raises(NLACheckpointError, match="no such checkpoint folder"):
+        NLAClient(tmp_path / "nowhere")
+
+
+def test_truncated_safetensors(pair, tmp_path):
+    av = _copy(pair[0], tmp_path / "av")
+    w = av / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(NLACheckpointError, match="truncated"):
+        NLAClient(av)
+
+
+def test_d_model_mismatch(pair, tmp_path):
+    av = _copy(pair[0], tmp_path / "av")
+    _edit_sidecar(av, lambda d: d.update(d_model=64))
+    with pytest.raises(NLAConfigError, match="hidden size is 32"):
+        NLAClient(av)
+
+
+def test_layer_mismatch(pair, tmp_path):
+    ar = _copy(pair[1], tmp_path / "ar")
+    _edit_sidecar(ar, lambda d: (d.update(extraction_layer_index=0), d["critic"].update(extraction_layer_index=0)))
+    with pytest.raises(NLAConfigError, match="2 blocks|1 blocks"):
+        NLACritic(ar)
+
+
+def test_tokenizer_drift(pair, tmp_path):
+    av = _copy(pair[0], tmp_path / "av")
+    _edit_sidecar(av, lambda d: d["tokens"].update(injection_token_id=d["tokens"]["injection_token_id"] - 1))
+    with pytest.raises(NLAConfigError, match="drift"):
+        NLAClient(av)

@@ -1,0 +1,91 @@
+"""Extraction reads hidden_states[K+1] while running only blocks 0..K; positions follow the release's rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nla import hf
+from nla.errors import NLAInputError
+from nla.extract import ExtractConfig, Extractor
+
+TEXTS = ["alice scored a late goal for the team in paris . fans in paris cheered as the match ended .",
+         "a heavy storm moved over oslo last night .",
+         "the bank in rome fell again today . omar asked the bank about a loan . traders in rome watched the market ."]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_equals_hidden_states_and_stops_after_block_k(family, make_base):
+    folder = make_base(family)
+    model = hf.load_causal_lm(folder)
+    tok = hf.load_tokenizer(folder)
+    ext = Extractor(model, tok, ExtractConfig(layer=1, min_position=0, all_positions=True, batch_size=2))
+    calls = []
+    hooks = [blk.register_forward_hook(lambda *a, i=i: calls.append(i)) for i, blk in enumerate(ext.blocks)]
+    try:
+        rows = ext(TEXTS, ["a", "b", "c"])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert set(calls) == {0, 1}  # block 2 never ran
+    with torch.no_grad():
+        for doc, text in zip("abc", TEXTS):
+            enc = tok(text, return_tensors="pt")
+            hs = model(**enc, output_hidden_states=True).hidden_states[2][0]  # hidden_states[K+1]
+            sel = rows["doc_id"] == doc
+            np.testing.assert_allclose(rows["vector"][sel], hs[rows["position"][sel]].numpy(), rtol=1e-4, atol=1e-5)
+            assert rows["vector"].dtype == np.float32
+            ids = enc["input_ids"][0].tolist()
+            assert 0 not in rows["position"][sel].tolist()  # BOS is special: never a position
+            assert rows["token_id"][sel].tolist() == [ids[p] for p in rows["position"][sel]]
+
+
+def test_loading_from_folder_keeps_only_k_plus_one_blocks(make_base):
+    ext = Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=1, min_position=0, all_positions=True))
+    assert len(ext.blocks) == 2
+    full = Extractor(hf.load_causal_lm(make_base("llama")), hf.load_tokenizer(make_base("llama")),
+                     ExtractConfig(layer=1, min_position=0, all_positions=True))
+    np.testing.assert_allclose(ext(TEXTS)["vector"], full(TEXTS)["vector"], rtol=1e-5, atol=1e-6)
+
+
+def test_position_sampling_is_keyed_by_doc(make_base):
+    folder = make_base("llama")
+    cfg = ExtractConfig(layer=1, positions_per_doc=3, min_position=5, seed=11)
+    ext = Extractor.from_pretrained(folder, cfg)
+    a = ext(TEXTS, ["a", "b", "c"])
+    b = ext(TEXTS[::-1], ["c", "b", "a"])  # another order / sharding: same rows per doc
+    for doc in "abc":
+        assert a["position"][a["doc_id"] == doc].tolist() == b["position"][b["doc_id"] == doc].tolist()
+    assert (a["position"] >= 5).all()
+    assert max(np.bincount(np.unique(a["doc_id"], return_inverse=True)[1])) <= 3
+    other_seed = Extractor.from_pretrained(folder, ExtractConfig(layer=1, positions_per_doc=3, min_position=5, seed=12))
+    assert other_seed(TEXTS, ["a", "b", "c"])["position"].tolist() != a["position"].tolist()
+
+
+def test_left_padding_gives_the_same_rows(make_base):
+    folder = make_base("llama")
+    cfg = ExtractConfig(layer=1, min_position=0, all_positions=True, batch_size=3)
+    right = Extractor.from_pretrained(folder, cfg)
+    left = Extractor.from_pretrained(folder, cfg)
+    left.tokenizer.padding_side = "left"
+    try:
+        r, l_ = right(TEXTS), left(TEXTS)
+    finally:
+        left.tokenizer.padding_side = "right"
+    assert r["position"].tolist() == l_["position"].tolist()
+    np.testing.assert_allclose(r["vector"], l_["vector"], rtol=1e-4, atol=1e-4)
+
+
+def test_context_and_token_text(make_base):
+    ext = Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=1, min_position=0, all_positions=True))
+    rows = ext([TEXTS[1]])
+    assert rows["context"][-1] == TEXTS[1] and rows["token"][-1].strip() == "."
+
+
+def test_bad_layer_and_text(make_base):
+    with pytest.raises(Exception, match="layer|blocks"):
+        Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=7))
+    ext = Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=1))
+    with pytest.raises(NLAInputError, match="expected str"):
+        ext([b"bytes"], ["x"])
