@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 LAYER = 10
 TEXT = ("The history of papermaking stretches back nearly two thousand years, beginning in China and spreading "
         "westward along trade routes over many centuries, until mills were built across Europe and later the "
-        "Americas, where rag paper gave way to wood pulp in the nineteenth century.")
+        "Americas, where rag paper gave way to wood pulp in the nineteenth century. Today most paper is made from "
+        "recycled fibre, and the old mills along the rivers have become museums, offices and apartments, while "
+        "a few craftspeople still make sheets by hand for artists and bookbinders.")
 
 
 @pytest.fixture(scope="module")
