@@ -21,3 +21,23 @@ class NLACheckpointError(NLAError):
 
 class NLAInputError(NLAError):
     """A vector, text or prompt handed to the API cannot be used (wrong d, NaN/inf, empty, no <INJECT>, ...)."""
+
+
+class NLALakeError(NLAError):
+    """A lake operation failed: the message says which table and what to do."""
+
+
+class NLATableNotFound(NLALakeError):
+    """The table does not exist under the lake root."""
+
+
+class NLASchemaError(NLALakeError):
+    """Rows do not match the table's declared schema (schemas/): missing, extra or mistyped columns, wrong d."""
+
+
+class NLACommitConflict(NLALakeError):
+    """Delta refused a commit because a concurrent writer changed the same data; retrying is safe."""
+
+
+class NLAQueryError(NLALakeError):
+    """A SQL query was refused (not read-only, touches files, unknown table/column) or failed or timed out."""

@@ -1,0 +1,207 @@
+"""Read-only SQL over the lake with DuckDB: views, feature split, search macros, a sandbox and a timeout.
+
+Each Delta table is opened with deltalake and registered in an in-memory DuckDB as a pyarrow dataset, so DuckDB's
+projection and filter pushdown reach the parquet files (a query that does not select `vector` never reads it).
+DuckDB's own delta extension was not used: offline it exists only for older DuckDB releases, and it reads files
+itself, which the sandbox forbids (external access off). Users get exactly one SELECT per call; files, extensions,
+settings and writes are refused. This module does not write tables.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from nla.errors import NLAInputError, NLAQueryError
+from nla.lake.store import Lake
+from schemas import ACTIVATIONS, EXPLANATIONS
+
+MAX_SQL_CHARS = 20_000
+DEFAULT_TIMEOUT_S = 30.0
+
+E, A = EXPLANATIONS.col, ACTIVATIONS.col
+# Explanations joined with where their activation came from (no vector: select it from activations when needed).
+LABELS_SQL = (f"SELECT e.*, a.{A.doc_id}, a.{A.position}, a.{A.token}, a.{A.context}, a.{A.layer}, a.{A.base_model} "
+              f"FROM explanations e LEFT JOIN activations a USING ({E.act_id})")
+# The release's explanations are 2-3 features, most important first, separated by blank lines: one row per feature.
+FEATURES_SQL = (f"SELECT {E.act_id}, {E.av}, {E.ar}, {E.sample}, {E.mse}, {E.cos}, trim(u.feature) AS feature, "
+                f"u.rank::INTEGER AS rank FROM explanations, "
+                f"UNNEST(regexp_split_to_array({E.explanation}, '\\n\\s*\\n')) WITH ORDINALITY AS u(feature, rank) "
+                f"WHERE {E.status} = 'ok' AND trim(u.feature) <> ''")
+MACROS = (
+    # keyword or regex search over explanations (case-insensitive): SELECT * FROM search_explanations('rain|storm')
+    "CREATE MACRO search_explanations(pattern) AS TABLE "
+    f"SELECT * FROM labels WHERE regexp_matches({E.explanation}, pattern, 'i')",
+    # features matching a pattern: SELECT * FROM search_features('weather')
+    "CREATE MACRO search_features(pattern) AS TABLE SELECT * FROM features WHERE regexp_matches(feature, pattern, 'i')",
+)
+
+
+def nearest_macro(d: int) -> str:
+    """Top-k activations by cosine to a query vector: SELECT * FROM nearest([..]::FLOAT[d], 10)."""
+    return (f"CREATE MACRO nearest(q, k) AS TABLE SELECT {A.act_id}, array_cosine_similarity({A.vector}, "
+            f"q::FLOAT[{d}]) AS similarity FROM activations ORDER BY similarity DESC LIMIT k")
+
+
+class LakeQuery:
+    """An in-memory DuckDB with read-only views over the lake's tables (optionally pinned to versions)."""
+
+    def __init__(self, lake: Lake, *, versions: dict[str, int] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 filesystem: Any = None) -> None:
+        import duckdb
+
+        self.lake, self.timeout_s = lake, timeout_s
+        self.con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
+        self.tables: dict[str, int] = {}
+        self.d: int | None = None
+        for name in lake.names():
+            version = (versions or {}).get(name)
+            t = lake.table(name, version=version)
+            schema = lake.arrow_schema(name)
+            view = name.replace("/", "_")
+            # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
+            self.con.register(view, t.to_pyarrow_dataset(schema=schema, filesystem=filesystem))
+            self.tables[view] = t.version()
+            if name == ACTIVATIONS.name:
+                self.d = schema.field(A.vector).type.list_size
+        for missing in set(versions or {}) - set(lake.names()):
+            raise NLAQueryError(f"--at {missing}: no such table in {lake.root}. Fix: see `nla tables`.")
+        if {"explanations", "activations"} <= set(self.tables):
+            self.con.execute(f"CREATE VIEW labels AS {LABELS_SQL}")
+            self.con.execute(f"CREATE VIEW features AS {FEATURES_SQL}")
+            for m in MACROS:
+                self.con.execute(m)
+        if self.d:
+            self.con.execute(nearest_macro(self.d))
+        # The sandbox: no files, no extensions, no settings changes from here on.
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    # ---- the user path -------------------------------------------------------------------------------------------------
+    def check(self, sql: str) -> None:
+        """Refuse anything but one read-only SELECT."""
+        import duckdb
+
+        if not isinstance(sql, str) or not sql.strip():
+            raise NLAQueryError("empty query. Fix: pass one SELECT, e.g. \"SELECT count(*) FROM explanations\".")
+        if len(sql) > MAX_SQL_CHARS:
+            raise NLAQueryError(f"query of {len(sql)} characters is over the {MAX_SQL_CHARS} limit. Fix: shorten it.")
+        try:
+            stmts = self.con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise NLAQueryError(f"SQL does not parse: {_first_line(e)}") from e
+        if len(stmts) != 1:
+            raise NLAQueryError(f"{len(stmts)} statements given; the lake answers exactly one read-only SELECT per "
+                                "query. Fix: send them one at a time.")
+        if stmts[0].type != duckdb.StatementType.SELECT:
+            kind = str(stmts[0].type).split(".")[-1]
+            raise NLAQueryError(f"{kind} statements are refused: the lake is read-only here (no writes, ATTACH, COPY, "
+                                "INSTALL/LOAD, PRAGMA or SET). Fix: use a SELECT; jobs write the tables.")
+
+    def stream(self, sql: str, params: Any = None, *, batch_rows: int = 65_536,
+               checked: bool = False) -> Iterator[pa.RecordBatch]:
+        """Run a SELECT and yield its result as Arrow batches (bounded memory); the timeout covers the whole read."""
+        if not checked:
+            self.check(sql)
+        try:
+            with self._timeout():
+                yield from self.con.sql(sql, params=params).to_arrow_reader(batch_rows)
+        except Exception as e:
+            raise self._explain(e) from e
+
+    def run(self, sql: str, params: Any = None, *, limit: int | None = 10_000, checked: bool = False) -> pa.Table:
+        """Run a SELECT and return at most `limit` rows as an Arrow table (within the timeout)."""
+        if not checked:
+            self.check(sql)
+        try:
+            with self._timeout():
+                rel = self.con.sql(sql, params=params)
+                if limit is None:
+                    return rel.to_arrow_table()
+                reader = rel.to_arrow_reader(min(limit, 65_536) or 1)
+                batches, n = [], 0
+                for b in reader:
+                    batches.append(b.slice(0, limit - n))
+                    n += batches[-1].num_rows
+                    if n >= limit:
+                        break
+                return pa.Table.from_batches(batches, schema=reader.schema)
+        except Exception as e:
+            raise self._explain(e) from e
+
+    # ---- search ---------------------------------------------------------------------------------------------------------
+    def nearest(self, vector: Any, k: int = 10) -> pa.Table:
+        """Top-k activations by cosine to `vector`, each joined with its explanations (best mse first)."""
+        import numpy as np
+
+        if self.d is None:
+            raise NLAQueryError(f"lake {self.lake.root} has no activations table to search. Fix: run `nla label` first.")
+        v = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if v.shape[0] != self.d:
+            raise NLAInputError(f"query vector has d={v.shape[0]} but the activations table stores d={self.d}. Fix: "
+                                "use the AR (or base model) that matches this lake's activations.")
+        if not np.isfinite(v).all() or not np.any(v):
+            raise NLAInputError("query vector is zero or has NaN/inf. Fix: pass a real reconstruction.")
+        has_labels = "explanations" in self.tables
+        join = (f"LEFT JOIN labels l USING ({A.act_id})" if has_labels else "")
+        cols = (f"l.{E.explanation}, l.{E.mse}, l.{E.cos}, l.{E.sample}, l.{A.context}" if has_labels else "")
+        sql = (f"SELECT n.{A.act_id}, n.similarity{', ' + cols if cols else ''} FROM "
+               f"(SELECT {A.act_id}, array_cosine_similarity({A.vector}, $q::FLOAT[{self.d}]) AS similarity "
+               f"FROM activations ORDER BY similarity DESC LIMIT $k) n {join} "
+               f"ORDER BY n.similarity DESC{', l.' + E.mse + ' ASC NULLS LAST' if has_labels else ''}")
+        return self.run(sql, {"q": v.tolist(), "k": int(k)}, checked=True, limit=None)
+
+    def keyword(self, pattern: str, *, limit: int = 20) -> pa.Table:
+        """Explanations matching a case-insensitive regex (a plain word works as a keyword)."""
+        import re
+
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise NLAInputError(f"pattern {pattern!r} is not a valid regex ({e}). Fix: escape special characters.")
+        return self.run("SELECT * FROM search_explanations($p) ORDER BY mse ASC NULLS LAST LIMIT $n",
+                        {"p": pattern, "n": int(limit)}, checked=True, limit=None)
+
+    # ---- helpers ---------------------------------------------------------------------------------------------------------
+    def _timeout(self) -> Any:
+        query = self
+
+        class _Timer:
+            def __enter__(self) -> None:
+                self.timer = threading.Timer(query.timeout_s, query.con.interrupt)
+                self.timer.start()
+
+            def __exit__(self, *exc: Any) -> None:
+                self.timer.cancel()
+
+        return _Timer()
+
+    def _explain(self, e: Exception) -> Exception:
+        import duckdb
+
+        msg = _first_line(e)
+        if isinstance(e, duckdb.InterruptException):
+            return NLAQueryError(f"query cut off after {self.timeout_s:.0f}s. Fix: add a WHERE/LIMIT, or select "
+                                 "fewer columns (vectors are large).")
+        if isinstance(e, duckdb.PermissionException):
+            return NLAQueryError(f"refused: {msg}. The query path cannot read or write files. Fix: query the lake's "
+                                 "tables only.")
+        if isinstance(e, duckdb.CatalogException):
+            known = ", ".join(sorted(self.tables) + (["labels", "features"] if "labels" in self._views() else []))
+            return NLAQueryError(f"{msg}. Tables here: {known or 'none'}. Fix: check the name (`nla tables`).")
+        if isinstance(e, duckdb.BinderException):
+            return NLAQueryError(f"{msg}. Fix: check column names (`nla tables` prints each table's schema).")
+        if isinstance(e, duckdb.Error):
+            return NLAQueryError(f"query failed: {msg}")
+        return e
+
+    def _views(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+

@@ -1,0 +1,58 @@
+"""Row builders: pipeline outputs (extractor columns, AV generations, AR scores) -> Arrow tables of the lake's schemas.
+
+The only place that turns numpy/Python values into the tables' types (vectors as fixed-size float32 lists). It does
+not write (store.py does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from nla.lake.schema import arrow_schema, vectors_to_arrow
+from nla.lake.store import now
+from schemas import ACTIVATIONS, EXPLANATIONS
+
+A, E = ACTIVATIONS.col, EXPLANATIONS.col
+
+
+def act_id(base_model: str, layer: int, doc_id: str, position: int) -> str:
+    """Stable id of an activation: the same (base, layer, document, position) always gets the same id."""
+    return hashlib.blake2b(f"{base_model}\x1f{layer}\x1f{doc_id}\x1f{position}".encode(), digest_size=12).hexdigest()
+
+
+def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int, shard: str,
+                     run_id: str) -> pa.Table:
+    """Extractor output (doc_id, position, token_id, token, context, vector) -> rows of `activations`."""
+    vectors = np.asarray(cols["vector"], dtype=np.float32)
+    n, d = vectors.shape
+    ids = [act_id(base_model, layer, str(doc), int(p)) for doc, p in zip(cols["doc_id"], cols["position"])]
+    data = {
+        A.act_id: ids, A.base_model: [base_model] * n, A.layer: np.full(n, layer, np.int32),
+        A.doc_id: [str(x) for x in cols["doc_id"]], A.position: np.asarray(cols["position"], np.int32),
+        A.token_id: np.asarray(cols["token_id"], np.int64), A.token: list(cols["token"]),
+        A.context: list(cols["context"]), A.vector: vectors_to_arrow(vectors),
+        A.norm: np.linalg.norm(vectors, axis=1).astype(np.float32), A.shard: [shard] * n, A.run_id: [run_id] * n,
+    }
+    return pa.table(data, schema=arrow_schema(ACTIVATIONS, d=d))
+
+
+def explanation_table(act_ids: Sequence[str], gens: Sequence[Any], *, av: str, ar: str, samples: Sequence[int],
+                      shard: str, run_id: str, mse: Sequence[float | None] | None = None,
+                      cos: Sequence[float | None] | None = None) -> pa.Table:
+    """AV generations (objects with explanation, raw_output, status, n_tokens) + AR scores -> `explanations` rows."""
+    n = len(act_ids)
+    none = [None] * n
+    data = {
+        E.act_id: list(act_ids), E.av: [av] * n, E.ar: [ar] * n, E.sample: np.asarray(samples, np.int32),
+        E.explanation: [g.explanation for g in gens], E.raw_output: [g.raw_output for g in gens],
+        E.n_tokens: np.asarray([g.n_tokens for g in gens], np.int32), E.status: [g.status for g in gens],
+        E.mse: pa.array(mse if mse is not None else none, pa.float32()),
+        E.cos: pa.array(cos if cos is not None else none, pa.float32()),
+        E.shard: [shard] * n, E.run_id: [run_id] * n, E.created_at: [now()] * n,
+    }
+    return pa.table(data, schema=arrow_schema(EXPLANATIONS))

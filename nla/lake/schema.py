@@ -1,0 +1,85 @@
+"""pyarrow schemas from the declarations in schemas/, and the strict check every write goes through.
+
+Vectors are fixed-size lists of d float32 (or float16, a per-table storage option for big d); d and the dtype are
+fixed when a table is created and stored in its metadata. A batch that does not match exactly is refused with a
+message naming the columns: never a silent cast or drop. This module does not read or write tables (store.py does).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from nla.errors import NLASchemaError
+from schemas import TableSpec
+
+VectorDtype = Literal["float32", "float16"]
+_SCALARS = {
+    "string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float32": pa.float32(),
+    "float64": pa.float64(), "bool": pa.bool_(), "timestamp": pa.timestamp("us", tz="UTC"), "json": pa.string(),
+    "list<int64>": pa.list_(pa.int64()), "list<string>": pa.list_(pa.string()),
+}
+_VEC = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+def vector_type(d: int, dtype: VectorDtype = "float32") -> pa.DataType:
+    return pa.list_(_VEC[dtype], d)
+
+
+def arrow_schema(spec: TableSpec, *, d: int | None = None, vector_dtype: VectorDtype = "float32") -> pa.Schema:
+    """The exact pyarrow schema of `spec`; tables with a vector column need d."""
+    if spec.has_vector and not d:
+        raise NLASchemaError(f"table {spec.name!r} stores vectors: its d (vector length) must be given. "
+                             "Fix: pass d=the activation width (the sidecar's d_model).")
+    if vector_dtype not in _VEC:
+        raise NLASchemaError(f"vector_dtype {vector_dtype!r}: expected one of {sorted(_VEC)}.")
+    fields = [pa.field(c.name, vector_type(d, vector_dtype) if c.type == "vector" else _SCALARS[c.type],
+                       nullable=c.nullable) for c in spec.columns]
+    return pa.schema(fields)
+
+
+def vectors_to_arrow(vectors: np.ndarray, dtype: VectorDtype = "float32") -> pa.FixedSizeListArray:
+    """(N, d) numbers -> the table's vector column type (the one explicit conversion, done by the caller)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float16 if dtype == "float16" else np.float32)
+    if v.ndim != 2:
+        raise NLASchemaError(f"vectors of shape {v.shape}: expected (N, d).")
+    return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1), type=_VEC[dtype]), v.shape[1])
+
+
+def vectors_from_arrow(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A vector column -> (N, d) float32 without per-row Python objects."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    d = column.type.list_size
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, d).astype(np.float32, copy=False)
+
+
+def _same_type(have: pa.DataType, want: pa.DataType) -> bool:
+    """Equal types; list children compare by value type only (their field name and nullability vary by producer)."""
+    if isinstance(want, pa.FixedSizeListType):
+        return isinstance(have, pa.FixedSizeListType) and have.list_size == want.list_size and \
+            have.value_type.equals(want.value_type)
+    return have.equals(want)
+
+
+def check_batch(spec: TableSpec, batch: pa.Table, expected: pa.Schema) -> pa.Table:
+    """Refuse a batch whose columns or types differ from the table's; returns it with columns in table order."""
+    have = {f.name: f.type for f in batch.schema}
+    missing = [n for n in expected.names if n not in have]
+    extra = [n for n in have if n not in expected.names]
+    wrong = [f"{f.name}: got {have[f.name]}, table has {f.type}" for f in expected
+             if f.name in have and not _same_type(have[f.name], f.type)]
+    if missing or extra or wrong:
+        parts = ([f"missing columns {missing}"] if missing else []) + ([f"unknown columns {extra}"] if extra else []) \
+            + wrong
+        raise NLASchemaError(f"rows for table {spec.name!r} do not match its schema (schemas/{spec.name}, version "
+                             f"{spec.version}): " + "; ".join(parts) + ". Fix: build the batch with "
+                             "nla.lake.schema.arrow_schema/vectors_to_arrow for this table's d and dtype.")
+    for f in expected:
+        if not f.nullable and batch.column(f.name).null_count:
+            raise NLASchemaError(f"table {spec.name!r}: column {f.name!r} has {batch.column(f.name).null_count} "
+                                 "nulls but is declared non-null. Fix: fill it or drop those rows upstream.")
+    return batch.select(expected.names).cast(expected)

@@ -1,0 +1,265 @@
+"""The lake: Delta tables under one root (a folder, or s3:// gs:// abfs:// with storage options).
+
+Writes go through the declarations in schemas/ and are refused on any mismatch. Sharded tables (activations,
+explanations) are partitioned by shard and committed one shard at a time with a predicate overwrite, so a retried
+shard replaces its rows instead of duplicating them; the `shards` ledger records what each run committed. Every
+commit carries run_id and config_hash. Also: merge on key, compaction, vacuum with safe retention, time travel.
+This module does not run queries (query.py does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLATableNotFound
+from nla.lake.schema import VectorDtype, arrow_schema, check_batch
+from schemas import ALL, SHARDS, TableSpec
+
+DEFAULT_LAKE = "./lake"
+SAFE_RETENTION_HOURS = 168  # vacuum never deletes files younger than this unless told to, so readers and time travel
+COMMIT_RETRIES = 8
+
+
+def default_root() -> str:
+    """$NLA_LAKE, else ./lake."""
+    return os.environ.get("NLA_LAKE") or DEFAULT_LAKE
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class TableInfo:
+    name: str
+    spec: str
+    version: int
+    rows: int
+    d: int | None
+    schema: pa.Schema
+
+
+class Lake:
+    """Delta tables declared in schemas/, under `root`."""
+
+    def __init__(self, root: str | Path | None = None, *, storage_options: dict[str, str] | None = None) -> None:
+        self.root = str(root or default_root()).rstrip("/")
+        self.storage_options = storage_options
+        self.is_local = "://" not in self.root
+
+    # ---- addressing -------------------------------------------------------------------------------------------------
+    def uri(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.uri(name), storage_options=self.storage_options)
+
+    def table(self, name: str, *, version: int | str | None = None) -> Any:
+        """The DeltaTable `name` (optionally at a version or ISO timestamp); NLATableNotFound if absent."""
+        from deltalake import DeltaTable
+
+        if not self.exists(name):
+            known = ", ".join(self.names()) or "none yet"
+            raise NLATableNotFound(f"table {name!r} not found in lake {self.root} (tables: {known}). Fix: run the job "
+                                   "that writes it (`nla label`), or pass --lake to the lake that has it.")
+        t = DeltaTable(self.uri(name), storage_options=self.storage_options)
+        if version is not None:
+            try:
+                t.load_as_version(version)
+            except Exception as e:
+                raise NLALakeError(f"table {name!r} has no version {version!r} (latest is {t.version()}). Fix: pick "
+                                   "one from `nla tables` / the table's history.") from e
+        return t
+
+    def names(self) -> list[str]:
+        """Tables present under the root (local lakes list the folder; remote ones probe the declared names)."""
+        if self.is_local:
+            root = Path(self.root)
+            found = [p.parent.relative_to(root).as_posix() for p in root.glob("**/_delta_log")] if root.is_dir() else []
+            return sorted(found)
+        return [n for n in ALL if self.exists(n)]
+
+    # ---- metadata -----------------------------------------------------------------------------------------------------
+    def layout(self, name: str) -> dict[str, Any]:
+        """{schema, schema_version, d, vector_dtype} stored in the table's description at creation."""
+        desc = self.table(name).metadata().description or "{}"
+        try:
+            return json.loads(desc)
+        except json.JSONDecodeError:
+            return {}
+
+    def arrow_schema(self, name: str, spec: TableSpec | None = None) -> pa.Schema:
+        """The exact schema rows of `name` must have (vectors as fixed-size lists of the table's d)."""
+        info = self.layout(name)
+        spec = spec or ALL[info.get("schema", name)]
+        if info.get("schema_version", spec.version) != spec.version:
+            raise NLASchemaError(f"table {name!r} was written with schema version {info['schema_version']} of "
+                                 f"{spec.name!r}; this code declares version {spec.version}. Fix: migrate the table "
+                                 "or use the nla version that wrote it.")
+        return arrow_schema(spec, d=info.get("d"), vector_dtype=info.get("vector_dtype", "float32"))
+
+    def create(self, spec: TableSpec, *, name: str | None = None, d: int | None = None,
+               vector_dtype: VectorDtype = "float32") -> None:
+        """Create an empty table for `spec` (no-op if it exists with the same d)."""
+        from deltalake import write_deltalake
+
+        name = name or spec.name
+        if vector_dtype != "float32":
+            raise NLASchemaError(f"vector_dtype {vector_dtype!r}: Delta Lake (delta-rs) and DuckDB cannot store or read "
+                                 "float16 arrays yet. Fix: keep vector_dtype float32.")
+        schema = arrow_schema(spec, d=d, vector_dtype=vector_dtype)
+        if self.exists(name):
+            have = self.layout(name).get("d")
+            if spec.has_vector and have != d:
+                raise NLASchemaError(f"table {name!r} stores vectors of d={have}, not d={d}. Fix: write these vectors "
+                                     "to another lake, or extract them with the model the table was made with.")
+            return
+        desc = json.dumps({"schema": spec.name, "schema_version": spec.version, "d": d, "vector_dtype": vector_dtype})
+        write_deltalake(self.uri(name), schema.empty_table(), mode="error", partition_by=list(spec.partition_by) or None,
+                        name=name, description=desc, storage_options=self.storage_options)
+
+    # ---- writing ------------------------------------------------------------------------------------------------------
+    def commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, config_hash: str = "",
+                     name: str | None = None) -> int:
+        """Atomically replace shard `shard` of the table with `rows`, then record it in the ledger. Returns the
+        table version. Rerunning with the same shard never duplicates rows."""
+        from deltalake import write_deltalake
+
+        name = name or spec.name
+        assert spec.shard_column, f"{spec.name} is not sharded"
+        self._ensure(spec, rows, name)
+        batch = check_batch(spec, rows, self.arrow_schema(name, spec))
+        if batch.num_rows and not pc.all(pc.equal(batch.column(spec.shard_column), shard)).as_py():
+            raise NLASchemaError(f"rows for shard {shard!r} of {name!r} carry other {spec.shard_column} values. "
+                                 f"Fix: set {spec.shard_column} = {shard!r} on every row of the batch.")
+        predicate = f"{spec.shard_column} = '{_sql_str(shard)}'"
+        version = self._retry(name, lambda props: write_deltalake(
+            self.uri(name), batch, mode="overwrite", predicate=predicate, commit_properties=props,
+            storage_options=self.storage_options), run_id=run_id, config_hash=config_hash, shard=shard)
+        self.record_shard(name, shard, run_id=run_id, rows=batch.num_rows, version=version)
+        return version
+
+    def record_shard(self, table_name: str, shard: str, *, run_id: str, rows: int, version: int) -> None:
+        ledger = pa.table({SHARDS.col.table_name: [table_name], SHARDS.col.shard: [shard], SHARDS.col.run_id: [run_id],
+                           SHARDS.col.rows: [rows], SHARDS.col.table_version: [version],
+                           SHARDS.col.committed_at: [now()]}, schema=arrow_schema(SHARDS))
+        self.merge(SHARDS, ledger, run_id=run_id)
+
+    def committed_shards(self, table_name: str) -> set[str]:
+        if not self.exists(SHARDS.name):
+            return set()
+        import pyarrow.dataset as pds
+
+        ds = self.table(SHARDS.name).to_pyarrow_dataset()
+        got = ds.to_table(columns=[SHARDS.col.shard], filter=pds.field(SHARDS.col.table_name) == table_name)
+        return set(got.column(0).to_pylist())
+
+    def merge(self, spec: TableSpec, rows: pa.Table, *, run_id: str, name: str | None = None,
+              config_hash: str = "") -> int:
+        """Upsert rows on the table's key (runs, checkpoints, the shard ledger)."""
+        name = name or spec.name
+        self._ensure(spec, rows, name)
+        batch = check_batch(spec, rows, self.arrow_schema(name, spec))
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+
+        def do(props: Any) -> None:
+            (self.table(name).merge(batch, predicate=on, source_alias="s", target_alias="t", commit_properties=props)
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+
+        return self._retry(name, do, run_id=run_id, config_hash=config_hash)
+
+    def overwrite(self, spec: TableSpec, batches: Iterable[pa.RecordBatch] | pa.Table, *, name: str, run_id: str,
+                  d: int | None = None, config_hash: str = "", extra_metadata: dict[str, str] | None = None) -> int:
+        """Replace the whole table with a stream of batches (a new Delta version: the old one stays readable)."""
+        from deltalake import write_deltalake
+
+        self.create(spec, name=name, d=d)
+        schema = self.arrow_schema(name, spec)
+
+        def checked() -> Iterable[pa.RecordBatch]:
+            for b in (batches.to_batches() if isinstance(batches, pa.Table) else batches):
+                yield from check_batch(spec, pa.Table.from_batches([b]), schema).to_batches()
+
+        reader = pa.RecordBatchReader.from_batches(schema, checked())
+        return self._retry(name, lambda props: write_deltalake(
+            self.uri(name), reader, mode="overwrite", commit_properties=props, storage_options=self.storage_options),
+            run_id=run_id, config_hash=config_hash, **(extra_metadata or {}))
+
+    def _ensure(self, spec: TableSpec, rows: pa.Table, name: str) -> None:
+        if self.exists(name):
+            return
+        d = None
+        if spec.has_vector:
+            vcol = next(c.name for c in spec.columns if c.type == "vector")
+            t = rows.schema.field(vcol).type if vcol in rows.schema.names else None
+            if not isinstance(t, pa.FixedSizeListType):
+                raise NLASchemaError(f"table {name!r}: column {vcol!r} must be a fixed-size list of float32, got {t}. "
+                                     "Fix: build it with nla.lake.schema.vectors_to_arrow.")
+            d = t.list_size
+        self.create(spec, name=name, d=d)
+
+    def _retry(self, name: str, write: Any, **metadata: str) -> int:
+        """Run a commit with our metadata; on a concurrent-commit conflict back off and retry (the write is
+        idempotent: a predicate overwrite or a merge on the key)."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
+
+        props = CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items() if v is not None})
+        for attempt in range(COMMIT_RETRIES):
+            try:
+                write(props)
+                return self.table(name).version()
+            except CommitFailedError as e:
+                if attempt == COMMIT_RETRIES - 1:
+                    raise NLACommitConflict(f"table {name!r}: {COMMIT_RETRIES} commits in a row lost to concurrent "
+                                            f"writers ({e}). Nothing was written. Fix: rerun; committed shards are "
+                                            "skipped and this one is replaced, never duplicated.") from e
+                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    # ---- maintenance and history -------------------------------------------------------------------------------------
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.table(name).history(limit)
+
+    def optimize(self, name: str, *, run_id: str = "optimize") -> dict[str, Any]:
+        """Compact small files (per partition). Readers and time travel are unaffected."""
+        from deltalake import CommitProperties
+
+        return self.table(name).optimize.compact(commit_properties=CommitProperties(custom_metadata={"run_id": run_id}))
+
+    def vacuum(self, name: str, *, retention_hours: int = SAFE_RETENTION_HOURS, dry_run: bool = True) -> list[str]:
+        """Delete files no version newer than `retention_hours` needs. Below the safe retention it refuses."""
+        if retention_hours < SAFE_RETENTION_HOURS:
+            raise NLALakeError(f"vacuum of {name!r} with retention {retention_hours}h would delete files that running "
+                               f"readers and time travel still need (safe minimum {SAFE_RETENTION_HOURS}h). Fix: keep "
+                               "the default, or compact with `optimize` instead.")
+        return self.table(name).vacuum(retention_hours=retention_hours, dry_run=dry_run)
+
+    def infos(self) -> list[TableInfo]:
+        out = []
+        for name in self.names():
+            t = self.table(name)
+            layout = self.layout(name)
+            spec = layout.get("schema", name)
+            actions = pa.table(t.get_add_actions(flatten=True))  # arro3 table -> pyarrow via the C data interface
+            rows = int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
+            out.append(TableInfo(name=name, spec=spec, version=t.version(), rows=rows, d=layout.get("d"),
+                                 schema=self.arrow_schema(name, ALL.get(spec))))
+        return out
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")

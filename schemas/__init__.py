@@ -1,0 +1,18 @@
+"""Table declarations: the single source of column names and types for writers, readers, views and tests.
+
+One file per table. nla/lake/schema.py builds pyarrow schemas from these; code refers to columns as
+`EXPLANATIONS.col.mse`, never as scattered string literals.
+"""
+
+from schemas.activations import ACTIVATIONS
+from schemas.checkpoints import CHECKPOINTS
+from schemas.explanations import EXPLANATIONS
+from schemas.runs import RUNS
+from schemas.shards import SHARDS
+from schemas.spec import Column, TableSpec
+from schemas.training_sets import TRAINING_SET
+
+ALL = {t.name: t for t in (ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS, TRAINING_SET, CHECKPOINTS)}
+
+__all__ = ["ACTIVATIONS", "EXPLANATIONS", "RUNS", "SHARDS", "TRAINING_SET", "CHECKPOINTS", "ALL", "Column",
+           "TableSpec"]
