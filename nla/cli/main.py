@@ -19,6 +19,10 @@ examples:
   nla explain --av AV_DIR --text "The cat sat on the mat." --positions 3,5
   nla score --ar AR_DIR --explanation "The text is about cats." --vectors acts.npy --row 0
   nla init --base ~/models/SmolLM2 --layer 10 --out ./smol-nla
+  nla tables                                 the lake's tables (--lake DIR, default $NLA_LAKE or ./lake)
+  nla query "SELECT status, count(*), avg(mse) FROM explanations GROUP BY status"
+  nla search "The text is about weather." -k 5
+  nla mine --where "mse > 0.8" --limit 1000 --name hard_v1
 """
 
 
@@ -27,7 +31,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nla.cli import models, toy
+    from nla.cli import lake, models, toy
 
     parser = argparse.ArgumentParser(
         prog="nla", formatter_class=_formatter, epilog=EPILOG,
@@ -37,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     models.add_commands(sub, _formatter)
     toy.add_commands(sub, _formatter)
+    lake.add_commands(sub, _formatter)
     return parser
 
 
@@ -48,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except NLAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `nla query ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

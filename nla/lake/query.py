@@ -10,7 +10,7 @@ settings and writes are refused. This module does not write tables.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -50,7 +50,9 @@ class LakeQuery:
     """An in-memory DuckDB with read-only views over the lake's tables (optionally pinned to versions)."""
 
     def __init__(self, lake: Lake, *, versions: dict[str, int] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 filesystem: Any = None) -> None:
+                 filesystem_for: Callable[[str], Any] | None = None) -> None:
+        """versions pins tables to Delta versions; filesystem_for(table_uri) may supply the pyarrow filesystem each
+        table is read through (instrumentation, custom stores)."""
         import duckdb
 
         self.lake, self.timeout_s = lake, timeout_s
@@ -63,7 +65,8 @@ class LakeQuery:
             schema = lake.arrow_schema(name)
             view = name.replace("/", "_")
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
-            self.con.register(view, t.to_pyarrow_dataset(schema=schema, filesystem=filesystem))
+            fs = filesystem_for(lake.uri(name)) if filesystem_for else None
+            self.con.register(view, t.to_pyarrow_dataset(schema=schema, filesystem=fs))
             self.tables[view] = t.version()
             if name == ACTIVATIONS.name:
                 self.d = schema.field(A.vector).type.list_size
@@ -108,7 +111,11 @@ class LakeQuery:
             self.check(sql)
         try:
             with self._timeout():
-                yield from self.con.sql(sql, params=params).to_arrow_reader(batch_rows)
+                reader = self.con.sql(sql, params=params).to_arrow_reader(batch_rows)
+                try:
+                    yield from reader
+                finally:
+                    reader.close()
         except Exception as e:
             raise self._explain(e) from e
 
@@ -123,14 +130,26 @@ class LakeQuery:
                     return rel.to_arrow_table()
                 reader = rel.to_arrow_reader(min(limit, 65_536) or 1)
                 batches, n = [], 0
-                for b in reader:
-                    batches.append(b.slice(0, limit - n))
-                    n += batches[-1].num_rows
-                    if n >= limit:
-                        break
+                try:
+                    for b in reader:
+                        batches.append(b.slice(0, limit - n))
+                        n += batches[-1].num_rows
+                        if n >= limit:
+                            break
+                finally:
+                    reader.close()  # an unfinished stream left open aborts the process at exit
                 return pa.Table.from_batches(batches, schema=reader.schema)
         except Exception as e:
             raise self._explain(e) from e
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> LakeQuery:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ---- search ---------------------------------------------------------------------------------------------------------
     def nearest(self, vector: Any, k: int = 10) -> pa.Table:

@@ -1,0 +1,192 @@
+"""`nla query`, `nla tables`, `nla search`, `nla mine`: reading the lake from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nla.cli.io import print_table
+from nla.errors import NLAInputError
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _lake_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", default=None, help="lake root: a folder or s3://, gs://, abfs:// URI "
+                                                "(default: $NLA_LAKE, else ./lake)")
+
+
+def add_commands(sub: Any, formatter: Any) -> None:
+    q = sub.add_parser("query", formatter_class=formatter, help="read-only SQL over the lake (DuckDB)",
+                       description="Run one read-only SELECT over the lake. Views: activations, explanations, runs, "
+                                   "shards, checkpoints, labels (explanations + where each activation came from), "
+                                   "features (one row per ranked feature of each explanation), training_sets_<name>. "
+                                   "Macros: search_explanations(regex), search_features(regex), "
+                                   "nearest(vector::FLOAT[d], k). Writes, files, extensions and settings are refused.",
+                       epilog="examples:\n"
+                              "  nla query \"SELECT status, count(*), avg(mse) FROM explanations GROUP BY status\"\n"
+                              "  nla query \"SELECT feature, count(*) n FROM features WHERE rank = 1 GROUP BY 1 "
+                              "ORDER BY n DESC\"\n"
+                              "  nla query \"SELECT * FROM search_explanations('rain|storm') LIMIT 5\"\n"
+                              "  nla query \"SELECT * FROM labels ORDER BY mse DESC\" --format parquet --out worst.parquet\n"
+                              "  nla query \"SELECT count(*) FROM activations\" --at activations=3   # time travel")
+    q.add_argument("sql", help="one SELECT statement")
+    q.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    q.add_argument("--out", help="write to this file instead of stdout (required for parquet)")
+    q.add_argument("--limit", type=int, default=50, help="rows shown in table format (default 50; files get all)")
+    q.add_argument("--at", action="append", default=[], metavar="TABLE=VERSION",
+                   help="read TABLE as of a Delta version (repeatable)")
+    q.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is cut off (default 30)")
+    _lake_arg(q)
+    q.set_defaults(func=cmd_query)
+
+    t = sub.add_parser("tables", formatter_class=formatter, help="list the lake's tables: versions, rows, schema",
+                       description="List the lake's Delta tables with their version, row count, vector width and "
+                                   "columns.", epilog="example:\n  nla tables --lake ./lake")
+    t.add_argument("--schema", action="store_true", help="also print every column with its type")
+    _lake_arg(t)
+    t.set_defaults(func=cmd_tables)
+
+    s = sub.add_parser("search", formatter_class=formatter, help="find activations by meaning, keyword or regex",
+                       description="By meaning (default): the AR reconstructs a vector from TEXT and the lake returns "
+                                   "the activations nearest by cosine, with their explanations. With --keyword: "
+                                   "explanations matching TEXT as a case-insensitive regex.",
+                       epilog="examples:\n  nla search \"The text is about weather.\" --ar KIT/ar -k 5\n"
+                              "  nla search --keyword \"paris|tokyo\"")
+    s.add_argument("text", help="what to look for")
+    s.add_argument("--keyword", action="store_true", help="regex/keyword search over explanations instead")
+    s.add_argument("--ar", help="AR checkpoint that turns TEXT into a vector (default: the toy kit's AR)")
+    s.add_argument("-k", type=int, default=10, help="results (default 10)")
+    _lake_arg(s)
+    s.set_defaults(func=cmd_search)
+
+    m = sub.add_parser("mine", formatter_class=formatter, help="write hard examples to a training-set table",
+                       description="Select labeled activations with a SQL condition over the `labels` columns "
+                                   "(act_id, av, ar, sample, explanation, status, mse, cos, context, ...) and write "
+                                   "them with their vectors to training_sets/NAME (each run is a new version).",
+                       epilog="example:\n  nla mine --where \"mse > 0.8 AND status = 'ok'\" --limit 5000 --name hard_v1")
+    m.add_argument("--where", required=True, help="SQL boolean condition")
+    m.add_argument("--name", required=True, help="training-set name (letters, digits, _ - .)")
+    m.add_argument("--limit", type=int, default=None, help="at most this many rows (hardest first)")
+    m.add_argument("--order", default="mse_desc", help="mse_desc (default) | mse_asc | none")
+    _lake_arg(m)
+    m.set_defaults(func=cmd_mine)
+
+
+def _lake(args: argparse.Namespace) -> Any:
+    from nla.lake.store import Lake
+
+    return Lake(args.lake)
+
+
+def _versions(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, _, v = item.partition("=")
+        if not name or not v.isdigit():
+            raise NLAInputError(f"--at {item!r}: expected TABLE=VERSION, e.g. --at explanations=3")
+        out[name] = int(v)
+    return out
+
+
+def _printable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, list) and len(v) > 4:
+                r[k] = "[" + ", ".join(f"{x:.3g}" for x in v[:3]) + f", … ({len(v)})]"
+    return rows
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from nla.lake.query import LakeQuery
+
+    if args.format == "parquet" and not args.out:
+        raise NLAInputError("--format parquet needs --out FILE.parquet.")
+    q = LakeQuery(_lake(args), versions=_versions(args.at), timeout_s=args.timeout)
+    if args.format == "table":
+        t = q.run(args.sql, limit=args.limit)
+        print_table(_printable(t.to_pylist()), t.column_names, width=80)
+        print(f"({t.num_rows} rows{'; --limit shows more' if t.num_rows == args.limit else ''})")
+        return 0
+    q.check(args.sql)
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    writer, n = None, 0
+    try:
+        for batch in q.stream(args.sql, checked=True):
+            n += batch.num_rows
+            if args.format == "json":
+                for row in batch.to_pylist():
+                    out.write((json.dumps(row, default=str) + "\n").encode())
+                continue
+            if writer is None:
+                writer = (pq.ParquetWriter(out, batch.schema) if args.format == "parquet"
+                          else pcsv.CSVWriter(out, batch.schema))
+            writer.write(pa.Table.from_batches([batch]) if args.format == "parquet" else batch)
+    finally:
+        if writer is not None:
+            writer.close()
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"{n} rows -> {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    infos = lake.infos()
+    if not infos:
+        print(f"lake {lake.root}: no tables yet (`nla label` writes them)")
+        return 0
+    print_table([{"table": i.name, "version": i.version, "rows": i.rows, "d": i.d or "", "columns": len(i.schema)}
+                 for i in infos], ["table", "version", "rows", "d", "columns"])
+    if args.schema:
+        for i in infos:
+            print(f"\n{i.name}:")
+            for f in i.schema:
+                print(f"  {f.name:<16} {f.type}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nla.lake.query import LakeQuery
+
+    if args.k < 1:
+        raise NLAInputError(f"-k {args.k}: must be >= 1.")
+    q = LakeQuery(_lake(args))
+    if args.keyword:
+        t = q.keyword(args.text, limit=args.k)
+        print_table(t.to_pylist(), ["act_id", "mse", "context", "explanation"], width=70)
+        return 0
+    from nla.client import NLACritic
+
+    ar = args.ar or _toy_ar()
+    vector = NLACritic(ar).reconstruct(args.text).numpy()
+    t = q.nearest(vector, k=args.k)
+    print_table(t.to_pylist(), [c for c in ("similarity", "act_id", "mse", "context", "explanation")
+                                if c in t.column_names], width=70)
+    return 0
+
+
+def _toy_ar() -> Path:
+    from nla.toy.build import kit_dir
+
+    ar = kit_dir() / "ar"
+    if not (ar / "nla_meta.yaml").is_file():
+        raise NLAInputError("search by meaning needs an AR: pass --ar AR_DIR (the toy kit's is used when built).")
+    return ar
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from nla.lake.mine import mine
+
+    r = mine(_lake(args), where=args.where, name=args.name, limit=args.limit, order=args.order)
+    print(f"{r.rows} rows -> {r.table} (version {r.version}, run {r.run_id})")
+    return 0

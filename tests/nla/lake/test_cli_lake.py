@@ -1,0 +1,62 @@
+"""`nla tables|query|search|mine` through the real CLI on a real lake."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.nla.lake.conftest import versions
+from tests.nla.test_cli import run
+
+
+def test_tables_and_query_formats(lake, tmp_path):
+    root = lake.root
+    out = run("tables", "--lake", root, "--schema").stdout
+    assert "activations" in out and "fixed_size_list" in out and "120" in out
+    out = run("query", "SELECT status, count(*) AS n FROM explanations GROUP BY status ORDER BY status",
+              "--lake", root).stdout
+    assert "no_tags" in out and "117" in out
+    lines = run("query", "SELECT act_id, mse FROM labels ORDER BY mse DESC LIMIT 3", "--format", "json",
+                "--lake", root).stdout.splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["mse"] > 1.9
+    csv = run("query", "SELECT act_id FROM labels LIMIT 2", "--format", "csv", "--lake", root).stdout
+    assert csv.splitlines()[0] == '"act_id"'
+    run("query", "SELECT * FROM features", "--format", "parquet", "--out", str(tmp_path / "f.parquet"),
+        "--lake", root)
+    assert pq.read_table(tmp_path / "f.parquet").num_rows == 234
+    out = run("query", "SELECT count(*) AS n FROM activations", "--at", "activations=1", "--lake", root).stdout
+    assert out.splitlines()[2].strip() == "40"
+
+
+def test_search_and_mine(lake):
+    out = run("search", "--keyword", "finance", "-k", "3", "--lake", lake.root).stdout
+    assert out.count("finance") == 3
+    out = run("mine", "--where", "mse > 1.8", "--name", "hard_cli", "--lake", lake.root).stdout
+    assert "training_sets/hard_cli" in out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["query", "COPY explanations TO '/tmp/x.csv'"], "refused"),
+    (["query", "SELECT * FROM read_csv('/etc/passwd')"], "refused|cannot read"),
+    (["query", "SELECT * FROM nothing_here"], "nothing_here"),
+    (["query", "SELECT 1", "--format", "parquet"], "--out"),
+    (["query", "SELECT 1", "--at", "explanations"], "TABLE=VERSION"),
+    (["mine", "--where", "1=1; DELETE FROM explanations", "--name", "x"], "statements"),
+    (["search", "x", "-k", "0"], "-k"),
+])
+def test_bad_lake_input(lake, args, match):
+    import re
+
+    before = versions(lake)
+    p = run(*args, "--lake", lake.root, check=False)
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and re.search(match, lines[0]), p.stderr
+    assert versions(lake) == before
+
+
+def test_missing_lake_is_clear(tmp_path):
+    p = run("query", "SELECT * FROM explanations", "--lake", str(tmp_path / "none"), check=False)
+    assert p.returncode == 2 and "explanations" in p.stderr

@@ -1,0 +1,160 @@
+"""DuckDB over the lake: views, features, search, time travel, pushdown, the read-only sandbox, timeouts."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+from nla.errors import NLAInputError, NLAQueryError
+from nla.lake.query import LakeQuery
+from nla.lake.schema import vectors_from_arrow
+from schemas import ACTIVATIONS
+from tests.nla.lake.conftest import shard_rows, versions
+
+
+def test_views_and_features(lake):
+    q = LakeQuery(lake)
+    assert q.run("SELECT count(*) n FROM labels").column("n")[0].as_py() == 120
+    row = q.run("SELECT * FROM labels WHERE status = 'ok' LIMIT 1").to_pylist()[0]
+    assert row["context"].startswith("context") and row["position"] >= 10
+    feats = q.run("SELECT rank, feature FROM features WHERE act_id = (SELECT act_id FROM labels WHERE status='ok' "
+                  "ORDER BY act_id LIMIT 1) ORDER BY rank").to_pylist()
+    assert [f["rank"] for f in feats] == [1, 2] and feats[0]["feature"].startswith("The text is about")
+    top = q.run("SELECT feature, count(*) n FROM features WHERE rank = 1 GROUP BY 1 ORDER BY n DESC").to_pylist()
+    assert len(top) == 4 and sum(t["n"] for t in top) == 117  # 3 no_tags rows have no features
+
+
+def test_keyword_regex_and_sql_macros(lake):
+    q = LakeQuery(lake)
+    assert {r["explanation"].split(".")[0] for r in q.keyword("WEATHER|music", limit=100).to_pylist()} == \
+        {"The text is about weather", "The text is about music"}
+    assert q.run("SELECT count(*) n FROM search_features('^The text is about finance')").column("n")[0].as_py() == 30
+    with pytest.raises(NLAInputError, match="regex"):
+        q.keyword("(unclosed")
+
+
+def test_nearest_finds_the_vector(lake):
+    q = LakeQuery(lake)
+    acts = lake.table("activations").to_pyarrow_dataset(schema=lake.arrow_schema("activations")).to_table()
+    v = vectors_from_arrow(acts.column("vector"))
+    target = acts.column("act_id")[7].as_py()
+    got = q.nearest(v[7] * 3.0, k=3).to_pylist()
+    assert got[0]["act_id"] == target and got[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    sql_top = q.run(f"SELECT act_id FROM nearest({v[7].tolist()}::FLOAT[16], 1)").to_pylist()
+    assert sql_top[0]["act_id"] == target
+    with pytest.raises(NLAInputError, match="d=8"):
+        q.nearest(np.ones(8))
+
+
+def test_time_travel_in_queries(lake):
+    q = LakeQuery(lake, versions={"activations": 1})
+    assert q.run("SELECT count(*) n FROM activations").column("n")[0].as_py() == 40
+    with pytest.raises(NLAQueryError, match="no such table"):
+        LakeQuery(lake, versions={"nope": 1})
+
+
+class _Counting(io.RawIOBase):
+    def __init__(self, f, counter):
+        self.f, self.counter = f, counter
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = self.f.readinto(b)
+        self.counter[0] += n or 0
+        return n
+
+    def seek(self, *a):
+        return self.f.seek(*a)
+
+    def tell(self):
+        return self.f.tell()
+
+    def seekable(self):
+        return True
+
+    def close(self):
+        self.f.close()
+        super().close()
+
+
+def test_projection_pushdown_skips_vectors(lake):
+    from fsspec.implementations.local import LocalFileSystem
+
+    counter = [0]
+
+    class FS(LocalFileSystem):
+        def _open(self, path, mode="rb", **kw):
+            f = super()._open(path, mode=mode, **kw)
+            return _Counting(f, counter) if "r" in mode else f
+
+    lake.commit_shard(ACTIVATIONS, shard_rows(9, n=20_000)[0], shard="s9", run_id="r")  # vectors dominate the bytes
+    q = LakeQuery(lake, filesystem_for=lambda uri: pafs.SubTreeFileSystem(
+        uri, pafs.PyFileSystem(pafs.FSSpecHandler(FS(skip_instance_cache=True)))))
+
+    def bytes_for(sql: str) -> int:
+        counter[0] = 0
+        q.run(sql)
+        return counter[0]
+
+    bytes_for("SELECT * FROM activations")  # warm the footer cache so counts compare data pages only
+    without = bytes_for("SELECT count(*), avg(norm) FROM activations WHERE position = 11")
+    with_vec = bytes_for("SELECT avg(vector[1]) FROM activations WHERE position = 11")
+    print({"without_vector": without, "with_vector": with_vec})
+    assert 0 < without < with_vec / 3
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY (SELECT 1) TO '/tmp/nla_escape.csv'",
+    "COPY explanations TO '/tmp/nla_escape.parquet' (FORMAT parquet)",
+    "ATTACH '/tmp/nla_escape.db' AS x",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM glob('/etc/*')",
+    "PRAGMA database_list",
+    "SET threads = 1",
+    "SELECT 1; DROP VIEW labels",
+    "CREATE TABLE x AS SELECT 1",
+    "INSERT INTO explanations SELECT * FROM explanations",
+    "DELETE FROM explanations",
+    "DROP VIEW labels",
+    "EXPORT DATABASE '/tmp/nla_export'",
+    "SELECT * FROM query('DROP VIEW labels')",
+    "SELECT " + "1 + " * 6000 + "1",
+    "",
+])
+def test_sandbox_refuses(lake, sql):
+    before = versions(lake)
+    q = LakeQuery(lake)
+    with pytest.raises(NLAQueryError):
+        q.run(sql)
+    assert q.run("SELECT count(*) n FROM labels").column("n")[0].as_py() == 120  # views intact
+    assert versions(lake) == before
+
+
+def test_unknown_table_and_column(lake):
+    q = LakeQuery(lake)
+    with pytest.raises(NLAQueryError, match="Tables here: activations"):
+        q.run("SELECT * FROM explanation")
+    with pytest.raises(NLAQueryError, match="column"):
+        q.run("SELECT msee FROM explanations")
+
+
+def test_runaway_query_is_cut_off(lake):
+    q = LakeQuery(lake, timeout_s=0.5)
+    t = threading.Timer(10, q.con.interrupt)  # safety net only
+    t.start()
+    try:
+        with pytest.raises(NLAQueryError, match="cut off"):
+            q.run("SELECT count(*) FROM range(100000000) a, range(100000000) b")
+    finally:
+        t.cancel()
+    assert q.run("SELECT 1 AS x").column("x")[0].as_py() == 1  # still usable

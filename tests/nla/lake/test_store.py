@@ -1,0 +1,111 @@
+"""Delta store: per-shard commits, retries without duplicates, ledger, metadata, time travel, maintenance, errors."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from nla.errors import NLALakeError, NLASchemaError, NLATableNotFound
+from nla.lake.store import Lake
+from schemas import ACTIVATIONS, EXPLANATIONS
+from tests.nla.lake.conftest import shard_rows, versions
+
+
+def count(lk: Lake, name: str) -> int:
+    return lk.table(name).to_pyarrow_dataset().count_rows()
+
+
+def keys(lk: Lake, name: str, spec) -> list[tuple]:
+    t = lk.table(name).to_pyarrow_dataset().to_table(columns=list(spec.key))
+    return list(zip(*[t.column(k).to_pylist() for k in spec.key]))
+
+
+def test_commit_and_retry_never_duplicates(lake):
+    assert count(lake, "activations") == 120 and count(lake, "explanations") == 120
+    acts, expl = shard_rows(1)
+    lake.commit_shard(ACTIVATIONS, acts, shard="s1", run_id="r2")  # a retried shard
+    lake.commit_shard(EXPLANATIONS, expl, shard="s1", run_id="r2")
+    for name, spec in (("activations", ACTIVATIONS), ("explanations", EXPLANATIONS)):
+        k = keys(lake, name, spec)
+        assert len(k) == len(set(k)) == 120
+    assert lake.committed_shards("activations") == {"s0", "s1", "s2"}
+    ledger = lake.table("shards").to_pyarrow_dataset().to_table().to_pylist()
+    s1 = [r for r in ledger if r["table_name"] == "activations" and r["shard"] == "s1"]
+    assert len(s1) == 1 and s1[0]["run_id"] == "r2" and s1[0]["rows"] == 40
+
+
+def test_commit_metadata_and_time_travel(lake):
+    h = lake.history("activations", 1)[0]
+    assert h["run_id"] == "r1" and h["config_hash"] == "cfg1" and h["shard"] == "s2"
+    assert lake.table("activations", version=1).to_pyarrow_dataset().count_rows() == 40  # after the first shard
+    assert lake.table("activations", version=3).to_pyarrow_dataset().count_rows() == 120
+    with pytest.raises(NLALakeError, match="no version 99"):
+        lake.table("activations", version=99)
+
+
+def test_optimize_and_safe_vacuum(lake):
+    before = lake.table("activations").to_pyarrow_dataset().to_table().sort_by("act_id")
+    for _ in range(2):
+        lake.commit_shard(ACTIVATIONS, shard_rows(0)[0], shard="s0", run_id="r3")
+    metrics = lake.optimize("activations")
+    assert metrics["numFilesRemoved"] >= 0
+    assert lake.table("activations").to_pyarrow_dataset().to_table().sort_by("act_id").equals(before)
+    with pytest.raises(NLALakeError, match="safe minimum"):
+        lake.vacuum("activations", retention_hours=0)
+    assert lake.vacuum("activations") == []  # nothing older than the safe retention yet
+
+
+def test_schema_mismatches_are_refused(lake):
+    before = versions(lake)
+    acts, _ = shard_rows(5, d=8)
+    with pytest.raises(NLASchemaError, match="vector"):  # wrong d
+        lake.commit_shard(ACTIVATIONS, acts, shard="s5", run_id="r")
+    acts, _ = shard_rows(5)
+    with pytest.raises(NLASchemaError, match="norm: got double"):
+        lake.commit_shard(ACTIVATIONS, acts.set_column(9, "norm", acts.column("norm").cast(pa.float64())),
+                          shard="s5", run_id="r")
+    with pytest.raises(NLASchemaError, match="missing columns"):
+        lake.commit_shard(ACTIVATIONS, acts.drop_columns(["token"]), shard="s5", run_id="r")
+    with pytest.raises(NLASchemaError, match="unknown columns"):
+        lake.commit_shard(ACTIVATIONS, acts.append_column("extra", pa.array([1] * acts.num_rows)), shard="s5",
+                          run_id="r")
+    with pytest.raises(NLASchemaError, match="other shard values"):
+        lake.commit_shard(ACTIVATIONS, acts, shard="s6", run_id="r")
+    with pytest.raises(NLASchemaError, match="non-null"):
+        lake.commit_shard(ACTIVATIONS, acts.set_column(0, "act_id", pa.array([None] * acts.num_rows, pa.string())),
+                          shard="s5", run_id="r")
+    with pytest.raises(NLASchemaError, match="float16"):
+        lake.create(ACTIVATIONS, name="half", d=16, vector_dtype="float16")
+    assert versions(lake) == before  # nothing written
+
+
+def test_missing_table(tmp_path):
+    with pytest.raises(NLATableNotFound, match="not found") as e:
+        Lake(tmp_path / "empty").table("explanations")
+    assert "Fix" in str(e.value)
+
+
+def _write_shards(root: str, shards: list[int]) -> None:
+    lk = Lake(root)
+    for s in shards:
+        lk.commit_shard(ACTIVATIONS, shard_rows(s)[0], shard=f"s{s}", run_id=f"w{s}")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    root = str(tmp_path / "lake")
+    _write_shards(root, [0])  # the table exists before the writers race
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_write_shards, args=(root, list(range(1 + i, 9, 2)))) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    lk = Lake(root)
+    k = keys(lk, "activations", ACTIVATIONS)
+    assert len(k) == len(set(k)) == 9 * 40
+    assert lk.committed_shards("activations") == {f"s{i}" for i in range(9)}
+    assert np.isfinite(lk.table("activations").version())
