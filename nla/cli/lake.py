@@ -101,15 +101,19 @@ def _printable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
     from nla.lake.query import LakeQuery
 
     if args.format == "parquet" and not args.out:
         raise NLAInputError("--format parquet needs --out FILE.parquet.")
-    q = LakeQuery(_lake(args), versions=_versions(args.at), timeout_s=args.timeout)
+    with LakeQuery(_lake(args), versions=_versions(args.at), timeout_s=args.timeout) as q:
+        return _query(q, args)
+
+
+def _query(q: Any, args: argparse.Namespace) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
     if args.format == "table":
         t = q.run(args.sql, limit=args.limit)
         print_table(_printable(t.to_pylist()), t.column_names, width=80)
@@ -160,16 +164,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise NLAInputError(f"-k {args.k}: must be >= 1.")
-    q = LakeQuery(_lake(args))
-    if args.keyword:
-        t = q.keyword(args.text, limit=args.k)
-        print_table(t.to_pylist(), ["act_id", "mse", "context", "explanation"], width=70)
-        return 0
-    from nla.client import NLACritic
+    with LakeQuery(_lake(args)) as q:
+        if args.keyword:
+            t = q.keyword(args.text, limit=args.k)
+            print_table(t.to_pylist(), ["act_id", "mse", "context", "explanation"], width=70)
+            return 0
+        from nla.client import NLACritic
 
-    ar = args.ar or _toy_ar()
-    vector = NLACritic(ar).reconstruct(args.text).numpy()
-    t = q.nearest(vector, k=args.k)
+        vector = NLACritic(args.ar or _toy_ar()).reconstruct(args.text).numpy()
+        t = q.nearest(vector, k=args.k)
     print_table(t.to_pylist(), [c for c in ("similarity", "act_id", "mse", "context", "explanation")
                                 if c in t.column_names], width=70)
     return 0

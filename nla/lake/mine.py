@@ -43,7 +43,12 @@ def mine(lake: Lake, *, where: str, name: str, limit: int | None = None, order: 
         raise NLAInputError(f"--order {order!r}: choose one of {sorted(ORDERS)}.")
     if limit is not None and limit < 1:
         raise NLAInputError(f"--limit {limit}: must be >= 1.")
-    q = LakeQuery(lake, timeout_s=timeout_s)
+    with LakeQuery(lake, timeout_s=timeout_s) as q:
+        return _mine(q, lake, where=where, name=name, table=table, limit=limit, order=order)
+
+
+def _mine(q: LakeQuery, lake: Lake, *, where: str, name: str, table: str, limit: int | None,
+          order: str) -> MineResult:
     if "labels" not in q._views():
         raise NLAQueryError(f"lake {lake.root} has no labeled activations (explanations + activations). "
                             "Fix: run `nla label` first.")

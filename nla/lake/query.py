@@ -58,6 +58,7 @@ class LakeQuery:
         self.lake, self.timeout_s = lake, timeout_s
         self.con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
         self.tables: dict[str, int] = {}
+        self._versions = dict(versions or {})
         self.d: int | None = None
         for name in lake.names():
             version = (versions or {}).get(name)
@@ -164,14 +165,26 @@ class LakeQuery:
                                 "use the AR (or base model) that matches this lake's activations.")
         if not np.isfinite(v).all() or not np.any(v):
             raise NLAInputError("query vector is zero or has NaN/inf. Fix: pass a real reconstruction.")
-        has_labels = "explanations" in self.tables
-        join = (f"LEFT JOIN labels l USING ({A.act_id})" if has_labels else "")
-        cols = (f"l.{E.explanation}, l.{E.mse}, l.{E.cos}, l.{E.sample}, l.{A.context}" if has_labels else "")
-        sql = (f"SELECT n.{A.act_id}, n.similarity{', ' + cols if cols else ''} FROM "
-               f"(SELECT {A.act_id}, array_cosine_similarity({A.vector}, $q::FLOAT[{self.d}]) AS similarity "
-               f"FROM activations ORDER BY similarity DESC LIMIT $k) n {join} "
-               f"ORDER BY n.similarity DESC{', l.' + E.mse + ' ASC NULLS LAST' if has_labels else ''}")
-        return self.run(sql, {"q": v.tolist(), "k": int(k)}, checked=True, limit=None)
+        from nla.lake.search import top_k_cosine
+
+        ds = self.lake.table(ACTIVATIONS.name, version=self._versions.get(ACTIVATIONS.name)).to_pyarrow_dataset(
+            schema=self.lake.arrow_schema(ACTIVATIONS.name))
+        hits = top_k_cosine(ds, v, int(k))
+        top = pa.table({A.act_id: [h[0] for h in hits], "similarity": pa.array([h[1] for h in hits], pa.float32())})
+        self.con.register("_top_hits", top)
+        try:
+            if "explanations" not in self.tables:
+                return top
+            # filter both sides to the k ids before joining: hash tables stay k rows, whatever the lake's size
+            ids = ", ".join(f"'{h[0]}'" for h in hits) or "NULL"
+            sql = (f"SELECT n.{A.act_id}, n.similarity, e.{E.explanation}, e.{E.mse}, e.{E.cos}, e.{E.sample}, "
+                   f"a.{A.context} FROM _top_hits n "
+                   f"LEFT JOIN (SELECT * FROM explanations WHERE {E.act_id} IN ({ids})) e USING ({A.act_id}) "
+                   f"LEFT JOIN (SELECT {A.act_id}, {A.context} FROM activations WHERE {A.act_id} IN ({ids})) a "
+                   f"USING ({A.act_id}) ORDER BY n.similarity DESC, e.{E.mse} ASC NULLS LAST")
+            return self.run(sql, checked=True, limit=None)
+        finally:
+            self.con.unregister("_top_hits")
 
     def keyword(self, pattern: str, *, limit: int = 20) -> pa.Table:
         """Explanations matching a case-insensitive regex (a plain word works as a keyword)."""

@@ -27,6 +27,7 @@ from nla.lake.schema import VectorDtype, arrow_schema, check_batch
 from schemas import ALL, SHARDS, TableSpec
 
 DEFAULT_LAKE = "./lake"
+ROW_GROUP_BYTES = 32 * 2**20  # vector tables: row groups of ~32 MiB, so readers stream in bounded pieces
 SAFE_RETENTION_HOURS = 168  # vacuum never deletes files younger than this unless told to, so readers and time travel
 COMMIT_RETRIES = 8
 
@@ -148,7 +149,8 @@ class Lake:
         predicate = f"{spec.shard_column} = '{_sql_str(shard)}'"
         version = self._retry(name, lambda props: write_deltalake(
             self.uri(name), batch, mode="overwrite", predicate=predicate, commit_properties=props,
-            storage_options=self.storage_options), run_id=run_id, config_hash=config_hash, shard=shard)
+            writer_properties=self._writer(name), storage_options=self.storage_options),
+            run_id=run_id, config_hash=config_hash, shard=shard)
         self.record_shard(name, shard, run_id=run_id, rows=batch.num_rows, version=version)
         return version
 
@@ -195,8 +197,15 @@ class Lake:
 
         reader = pa.RecordBatchReader.from_batches(schema, checked())
         return self._retry(name, lambda props: write_deltalake(
-            self.uri(name), reader, mode="overwrite", commit_properties=props, storage_options=self.storage_options),
+            self.uri(name), reader, mode="overwrite", commit_properties=props, writer_properties=self._writer(name),
+            storage_options=self.storage_options),
             run_id=run_id, config_hash=config_hash, **(extra_metadata or {}))
+
+    def _writer(self, name: str) -> Any:
+        from deltalake import WriterProperties
+
+        d = self.layout(name).get("d")
+        return WriterProperties(max_row_group_size=max(1024, ROW_GROUP_BYTES // (4 * d))) if d else None
 
     def _ensure(self, spec: TableSpec, rows: pa.Table, name: str) -> None:
         if self.exists(name):
@@ -238,7 +247,8 @@ class Lake:
         """Compact small files (per partition). Readers and time travel are unaffected."""
         from deltalake import CommitProperties
 
-        return self.table(name).optimize.compact(commit_properties=CommitProperties(custom_metadata={"run_id": run_id}))
+        return self.table(name).optimize.compact(writer_properties=self._writer(name),
+                                                 commit_properties=CommitProperties(custom_metadata={"run_id": run_id}))
 
     def vacuum(self, name: str, *, retention_hours: int = SAFE_RETENTION_HOURS, dry_run: bool = True) -> list[str]:
         """Delete files no version newer than `retention_hours` needs. Below the safe retention it refuses."""
