@@ -39,7 +39,7 @@ QUERIES = {
 
 def generate(lake_dir: Path, rows: int, d: int, shard_rows: int) -> None:
     from nla.av import Generation
-    from nla.lake.rows import activation_table, explanation_table
+    from nla.lake.rows import activation_table, explanation_table, generation_columns
     from nla.lake.store import Lake
     from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -59,7 +59,8 @@ def generate(lake_dir: Path, rows: int, d: int, shard_rows: int) -> None:
         gens = [Generation(f"The text is about {TOPICS[t]}.\n\nIt mentions {NAMES[w]}.\n\nIt ends with \"a word\".",
                            "", "ok", 30) for t, w in zip(topic, who)]
         mse = rng.uniform(0, 2, n).astype(np.float32)
-        expl = explanation_table(acts.column("act_id").to_pylist(), gens, av="bench-av", ar="bench-ar",
+        expl = explanation_table(acts.column("act_id").to_pylist(), **generation_columns(gens), av="bench-av",
+                                 ar="bench-ar",
                                  samples=np.zeros(n, int), shard=shard, run_id="bench", mse=mse, cos=1 - mse / 2)
         lake.commit_shard(ACTIVATIONS, acts, shard=shard, run_id="bench")
         lake.commit_shard(EXPLANATIONS, expl, shard=shard, run_id="bench")

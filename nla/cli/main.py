@@ -15,6 +15,7 @@ EPILOG = """\
 examples:
   nla demo                                   build (or reuse) the toy kit, explain and score held-out activations
   nla toy build                              build the toy NLA pair into the cache ($NLA_HOME or ~/.cache/nla)
+  nla toy corpus --out toy-corpus && nla label input=toy-corpus     label a corpus into ./lake (Ray Data)
   nla explain --av AV_DIR --vectors acts.npy --ar AR_DIR --temperature 0
   nla explain --av AV_DIR --text "The cat sat on the mat." --positions 3,5
   nla score --ar AR_DIR --explanation "The text is about cats." --vectors acts.npy --row 0
@@ -31,7 +32,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nla.cli import lake, models, toy
+    from nla.cli import jobs, lake, models, toy
 
     parser = argparse.ArgumentParser(
         prog="nla", formatter_class=_formatter, epilog=EPILOG,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     models.add_commands(sub, _formatter)
     toy.add_commands(sub, _formatter)
+    jobs.add_commands(sub, _formatter)
     lake.add_commands(sub, _formatter)
     return parser
 

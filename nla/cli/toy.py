@@ -29,6 +29,12 @@ def add_commands(sub: Any, formatter: Any) -> None:
     b.set_defaults(func=cmd_toy_build)
     p = tsub.add_parser("path", help="print the cached kit's folder (empty if not built)")
     p.set_defaults(func=cmd_toy_path)
+    c = tsub.add_parser("corpus", help="write a toy corpus as jsonl shards (input for `nla label`)")
+    c.add_argument("--out", default="toy-corpus", help="folder for the shards (default ./toy-corpus)")
+    c.add_argument("--docs", type=int, default=500, help="documents in all (default 500: ~3,000 activations)")
+    c.add_argument("--shards", type=int, default=5, help="number of shard files (default 5)")
+    c.add_argument("--seed", type=int, default=2026, help="seed (the kit itself was trained on seed 0)")
+    c.set_defaults(func=cmd_toy_corpus)
 
     d = sub.add_parser("demo", formatter_class=formatter, help="explain and score fresh toy activations",
                        description="Build (or reuse) the toy kit, write a few new documents, extract their "
@@ -62,6 +68,14 @@ def cmd_toy_path(args: argparse.Namespace) -> int:
 
     kit = kit_dir()
     print(kit if (kit / "report.json").is_file() else "")
+    return 0
+
+
+def cmd_toy_corpus(args: argparse.Namespace) -> int:
+    from nla.toy.shards import write_corpus
+
+    paths = write_corpus(Path(args.out), docs=args.docs, shards=args.shards, seed=args.seed)
+    print(f"{args.docs} documents in {len(paths)} shards -> {Path(args.out).resolve()}")
     return 0
 
 

@@ -41,18 +41,30 @@ def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int
     return pa.table(data, schema=arrow_schema(ACTIVATIONS, d=d))
 
 
-def explanation_table(act_ids: Sequence[str], gens: Sequence[Any], *, av: str, ar: str, samples: Sequence[int],
+def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | None], raw_output: Sequence[str],
+                      status: Sequence[str], n_tokens: Sequence[int], av: str, ar: str, samples: Sequence[int],
                       shard: str, run_id: str, mse: Sequence[float | None] | None = None,
                       cos: Sequence[float | None] | None = None) -> pa.Table:
-    """AV generations (objects with explanation, raw_output, status, n_tokens) + AR scores -> `explanations` rows."""
+    """AV outputs (per sample) + AR scores -> `explanations` rows. NaN scores are stored as null."""
     n = len(act_ids)
-    none = [None] * n
+
+    def scores(values: Sequence[float | None] | None) -> pa.Array:
+        if values is None:
+            return pa.nulls(n, pa.float32())
+        arr = np.asarray(values, dtype=np.float32)
+        return pa.array(arr, pa.float32(), mask=np.isnan(arr))
+
     data = {
         E.act_id: list(act_ids), E.av: [av] * n, E.ar: [ar] * n, E.sample: np.asarray(samples, np.int32),
-        E.explanation: [g.explanation for g in gens], E.raw_output: [g.raw_output for g in gens],
-        E.n_tokens: np.asarray([g.n_tokens for g in gens], np.int32), E.status: [g.status for g in gens],
-        E.mse: pa.array(mse if mse is not None else none, pa.float32()),
-        E.cos: pa.array(cos if cos is not None else none, pa.float32()),
-        E.shard: [shard] * n, E.run_id: [run_id] * n, E.created_at: [now()] * n,
+        E.explanation: list(explanation), E.raw_output: list(raw_output),
+        E.n_tokens: np.asarray(n_tokens, np.int32), E.status: list(status),
+        E.mse: scores(mse), E.cos: scores(cos), E.shard: [shard] * n, E.run_id: [run_id] * n,
+        E.created_at: [now()] * n,
     }
     return pa.table(data, schema=arrow_schema(EXPLANATIONS))
+
+
+def generation_columns(gens: Sequence[Any]) -> dict[str, list]:
+    """AV Generation objects -> the keyword columns explanation_table takes."""
+    return {"explanation": [g.explanation for g in gens], "raw_output": [g.raw_output for g in gens],
+            "status": [g.status for g in gens], "n_tokens": [g.n_tokens for g in gens]}

@@ -57,7 +57,8 @@ class ToyRecipe:
         """Recipe + the source of every module that shapes the kit: a change to either rebuilds it."""
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
         root = Path(__file__).resolve().parents[1]
-        for f in sorted([*root.glob("toy/*.py"), *root.glob("train/*.py"),
+        for f in sorted([*(root / "toy" / n for n in ("corpus.py", "tokenizer.py", "build.py")),
+                         *root.glob("train/*.py"),
                          *(root / n for n in ("ar.py", "av.py", "injection.py", "prompt.py", "extract.py",
                                               "checkpoint.py", "meta.py", "hf.py", "metrics.py"))]):
             h.update(f.read_bytes())

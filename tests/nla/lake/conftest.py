@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nla.av import Generation
-from nla.lake.rows import activation_table, explanation_table
+from nla.lake.rows import activation_table, explanation_table, generation_columns
 from nla.lake.store import Lake
 from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -24,7 +24,8 @@ def shard_rows(s: int, n: int = 40, d: int = D, seed: int = 0):
                        raw_output="<explanation>...</explanation>", status="ok", n_tokens=12) for i in range(n)]
     gens[0] = Generation(explanation=None, raw_output="garbage", status="no_tags", n_tokens=200)
     mse = np.linspace(0.05, 1.95, n)
-    expl = explanation_table(acts.column("act_id").to_pylist(), gens, av="toy-av", ar="toy-ar", samples=[0] * n,
+    expl = explanation_table(acts.column("act_id").to_pylist(), **generation_columns(gens), av="toy-av",
+                             ar="toy-ar", samples=[0] * n,
                              shard=f"s{s}", run_id="r1", mse=mse, cos=1 - mse / 2)
     return acts, expl
 

@@ -1,0 +1,140 @@
+"""The labeling job: corpus shards -> [read] -> [extract: base model, block K] -> [AV: explain] -> [AR: score] -> lake.
+
+    python -m jobs.label --config jobs/configs/toy.yaml                      # all in one (= nla label)
+    python -m jobs.label --config jobs/configs/toy.yaml --mode extract        # corpus -> activations (= nla extract)
+    python -m jobs.label --config jobs/configs/toy.yaml --mode from-activations   # activations -> explanations
+    python -m jobs.label --config jobs/configs/toy.yaml input=./corpus lake=./lake sampling.samples=4
+    ray job submit --working-dir . -- python -m jobs.label --config jobs/configs/qwen7b.yaml   # on a cluster
+
+Ray Data streams in input order through one actor pool per model stage (resources from the config), so memory
+stays bounded and each shard is committed atomically as soon as it is complete. Reruns skip committed shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict
+
+from nla.errors import NLAError
+from nla.labeling.committer import RunStats, ShardCommitter
+from nla.labeling.config import LabelConfig, StageResources
+from nla.labeling.plan import Plan, make_plan
+from nla.lake.runs import config_hash, new_run_id, record_run
+from nla.lake.store import now
+from nla.stages.explain import ExplainStage
+from nla.stages.extract import ExtractStage
+from nla.stages.read import ReadActivations, ReadShard
+from nla.stages.score import ScoreStage
+
+
+def stage(ds, fn, res: StageResources, batch_size: int | None, **kwargs):
+    """One map_batches: an actor pool of `res.concurrency` copies of fn, each with its CPUs/GPUs."""
+    return ds.map_batches(fn, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
+                          concurrency=res.concurrency, num_cpus=res.num_cpus, num_gpus=res.num_gpus or None)
+
+
+def build_dataset(plan: Plan, cfg: LabelConfig):
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the committer relies on input order to know a shard is complete
+    items = [{"shard": s.id, "path": s.path, "format": s.format} for s in plan.todo]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    m = cfg.models
+    if plan.mode == "from-activations":
+        ds = stage(ds, ReadActivations, cfg.read, 1, lake=plan.lake.root, storage_options=plan.lake.storage_options)
+    else:
+        ds = stage(ds, ReadShard, cfg.read, 1, text_column=cfg.text_column, id_column=cfg.id_column,
+                   batch_docs=cfg.read.batch_size)
+        ds = stage(ds, ExtractStage, cfg.extractor, cfg.extractor.batch_size, base=plan.base, base_id=plan.base_id,
+                   config={**asdict(cfg.extract), "layer": plan.layer, "batch_size": cfg.extractor.batch_size},
+                   device=m.device, dtype=m.dtype)
+    if plan.mode != "extract":
+        s = cfg.sampling
+        ds = stage(ds, ExplainStage, cfg.explainer, cfg.explainer.batch_size, av=plan.av, samples=s.samples,
+                   sampling={"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
+                             "seed": s.seed}, device=m.device, dtype=m.dtype, batch_size=cfg.explainer.batch_size)
+        if plan.ar:
+            ds = stage(ds, ScoreStage, cfg.scorer, cfg.scorer.batch_size, ar=plan.ar, device=m.device, dtype=m.dtype,
+                       batch_size=cfg.scorer.batch_size)
+    return ds
+
+
+def summary(stats: RunStats, seconds: float) -> dict:
+    acts = stats.activations
+    per_stage = {f"{k}_activations_per_s": acts / v for k, v in stats.stage_seconds.items() if v > 0}
+    return {"shards_committed": stats.shards_committed, "shards_failed": len(stats.shards_failed),
+            "documents": stats.documents, "bad_documents": stats.bad_documents,
+            "short_documents": stats.short_documents, "activations": acts, "explanations": stats.explanations,
+            "explanations_ok": stats.samples_ok, "seconds": seconds, "activations_per_s": acts / seconds if seconds
+            else 0.0, **per_stage, "mean_mse": stats.mean_mse, "mean_cos": stats.mean_cos, "fve_nrm": stats.fve_nrm}
+
+
+def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:
+    print(f"\nrun {run_id} ({plan.mode}) -> lake {plan.lake.root}")
+    for k, v in s.items():
+        print(f"  {k:<32} {v:.4g}" if isinstance(v, float) else f"  {k:<32} {v}")
+    for shard, msg in stats.shards_failed:
+        print(f"  skipped shard {shard}: {msg}")
+    for f in stats.failures[:5]:
+        print(f"  bad document {f}")
+
+
+def run(cfg: LabelConfig, mode: str = "label") -> dict:
+    import ray
+
+    plan = make_plan(cfg, mode)  # every model/lake mismatch is refused here, before any work
+    run_id = new_run_id(mode)
+    config = {**asdict(cfg), "mode": mode, "resolved": {"base": plan.base, "av": plan.av, "ar": plan.ar}}
+    chash = config_hash(config)
+    print(f"[plan] {len(plan.shards)} shards, {len(plan.shards) - len(plan.todo)} already committed, "
+          f"{len(plan.todo)} to do; layer {plan.layer}, d {plan.d}; writing {', '.join(plan.writes)}")
+    started, t0 = now(), time.perf_counter()
+    record_run(plan.lake, run_id, job=mode, config=config, status="running", started_at=started)
+    committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=run_id, config_hash=chash,
+                               base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
+                               write_activations=mode != "from-activations", write_explanations=mode != "extract")
+    status = "failed"
+    try:
+        if plan.todo:
+            if not ray.is_initialized():
+                address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         **({} if address else {"num_cpus": os.cpu_count()}))
+            for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
+                committer.add(batch)
+        stats = committer.finish()
+        status = "ok"
+    finally:
+        stats = committer.stats
+        s = summary(stats, time.perf_counter() - t0)
+        record_run(plan.lake, run_id, job=mode, config=config, status=status, started_at=started, finished_at=now(),
+                   counts={k: v for k, v in s.items() if not isinstance(v, float)},
+                   throughput={k: v for k, v in s.items() if isinstance(v, float)})
+    print_summary(s, plan, run_id, stats)
+    return {"run_id": run_id, **s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nla.config import load_config
+
+    ap = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="jobs/configs/toy.yaml", help="YAML config (default: the toy kit's)")
+    ap.add_argument("--mode", choices=["label", "extract", "from-activations"], default="label")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=./corpus sampling.samples=4")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(LabelConfig, args.config, args.overrides)
+        run(cfg, args.mode)
+    except NLAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""`nla label` and `nla extract`: hand over to the Ray program `python -m jobs.label` (nla/ itself never imports Ray)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from nla.errors import NLAInputError
+
+
+def default_config() -> str:
+    local = Path("jobs/configs/toy.yaml")
+    if local.is_file():
+        return str(local)
+    spec = importlib.util.find_spec("jobs")
+    if spec and spec.submodule_search_locations:
+        return str(Path(list(spec.submodule_search_locations)[0]) / "configs" / "toy.yaml")
+    return str(local)
+
+
+def add_commands(sub: Any, formatter: Any) -> None:
+    for name, helptext in (("label", "corpus -> activations -> explanations + scores, into the lake (Ray Data)"),
+                           ("extract", "corpus -> activations only, into the lake (Ray Data)")):
+        p = sub.add_parser(name, formatter_class=formatter, help=helptext,
+                           description=f"{helptext}. Streams input shards through actor pools on a local Ray (or "
+                                       "$RAY_ADDRESS), commits each shard atomically, skips shards already committed "
+                                       "and prints a summary (also stored in the runs table).",
+                           epilog="examples:\n"
+                                  "  nla toy corpus --out toy-corpus && nla label input=toy-corpus\n"
+                                  f"  nla {name} --config jobs/configs/smollm2.yaml input=./my-shards lake=./lake\n"
+                                  "  nla label --from-activations              # explain + score what `nla extract` "
+                                  "wrote\n  nla label sampling.samples=4 sampling.temperature=1.0")
+        p.add_argument("--config", default=None, help="YAML config (default: jobs/configs/toy.yaml)")
+        p.add_argument("--lake", default=None, help="lake root (same as lake=DIR; default $NLA_LAKE or ./lake)")
+        if name == "label":
+            p.add_argument("--from-activations", action="store_true",
+                           help="label the lake's existing activations instead of reading a corpus")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. input=./corpus")
+        p.set_defaults(func=cmd_job, job=name)
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    mode = "extract" if args.job == "extract" else ("from-activations" if args.from_activations else "label")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise NLAInputError(f"{bad[0]!r}: overrides are KEY=VALUE, e.g. input=./corpus or sampling.samples=4.")
+    overrides = list(args.overrides) + ([f"lake={args.lake}"] if args.lake else [])
+    argv = [sys.executable, "-m", "jobs.label", "--config", args.config or default_config(), "--mode", mode,
+            *overrides]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 0

@@ -1,0 +1,162 @@
+"""ShardCommitter: turns the pipeline's ordered output into one atomic commit per shard, and keeps the run's figures.
+
+The job streams rows in input order (Ray Data preserve_order), so when a row of a later shard arrives every earlier
+shard is complete: its buffered rows are committed (activations first, then explanations) and recorded in the
+ledger; a rerun skips ledgered shards and a retried shard replaces its rows. Memory is bounded by one shard's rows.
+Failure rows (bad documents, unreadable shards) are counted and reported, never written as data; an unreadable
+shard is not ledgered, so a rerun tries it again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nla.lake.rows import activation_table, explanation_table
+from nla.lake.store import Lake
+from nla.stages import OK, concat
+from schemas import ACTIVATIONS, EXPLANATIONS
+
+
+@dataclass
+class RunStats:
+    shards_committed: int = 0
+    shards_failed: list[tuple[str, str]] = field(default_factory=list)
+    documents: int = 0
+    bad_documents: int = 0
+    short_documents: int = 0
+    activations: int = 0
+    explanations: int = 0
+    samples_ok: int = 0
+    scored: int = 0
+    mse_sum: float = 0.0
+    cos_sum: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    failures: list[str] = field(default_factory=list)  # the first few messages, for the summary and the runs row
+    _vec_sum: Any = None  # running sum of sqrt(d)-normalised activations: the predict-the-mean baseline
+    _vec_n: int = 0
+
+    def add_vectors(self, v: np.ndarray) -> None:
+        if not len(v):
+            return
+        d = v.shape[1]
+        vn = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) * math.sqrt(d)
+        self._vec_sum = vn.sum(0) if self._vec_sum is None else self._vec_sum + vn.sum(0)
+        self._vec_n += len(v)
+
+    @property
+    def mean_mse(self) -> float:
+        return self.mse_sum / self.scored if self.scored else float("nan")
+
+    @property
+    def mean_cos(self) -> float:
+        return self.cos_sum / self.scored if self.scored else float("nan")
+
+    @property
+    def fve_nrm(self) -> float:
+        """1 - mean mse / Var(v_nrm); Var = 1 - ||mean(v_nrm)||^2 / d for vectors at norm sqrt(d)."""
+        if not self.scored or not self._vec_n:
+            return float("nan")
+        mu = self._vec_sum / self._vec_n
+        baseline = 1.0 - float(mu @ mu) / len(mu)
+        return 1.0 - self.mean_mse / baseline if baseline > 0 else float("nan")
+
+
+class ShardCommitter:
+    def __init__(self, lake: Lake, order: list[str], *, run_id: str, config_hash: str, base_id: str, layer: int,
+                 d: int, av_id: str = "", ar_id: str = "", write_activations: bool = True, write_explanations: bool = True,
+                 log: Any = print) -> None:
+        self.lake, self.order = lake, {s: i for i, s in enumerate(order)}
+        self.run_id, self.config_hash, self.base_id, self.layer, self.d = run_id, config_hash, base_id, layer, d
+        self.av_id, self.ar_id = av_id, ar_id
+        self.write_activations, self.write_explanations = write_activations, write_explanations
+        self.log = log
+        self.stats = RunStats()
+        self.buffer: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
+        self.next_index = 0  # shards with a smaller index are committed
+        self.t0 = time.perf_counter()
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        if not batch or not len(batch["shard"]):
+            return
+        shards = batch["shard"]
+        for s in dict.fromkeys(shards.tolist()):
+            self.buffer[s].append({k: v[shards == s] for k, v in batch.items()})
+        latest = max(self.order[s] for s in dict.fromkeys(shards.tolist()))
+        self._commit_before(latest)
+
+    def finish(self) -> RunStats:
+        self._commit_before(len(self.order))
+        return self.stats
+
+    def _commit_before(self, index: int) -> None:
+        for shard, i in sorted(self.order.items(), key=lambda kv: kv[1]):
+            if self.next_index <= i < index:
+                self._commit(shard, concat(self.buffer.pop(shard, [])))
+                self.next_index = i + 1
+
+    def _commit(self, shard: str, rows: dict[str, np.ndarray]) -> None:
+        st = self.stats
+        for stage in ("extract", "explain", "score"):
+            if rows and f"t_{stage}" in rows:
+                st.stage_seconds[stage] += float(rows[f"t_{stage}"].sum())
+        status = rows["status"] if rows else np.array([], dtype=object)
+        broken = [m for s, m in zip(status, rows.get("message", [])) if s == "bad_shard"]
+        if broken:
+            st.shards_failed.append((shard, broken[0]))
+            self.log(f"[skip] shard {shard}: {broken[0]}")
+            return
+        first = (rows["sample"] <= 0) if rows and "sample" in rows else np.ones(len(status), bool)
+        docs_ok = {d for d, s, f in zip(rows.get("doc_id", []), status, first) if s == OK and f}
+        bad = [(d, m) for d, s, m, f in zip(rows.get("doc_id", []), status, rows.get("message", []), first)
+               if s != OK and f]
+        st.documents += len(docs_ok) + len(bad)
+        st.bad_documents += sum(1 for d, m in bad if not m.startswith("no token at"))
+        st.short_documents += sum(1 for d, m in bad if m.startswith("no token at"))
+        st.failures.extend(f"{shard} {d}: {m}" for d, m in bad[: max(0, 20 - len(st.failures))])
+        version = None
+        acts = np.flatnonzero((status == OK) & first)
+        if self.write_activations:
+            cols = {k: rows[k][acts] for k in ("doc_id", "position", "token_id", "token", "context", "vector")} \
+                if len(acts) else self._empty()
+            table = activation_table(cols, base_model=self.base_id, layer=self.layer, shard=shard, run_id=self.run_id)
+            version = self.lake.commit_shard(ACTIVATIONS, table, shard=shard, run_id=self.run_id,
+                                             config_hash=self.config_hash)
+        st.activations += len(acts)
+        if len(acts):
+            st.add_vectors(rows["vector"][acts])
+        n_expl = 0
+        if self.write_explanations:
+            ex = np.flatnonzero((status == OK) & (rows["sample"] >= 0)) if len(status) else np.array([], int)
+            has_scores = "mse" in rows
+            table = explanation_table(
+                rows["act_id"][ex] if len(ex) else [], explanation=rows["explanation"][ex] if len(ex) else [],
+                raw_output=rows["raw_output"][ex] if len(ex) else [],
+                status=rows["expl_status"][ex] if len(ex) else [], n_tokens=rows["n_tokens"][ex] if len(ex) else [],
+                av=self.av_id, ar=self.ar_id if has_scores else "", samples=rows["sample"][ex] if len(ex) else [],
+                shard=shard, run_id=self.run_id, mse=rows["mse"][ex] if has_scores and len(ex) else None,
+                cos=rows["cos"][ex] if has_scores and len(ex) else None)
+            version = self.lake.commit_shard(EXPLANATIONS, table, shard=shard, run_id=self.run_id,
+                                             config_hash=self.config_hash)
+            n_expl = len(ex)
+            st.explanations += n_expl
+            if len(ex):
+                st.samples_ok += int((rows["expl_status"][ex] == OK).sum())
+                if has_scores:
+                    m = rows["mse"][ex]
+                    good = ~np.isnan(m)
+                    st.scored += int(good.sum())
+                    st.mse_sum += float(m[good].sum())
+                    st.cos_sum += float(rows["cos"][ex][good].sum())
+        st.shards_committed += 1
+        self.log(f"[commit] shard {shard}: {len(acts)} activations, {n_expl} explanations, {len(bad)} bad/short "
+                 f"documents (v{version}, {time.perf_counter() - self.t0:.0f}s)")
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        return {"doc_id": [], "position": np.zeros(0, np.int32), "token_id": np.zeros(0, np.int64), "token": [],
+                "context": [], "vector": np.zeros((0, self.d), np.float32)}

@@ -1,0 +1,63 @@
+"""LabelConfig: everything `nla label` / `nla extract` / `python -m jobs.label` read from YAML (+ key=value).
+
+One dataclass per section; every field's comment says what it does. Ray resources are plain numbers here (jobs/
+hands them to Ray Data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class StageResources:
+    concurrency: int = 1  # actors in this stage's pool (one model copy each)
+    num_cpus: float = 1.0  # CPUs reserved per actor (fractions let small stages share a core)
+    num_gpus: float = 0.0  # GPUs per actor (1 = one GPU each; 0.5 = two actors share a GPU)
+    batch_size: int = 32  # rows per call (documents for read/extract, activations for explain/score)
+
+
+@dataclass
+class ModelsConfig:
+    base: str = "toy"  # base model folder for extraction; "toy" = the toy kit's base (built if missing)
+    av: str = "toy"  # AV checkpoint folder; "toy" = the toy kit's AV
+    ar: str = "toy"  # AR checkpoint folder; "toy" = the toy kit's AR; "" = do not score
+    device: str = "cpu"  # cpu | cuda
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype on the device
+
+
+@dataclass
+class ExtractSettings:
+    positions_per_doc: int = 10  # sampled positions per document (the release: up to ~10)
+    min_position: int = 50  # first eligible position (the release: 50); the toy config lowers it
+    all_positions: bool = False  # every eligible position instead of a sample
+    seed: int = 0  # position RNG seed (with doc_id)
+    max_length: int = 1024  # tokens per document; longer documents are cut
+    context_chars: int = 400  # characters of text prefix stored with each activation
+
+
+@dataclass
+class SamplingSettings:
+    samples: int = 1  # explanations per activation; every one is stored and scored
+    temperature: float = 0.0  # 0 = greedy; the release samples at 1.0 for training data
+    top_p: float = 1.0
+    max_new_tokens: int = 200  # the release's cap
+    seed: int = 0  # sampling seed (per batch)
+
+
+@dataclass
+class LabelConfig:
+    input: str = ""  # folder or URI of shards (*.parquet, *.jsonl, *.txt), a Delta table, or a saved HF datasets folder
+    input_format: Literal["auto", "parquet", "jsonl", "txt", "delta", "hf"] = "auto"  # auto: from the files found
+    text_column: str = "text"  # column (parquet, delta, hf) or JSON key (jsonl) holding the document text
+    id_column: str = ""  # column holding a document id; "" = a content hash of the text
+    lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake
+    ray_address: str = ""  # "" = $RAY_ADDRESS if set, else a local Ray
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    read: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, batch_size=64))
+    extractor: StageResources = field(default_factory=StageResources)
+    explainer: StageResources = field(default_factory=StageResources)
+    scorer: StageResources = field(default_factory=StageResources)

@@ -1,0 +1,93 @@
+"""Plan a labeling run before any work starts: resolve models, check they fit together and fit the lake, list the
+shards still to do. Every mismatch is caught here, with nothing written. No Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from nla.errors import NLAConfigError, NLAInputError
+from nla.labeling.config import LabelConfig
+from nla.labeling.corpus import Shard, list_shards
+from nla.lake.store import Lake
+from nla.meta import NLAMeta
+from schemas import ACTIVATIONS, EXPLANATIONS
+
+Mode = Literal["label", "extract", "from-activations"]
+
+
+@dataclass
+class Plan:
+    mode: Mode
+    lake: Lake
+    base: str
+    av: str
+    ar: str
+    base_id: str  # ids stored in the tables (activations.base_model, explanations.av/ar)
+    av_id: str
+    ar_id: str
+    layer: int
+    d: int
+    shards: list[Shard]  # every input shard, in order
+    todo: list[Shard]  # not yet committed
+
+    @property
+    def writes(self) -> list[str]:
+        return {"label": [ACTIVATIONS.name, EXPLANATIONS.name], "extract": [ACTIVATIONS.name],
+                "from-activations": [EXPLANATIONS.name]}[self.mode]
+
+
+def checkpoint_id(folder: str) -> str:
+    """A short stable id for a checkpoint folder: its last two path parts (e.g. 'c32c06f5f7e2/av')."""
+    p = Path(folder).resolve()
+    return f"{p.parent.name}/{p.name}"
+
+
+def _toy(part: str) -> str:
+    from nla.toy.build import ensure_toy_kit
+
+    return str(ensure_toy_kit() / part)
+
+
+def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
+    m = cfg.models
+    base = _toy("base") if m.base == "toy" else m.base
+    av = _toy("av") if m.av == "toy" else m.av
+    ar = _toy("ar") if m.ar == "toy" else m.ar
+    lake = Lake(cfg.lake or None)
+    av_meta = NLAMeta.load(av) if mode != "extract" or av else None
+    if av_meta is None:
+        raise NLAConfigError("models.av is empty: extraction reads its layer K from the AV's sidecar. "
+                             "Fix: set models.av to the AV you will label with.")
+    layer, d = av_meta.layer, av_meta.d_model
+    if ar and mode != "extract":
+        ar_meta = NLAMeta.load(ar)
+        if (ar_meta.layer, ar_meta.d_model) != (layer, d):
+            raise NLAConfigError(f"models.ar {ar} reads layer {ar_meta.layer} (d={ar_meta.d_model}) but models.av {av} "
+                                 f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
+    if mode != "from-activations":
+        from nla.hf import load_config
+
+        base_d = load_config(base).get_text_config().hidden_size
+        if base_d != d:
+            raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base "
+                                 f"at the AV's base ({av_meta.base_checkpoint}).")
+    if lake.exists(ACTIVATIONS.name):
+        have = lake.layout(ACTIVATIONS.name).get("d")
+        if have != d:
+            raise NLAConfigError(f"lake {lake.root}: its activations have d={have}, these models d={d}. Fix: use "
+                                 "another lake (lake=PATH) for another model.")
+    if mode == "from-activations":
+        if not lake.exists(ACTIVATIONS.name):
+            raise NLAInputError(f"lake {lake.root} has no activations to label. Fix: run `nla extract` first.")
+        shards = [Shard(s, "", "lake") for s in sorted(lake.committed_shards(ACTIVATIONS.name))]
+    else:
+        shards = list_shards(cfg.input, cfg.input_format)
+    plan = Plan(mode=mode, lake=lake, base=base, av=av, ar=ar, base_id=checkpoint_id(base) if m.base == "toy"
+                else m.base, av_id=checkpoint_id(av), ar_id=checkpoint_id(ar) if ar else "", layer=layer, d=d,
+                shards=shards, todo=[])
+    done = set.intersection(*(lake.committed_shards(t) for t in plan.writes))
+    plan.todo = [s for s in shards if s.id not in done]
+    return plan

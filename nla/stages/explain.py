@@ -1,0 +1,53 @@
+"""ExplainStage: activations -> `samples` AV explanations each (row per sample), parsed and statused.
+
+Rows with status != ok pass through once with sample = -1. Generation errors on a batch are stored per row with
+status 'error' (the job goes on).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from nla.stages import OK, objects, require, take
+
+COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "status": "ok | why the row failed"}
+
+
+class ExplainStage:
+    def __init__(self, *, av: str, sampling: dict[str, Any], samples: int = 1, device: str = "cpu",
+                 dtype: str = "float32", batch_size: int = 32) -> None:
+        from nla.client import NLAClient
+
+        self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size)
+        self.sampling, self.samples = sampling, samples
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        require(batch, COLUMNS, "ExplainStage")
+        t0 = time.perf_counter()
+        ok = np.flatnonzero(batch["status"] == OK)
+        rest = np.flatnonzero(batch["status"] != OK)
+        index = np.concatenate([np.repeat(ok, self.samples), rest]).astype(np.int64)
+        out = take(batch, index)
+        n_ok = len(ok) * self.samples
+        out["sample"] = np.concatenate([np.tile(np.arange(self.samples, dtype=np.int32), len(ok)),
+                                        np.full(len(rest), -1, np.int32)])
+        expl, raw, ntok, status = [None] * len(index), [""] * len(index), [0] * len(index), [""] * len(index)
+        if n_ok:
+            try:
+                vectors = batch["vector"][ok]
+                for s in range(self.samples):
+                    gens = self.client.explain(vectors, **{**self.sampling, "seed": self.sampling.get("seed", 0) + s})
+                    for j, g in enumerate(gens):
+                        r = j * self.samples + s
+                        expl[r], raw[r], ntok[r], status[r] = g.explanation, g.raw_output, g.n_tokens, g.status
+            except Exception as e:  # a failed batch is stored as failed rows, never stops the job
+                for r in range(n_ok):
+                    expl[r], raw[r], status[r] = None, f"{type(e).__name__}: {e}"[:500], "error"
+        out.update(explanation=objects(expl), raw_output=objects(raw), n_tokens=np.asarray(ntok, np.int32),
+                   expl_status=objects(status))
+        out["t_explain"] = np.full(len(index), (time.perf_counter() - t0) / max(1, len(index)))
+        return out

@@ -1,0 +1,37 @@
+"""Typed YAML configs: defaults, overrides, unknown keys and wrong types rejected with the key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from nla.config import load_config
+from nla.errors import NLAConfigError
+from nla.labeling.config import LabelConfig
+
+
+def test_toy_config_and_overrides():
+    cfg = load_config(LabelConfig, "jobs/configs/toy.yaml", ["input=/data/x", "lake=/tmp/l", "sampling.samples=4",
+                                                              "explainer.num_gpus=0.5"])
+    assert cfg.input == "/data/x" and cfg.lake == "/tmp/l" and cfg.sampling.samples == 4
+    assert cfg.explainer.num_gpus == 0.5 and cfg.extract.min_position == 8 and cfg.models.av == "toy"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["sampling.sample=4"], "Did you mean 'sampling.samples'"),
+    (["inptu=x"], "Did you mean 'input'"),
+    (["sampling.samples=many"], "expected int"),
+    (["models.dtype=float8"], "choose one of"),
+    (["models=cpu"], "is a section"),
+    (["novalue"], "key=value"),
+])
+def test_bad_configs(overrides, match):
+    with pytest.raises(NLAConfigError, match=match):
+        load_config(LabelConfig, "jobs/configs/toy.yaml", overrides)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(NLAConfigError, match="no such file"):
+        load_config(LabelConfig, tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("models: [unclosed")
+    with pytest.raises(NLAConfigError, match="YAML"):
+        load_config(LabelConfig, tmp_path / "bad.yaml")
