@@ -36,15 +36,16 @@ def add_commands(sub: Any, formatter: Any) -> None:
     c.add_argument("--seed", type=int, default=2026, help="seed (the kit itself was trained on seed 0)")
     c.set_defaults(func=cmd_toy_corpus)
 
-    d = sub.add_parser("demo", formatter_class=formatter, help="explain and score fresh toy activations",
-                       description="Build (or reuse) the toy kit, write a few new documents, extract their "
-                                   "activations with the base, explain them with the AV (greedy) and score the "
-                                   "explanations with the AR. Prints a table and a summary.",
-                       epilog="example:\n  nla demo --docs 4")
-    d.add_argument("--docs", type=int, default=3, help="new documents to label (default 3)")
-    d.add_argument("--seed", type=int, default=2026, help="seed of the new documents")
+    d = sub.add_parser("demo", formatter_class=formatter, help="the whole platform on the toy kit, end to end",
+                       description="Build (or reuse) the toy kit, write a toy corpus as jsonl shards, label it with "
+                                   "the Ray Data job into a Delta lake (extract -> AV -> AR), then query the lake: "
+                                   "the worst-reconstructed explanations, a keyword search and a search by text.",
+                       epilog="example:\n  nla demo                    # ./nla-demo/{corpus,lake}\n"
+                              "  nla demo --docs 1000 --dir /tmp/demo")
+    d.add_argument("--dir", default="nla-demo", help="folder for the corpus and the lake (default ./nla-demo)")
+    d.add_argument("--docs", type=int, default=400, help="documents to label (default 400: ~2,400 activations)")
+    d.add_argument("--shards", type=int, default=8, help="corpus shards (default 8)")
     d.set_defaults(func=cmd_demo)
-
 
 def _figures(report: dict) -> str:
     return (f"AR fve_nrm {report['ar_fve']:.3f} | round trip fve_nrm {report['roundtrip_fve']:.3f} | shuffled "
@@ -80,32 +81,44 @@ def cmd_toy_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import numpy as np
+    import subprocess
+    import sys
 
-    from nla.client import NLAClient, NLACritic
-    from nla.extract import ExtractConfig, Extractor
-    from nla.toy.build import ToyRecipe, ensure_toy_kit
-    from nla.toy.corpus import generate_corpus, teacher_explanation
+    from nla.cli.jobs import default_config
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+    from nla.toy.build import ensure_toy_kit
+    from nla.toy.shards import write_corpus
 
     t0 = time.perf_counter()
-    r = ToyRecipe()
-    kit = ensure_toy_kit(r)
-    client, critic = NLAClient(kit / "av"), NLACritic(kit / "ar")
-    docs = generate_corpus(args.docs, args.seed)
-    ext = Extractor.from_pretrained(kit / "base", ExtractConfig(layer=client.meta.layer, positions_per_doc=3,
-                                                                min_position=r.min_position, context_chars=10_000))
-    rows = ext([d.text for d in docs], [d.doc_id for d in docs])
-    gens = client.explain(rows["vector"], temperature=0, max_new_tokens=64)
-    said = [g.explanation or g.raw_output for g in gens]
-    mse, cos = critic.score_batch(said, rows["vector"])
-    by_id = {d.doc_id: d for d in docs}
-    table = [{"context": "…" + rows["context"][i][-40:], "AV explanation": said[i], "mse": float(mse[i]),
-              "cos": float(cos[i]), "teacher": teacher_explanation(by_id[rows["doc_id"][i]], rows["context"][i])}
-             for i in range(len(said))]
-    print_table(table, ["context", "mse", "cos", "AV explanation"], width=100)
+    kit = ensure_toy_kit()
     report = json.loads((kit / "report.json").read_text())
-    ok = np.mean([g.status == "ok" for g in gens])
-    print(f"\n{len(said)} activations from {len(docs)} new documents in {time.perf_counter() - t0:.1f}s | "
-          f"mean mse_nrm {float(mse.mean()):.3f} | mean cos {float(cos.mean()):.3f} | tagged {ok:.0%}")
-    print(f"kit {kit}\n{_figures(report)} (held-out figures from report.json)")
+    print(f"[demo] toy kit {kit}\n       {_figures(report)}")
+    root = Path(args.dir)
+    corpus, lake_dir = root / "corpus", root / "lake"
+    write_corpus(corpus, docs=args.docs, shards=args.shards, seed=2026)
+    print(f"[demo] {args.docs} documents in {args.shards} shards -> {corpus}\n[demo] labeling into {lake_dir} ...")
+    job = subprocess.run([sys.executable, "-m", "jobs.label", "--config", default_config(), f"input={corpus}",
+                          f"lake={lake_dir}"])
+    if job.returncode != 0:
+        return job.returncode
+    with LakeQuery(Lake(lake_dir)) as q:
+        print("\n[demo] worst-reconstructed explanations:  nla query \"SELECT context, explanation, mse FROM labels "
+              "ORDER BY mse DESC LIMIT 5\"")
+        t = q.run("SELECT context, explanation, mse FROM labels WHERE status = 'ok' ORDER BY mse DESC LIMIT 5")
+        print_table([{**r, "context": "…" + r["context"][-40:]} for r in t.to_pylist()], t.column_names, width=90)
+        print("\n[demo] keyword search:  nla search --keyword \"paris\"")
+        t = q.keyword("paris", limit=5)
+        print_table([{**r, "context": "…" + r["context"][-40:]} for r in t.to_pylist()],
+                    ["mse", "context", "explanation"], width=90)
+        from nla.client import NLACritic
+
+        text = "The text is about weather.\n\nIt mentions oslo."
+        print(f"\n[demo] search by text:  nla search {json.dumps(text)}")
+        t = q.nearest(NLACritic(kit / "ar").reconstruct(text).numpy(), k=5)
+        print_table([{**r, "context": "…" + (r["context"] or "")[-40:]} for r in t.to_pylist()],
+                    ["similarity", "context", "explanation"], width=90)
+        n = q.run("SELECT count(*) n, avg(mse) mse, avg(cos) cos FROM explanations").to_pylist()[0]
+    print(f"\n[demo] done in {time.perf_counter() - t0:.0f}s: {n['n']} labeled activations in {lake_dir} (mean mse "
+          f"{n['mse']:.3f}, cos {n['cos']:.3f}). Try: nla query --lake {lake_dir} \"SELECT * FROM features LIMIT 5\"")
     return 0

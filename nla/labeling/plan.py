@@ -53,9 +53,9 @@ def _toy(part: str) -> str:
 
 def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
     m = cfg.models
-    base = _toy("base") if m.base == "toy" else m.base
-    av = _toy("av") if m.av == "toy" else m.av
-    ar = _toy("ar") if m.ar == "toy" else m.ar
+    base = _toy("base") if m.base == "toy" else str(Path(m.base).expanduser()) if m.base else ""
+    av = _toy("av") if m.av == "toy" else str(Path(m.av).expanduser()) if m.av else ""
+    ar = _toy("ar") if m.ar == "toy" else str(Path(m.ar).expanduser()) if m.ar else ""
     lake = Lake(cfg.lake or None)
     av_meta = NLAMeta.load(av) if mode != "extract" or av else None
     if av_meta is None:

@@ -1,0 +1,122 @@
+"""The labeling job end to end on the toy kit: real local Ray, real Delta tables, real DuckDB, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nla.lake.query import LakeQuery
+from nla.lake.store import Lake
+
+
+def job(*args: str, wait: bool = True, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "nla.cli.main", *args]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, toy_kit):
+    from nla.toy.shards import write_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root, docs=90, shards=4, seed=77)
+    (root / "part-0004.jsonl").write_bytes(b'{"id": "x1", "text": "a heavy storm moved over oslo last night ."}\n'
+                                           b'\xff\xfe not utf8\n{"id": "x2", "text": ""}\n')
+    (root / "part-0005.parquet").write_bytes(b"PAR1 corrupt")
+    return root
+
+
+def counts(lake_dir) -> dict:
+    q = LakeQuery(Lake(lake_dir))
+    out = {}
+    for t, key in (("activations", "act_id"), ("explanations", "act_id, av, ar, sample")):
+        if t in q.tables:
+            out[t] = q.run(f"SELECT count(*) n, count(DISTINCT ({key})) u FROM {t}").to_pylist()[0]
+    q.close()
+    return out
+
+
+def test_label_end_to_end_then_rerun(corpus, tmp_path):
+    lake = tmp_path / "lake"
+    p = job("label", f"input={corpus}", "--lake", str(lake))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    out = p.stdout
+    assert "[commit] shard part-0000.jsonl" in out and "skipped shard part-0005.parquet" in out
+    assert "fve_nrm" in out and "activations_per_s" in out
+    c = counts(lake)
+    assert c["activations"]["n"] == c["activations"]["u"] > 400
+    assert c["explanations"]["n"] == c["explanations"]["u"] == c["activations"]["n"]
+    q = LakeQuery(Lake(lake))
+    run = q.run("SELECT status, counts, throughput FROM runs WHERE job = 'label'").to_pylist()
+    assert run[0]["status"] == "ok" and '"bad_documents": 2' in run[0]["counts"]
+    ok = q.run("SELECT avg(mse) m, count(*) FILTER (WHERE status = 'ok') k, count(*) n FROM explanations").to_pylist()
+    assert ok[0]["k"] / ok[0]["n"] > 0.95 and ok[0]["m"] < 1.0  # the toy AV explains; the AR reconstructs
+    assert set(Lake(lake).committed_shards("explanations")) == {f"part-000{i}.jsonl" for i in range(5)}
+    # a rerun skips what is committed and duplicates nothing (the corrupt shard is tried again and skipped again)
+    p2 = job("label", f"input={corpus}", "--lake", str(lake))
+    assert p2.returncode == 0 and "5 already committed, 1 to do" in p2.stdout
+    assert counts(lake) == c
+
+
+def test_extract_then_label_from_activations(corpus, tmp_path):
+    lake = tmp_path / "lake"
+    p = job("extract", f"input={corpus}", "--lake", str(lake))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    c = counts(lake)
+    assert "explanations" not in c and c["activations"]["n"] > 400
+    p = job("label", "--from-activations", "--lake", str(lake), "sampling.samples=2", "sampling.temperature=1.0")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    c2 = counts(lake)
+    assert c2["explanations"]["n"] == c2["explanations"]["u"] == 2 * c["activations"]["n"]
+    q = LakeQuery(Lake(lake))
+    best = q.run("SELECT count(*) n FROM (SELECT act_id, arg_min(sample, mse) FROM explanations GROUP BY act_id)")
+    assert best.column("n")[0].as_py() == c["activations"]["n"]  # the best sample per activation: one query
+
+
+def test_driver_killed_mid_run_then_rerun(corpus, tmp_path):
+    lake = tmp_path / "lake"
+    p = job("label", f"input={corpus}", "--lake", str(lake), "read.batch_size=8", wait=False)
+    lines = []
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        lines.append(line)
+        if line.startswith("[commit] shard part-0001"):
+            break
+    os.killpg(p.pid, signal.SIGKILL)  # the driver and its local Ray, mid-run
+    p.wait(30)
+    assert any(ln.startswith("[commit]") for ln in lines), "".join(lines)[-3000:]
+    p2 = job("label", f"input={corpus}", "--lake", str(lake))
+    assert p2.returncode == 0, p2.stdout[-3000:] + p2.stderr[-3000:]
+    assert "already committed" in p2.stdout
+    c = counts(lake)
+    ref = tmp_path / "ref"
+    assert job("label", f"input={corpus}", "--lake", str(ref)).returncode == 0
+    assert c == counts(ref)  # every key exactly once, as in an undisturbed run
+    qa, qb = LakeQuery(Lake(lake)), LakeQuery(Lake(ref))
+    sql = "SELECT act_id, explanation, mse FROM explanations ORDER BY act_id"
+    assert qa.run(sql, limit=None).to_pylist() == qb.run(sql, limit=None).to_pylist()  # greedy: identical rows
+
+
+@pytest.mark.parametrize("args, match", [
+    (["input=/nonexistent/corpus"], "no such file"),
+    (["models.av=/nonexistent"], "config.json|sidecar|no such"),
+    (["sampling.sample=2"], "Did you mean"),
+    (["bogus"], "KEY=VALUE"),
+])
+def test_bad_job_input(corpus, tmp_path, args, match):
+    import re
+
+    p = job("label", f"input={corpus}", "--lake", str(tmp_path / "lake"), *args)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert re.search(match, p.stderr), p.stderr
+    assert not (tmp_path / "lake").exists() or not Lake(tmp_path / "lake").names()
