@@ -103,8 +103,12 @@ def test_driver_killed_mid_run_then_rerun(corpus, tmp_path):
     assert job("label", f"input={corpus}", "--lake", str(ref)).returncode == 0
     assert c == counts(ref)  # every key exactly once, as in an undisturbed run
     qa, qb = LakeQuery(Lake(lake)), LakeQuery(Lake(ref))
-    sql = "SELECT act_id, explanation, mse FROM explanations ORDER BY act_id"
-    assert qa.run(sql, limit=None).to_pylist() == qb.run(sql, limit=None).to_pylist()  # greedy: identical rows
+    sql = "SELECT act_id, explanation, status, mse FROM explanations ORDER BY act_id"
+    a, b = qa.run(sql, limit=None).to_pylist(), qb.run(sql, limit=None).to_pylist()
+    assert [(r["act_id"], r["explanation"], r["status"]) for r in a] == \
+        [(r["act_id"], r["explanation"], r["status"]) for r in b]  # greedy: the same explanations, key by key
+    # scores agree to float noise (batch composition changes padding inside the AR's matmuls)
+    assert max(abs(x["mse"] - y["mse"]) for x, y in zip(a, b) if x["mse"] is not None) < 1e-5
 
 
 @pytest.mark.parametrize("args, match", [
