@@ -70,7 +70,21 @@ def summary(stats: RunStats, seconds: float) -> dict:
             "documents": stats.documents, "bad_documents": stats.bad_documents,
             "short_documents": stats.short_documents, "activations": acts, "explanations": stats.explanations,
             "explanations_ok": stats.samples_ok, "seconds": seconds, "activations_per_s": acts / seconds if seconds
-            else 0.0, **per_stage, "mean_mse": stats.mean_mse, "mean_cos": stats.mean_cos, "fve_nrm": stats.fve_nrm}
+            else 0.0, **per_stage, "mean_mse": stats.mean_mse, "mean_cos": stats.mean_cos, "fve_nrm": stats.fve_nrm,
+            "driver_peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """The driver's own memory high-water mark (the committer holds at most about one shard)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:

@@ -1,0 +1,126 @@
+"""Labeling pipeline benchmark on the toy kit: end-to-end activations/s vs the stages' pure model time, and memory.
+
+    .venv/bin/python bench/pipeline.py                  # 5,000 activations (1x) and 25,000 (5x)
+    .venv/bin/python bench/pipeline.py --activations 2000 --scale 3
+
+Pure model time: the same rows through ReadShard -> ExtractStage -> ExplainStage -> ScoreStage in this process, one
+after another, no Ray, timed per stage. End to end: `python -m jobs.label` (local Ray, the toy config) on a fresh
+lake, timed by the job itself (Ray start, actor start-up and model loads included). overhead = end-to-end seconds /
+sum of pure stage seconds (1.0 = no overhead; < 1 = the pipeline overlaps stages). Peak RSS is the driver's
+(VmHWM); flat from 1x to 5x means the driver streams. Prints a table, writes bench/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+POSITIONS = 6  # the toy config's positions_per_doc
+
+
+def pure_stage_seconds(corpus: Path) -> dict[str, float]:
+    import numpy as np
+
+    from nla.config import load_config
+    from nla.labeling.config import LabelConfig
+    from nla.labeling.corpus import list_shards
+    from nla.stages.explain import ExplainStage
+    from nla.stages.extract import ExtractStage
+    from nla.stages.read import ReadShard
+    from nla.stages.score import ScoreStage
+    from nla.toy.build import ensure_toy_kit
+
+    cfg = load_config(LabelConfig, ROOT / "jobs/configs/toy.yaml")
+    kit = ensure_toy_kit()
+    s = cfg.sampling
+    read = ReadShard(text_column="text", id_column="id", batch_docs=cfg.read.batch_size)
+    extract = ExtractStage(base=str(kit / "base"), base_id="bench", config={
+        "layer": 1, "positions_per_doc": cfg.extract.positions_per_doc, "min_position": cfg.extract.min_position,
+        "batch_size": cfg.extractor.batch_size})
+    explain = ExplainStage(av=str(kit / "av"), samples=s.samples, batch_size=cfg.explainer.batch_size,
+                           sampling={"temperature": s.temperature, "max_new_tokens": s.max_new_tokens, "seed": 0})
+    score = ScoreStage(ar=str(kit / "ar"), batch_size=cfg.scorer.batch_size)
+    shards = list_shards(str(corpus))
+    items = {"shard": np.array([x.id for x in shards], object), "path": np.array([x.path for x in shards], object),
+             "format": np.array([x.format for x in shards], object)}
+    t = {"read": 0.0, "extract": 0.0, "explain": 0.0, "score": 0.0}
+    rows = 0
+    t0 = time.perf_counter()
+    for docs in read(items):
+        t["read"] += time.perf_counter() - t0
+        for name, fn in (("extract", extract), ("explain", explain), ("score", score)):
+            t1 = time.perf_counter()
+            docs = fn(docs)
+            t[name] += time.perf_counter() - t1
+        rows += int((docs["status"] == "ok").sum())
+        t0 = time.perf_counter()
+    return {**t, "activations": rows}
+
+
+def end_to_end(corpus: Path, lake: Path) -> dict:
+    p = subprocess.run([sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={corpus}",
+                        f"lake={lake}"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if p.returncode != 0:
+        raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+
+    with LakeQuery(Lake(lake)) as q:
+        row = q.run("SELECT counts, throughput FROM runs WHERE job = 'label'").to_pylist()[0]
+    return {**json.loads(row["counts"]), **json.loads(row["throughput"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--activations", type=int, default=5000)
+    ap.add_argument("--scale", type=int, default=5, help="the memory check reruns at this multiple of the rows")
+    args = ap.parse_args()
+    from nla.toy.build import ensure_toy_kit
+    from nla.toy.shards import write_corpus
+
+    ensure_toy_kit()
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mult in (1, args.scale):
+            docs = args.activations * mult // POSITIONS
+            corpus = Path(tmp) / f"corpus{mult}"
+            write_corpus(corpus, docs=docs, shards=max(4, 8 * mult), seed=9)
+            e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}")
+            run = {"scale": mult, "documents": docs, "activations": e2e["activations"],
+                   "e2e_seconds": e2e["seconds"], "e2e_activations_per_s": e2e["activations_per_s"],
+                   "driver_peak_rss_mb": e2e["driver_peak_rss_mb"], "fve_nrm": e2e["fve_nrm"]}
+            if mult == 1:
+                pure = pure_stage_seconds(corpus)
+                model = pure["extract"] + pure["explain"] + pure["score"]
+                run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model)
+            results["runs"].append(run)
+    one = results["runs"][0]
+    results["overhead"] = one["overhead"]
+    results["rss_growth"] = results["runs"][-1]["driver_peak_rss_mb"] / one["driver_peak_rss_mb"]
+    print(f"\nlabeling pipeline on the toy kit, {results['machine']}")
+    print(f"{'scale':>5} {'activations':>11} {'e2e s':>7} {'act/s':>7} {'pure model s':>13} {'overhead':>9} "
+          f"{'driver RSS MiB':>15}")
+    for r in results["runs"]:
+        print(f"{r['scale']:>5} {r['activations']:>11} {r['e2e_seconds']:>7.1f} {r['e2e_activations_per_s']:>7.0f} "
+              f"{r.get('pure_model_seconds', float('nan')):>13.1f} {r.get('overhead', float('nan')):>9.2f} "
+              f"{r['driver_peak_rss_mb']:>15.0f}")
+    p = one["pure_seconds"]
+    print(f"pure stage seconds (1x): extract {p['extract']:.1f}, explain {p['explain']:.1f}, score {p['score']:.1f}")
+    out = ROOT / "bench" / "results" / "pipeline.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
