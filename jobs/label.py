@@ -31,9 +31,10 @@ from nla.stages.score import ScoreStage
 
 
 def stage(ds, fn, res: StageResources, rows_per_call: int | None, **kwargs):
-    """One map_batches: an actor pool of `res.concurrency` copies of fn, each with its CPUs/GPUs."""
-    return ds.map_batches(fn, fn_constructor_kwargs=kwargs, batch_size=rows_per_call, batch_format="numpy",
-                          concurrency=res.concurrency, num_cpus=res.num_cpus, num_gpus=res.num_gpus or None)
+    """One map_batches: an actor pool of `res.concurrency` copies of fn, each with its CPUs/GPUs (and threads)."""
+    return ds.map_batches(fn, fn_constructor_kwargs={**kwargs, "threads": res.threads}, batch_size=rows_per_call,
+                          batch_format="numpy", concurrency=res.concurrency, num_cpus=res.num_cpus,
+                          num_gpus=res.num_gpus or None)
 
 
 def build_dataset(plan: Plan, cfg: LabelConfig):

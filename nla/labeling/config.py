@@ -16,6 +16,7 @@ class StageResources:
     num_cpus: float = 1.0  # CPUs reserved per actor (fractions let small stages share a core)
     num_gpus: float = 0.0  # GPUs per actor (1 = one GPU each; 0.5 = two actors share a GPU)
     batch_size: int = 32  # rows per call (documents for read/extract, activations for explain/score)
+    threads: int = 0  # torch CPU threads per actor; 0 = Ray's default (num_cpus rounded, at least 1)
 
 
 @dataclass

@@ -21,6 +21,14 @@ def require(batch: dict[str, Any], columns: dict[str, str], stage: str) -> None:
         raise KeyError(f"{stage} needs columns it did not get: {wanted}")
 
 
+def set_threads(threads: int) -> None:
+    """torch CPU threads for this actor (0 keeps Ray's default: the actor's num_cpus, at least 1)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def take(batch: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[index] for k, v in batch.items()}
 

@@ -12,16 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla.stages import OK, objects, require, take
+from nla.stages import OK, objects, require, set_threads, take
 
 COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "status": "ok | why the row failed"}
 
 
 class ExplainStage:
     def __init__(self, *, av: str, sampling: dict[str, Any], samples: int = 1, device: str = "cpu",
-                 dtype: str = "float32", batch_size: int = 32) -> None:
+                 dtype: str = "float32", batch_size: int = 32, threads: int = 0) -> None:
         from nla.client import NLAClient
 
+        set_threads(threads)
         self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size)
         self.sampling, self.samples = sampling, samples
 

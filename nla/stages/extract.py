@@ -13,7 +13,7 @@ import torch
 
 from nla.extract import ExtractConfig, Extractor
 from nla.lake.rows import act_id
-from nla.stages import OK, concat, objects, require
+from nla.stages import OK, concat, objects, require, set_threads
 
 COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text",
            "error": "'' for a good document, else why it is bad"}
@@ -21,7 +21,8 @@ COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text"
 
 class ExtractStage:
     def __init__(self, *, base: str, base_id: str, config: dict[str, Any], device: str = "cpu",
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", threads: int = 0) -> None:
+        set_threads(threads)
         self.cfg = ExtractConfig(**config)
         self.extractor = Extractor.from_pretrained(base, self.cfg, device=device, dtype=getattr(torch, dtype))
         self.base_id, self.d = base_id, self.extractor.d_model

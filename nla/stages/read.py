@@ -14,7 +14,8 @@ COLUMNS = {"shard": "shard id (path relative to the input root)", "path": "absol
 
 
 class ReadShard:
-    def __init__(self, *, text_column: str = "text", id_column: str = "", batch_docs: int = 64) -> None:
+    def __init__(self, *, text_column: str = "text", id_column: str = "", batch_docs: int = 64,
+                 threads: int = 0) -> None:
         self.text_column, self.id_column, self.batch_docs = text_column, id_column, batch_docs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
@@ -38,7 +39,8 @@ ACT_COLUMNS = {"shard": "shard id of the activations table"}
 class ReadActivations:
     """One shard id of the lake's activations table per input row -> its activation rows (for relabeling)."""
 
-    def __init__(self, *, lake: str, storage_options: dict[str, str] | None = None, batch_rows: int = 256) -> None:
+    def __init__(self, *, lake: str, storage_options: dict[str, str] | None = None, batch_rows: int = 256,
+                 threads: int = 0) -> None:
         from nla.lake.store import Lake
 
         self.lake = Lake(lake, storage_options=storage_options)

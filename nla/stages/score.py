@@ -7,16 +7,18 @@ import time
 import numpy as np
 import torch
 
-from nla.stages import require
+from nla.stages import require, set_threads
 
 COLUMNS = {"explanation": "AV explanation (None unless expl_status is ok)", "expl_status": "ok | no_tags | ...",
            "vector": "(n, d) float32 activations"}
 
 
 class ScoreStage:
-    def __init__(self, *, ar: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 64) -> None:
+    def __init__(self, *, ar: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 64,
+                 threads: int = 0) -> None:
         from nla.client import NLACritic
 
+        set_threads(threads)
         self.critic = NLACritic(ar, device=device, dtype=getattr(torch, dtype), batch_size=batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
