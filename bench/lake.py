@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -71,6 +70,7 @@ def child(lake_dir: str, name: str) -> None:
     """Run one measurement in this (fresh) process and print its JSON."""
     from nla.lake.query import LakeQuery
     from nla.lake.store import Lake
+    from nla.sysinfo import peak_rss_mb
 
     q = LakeQuery(Lake(lake_dir), timeout_s=600)
     t0 = time.perf_counter()
@@ -82,14 +82,6 @@ def child(lake_dir: str, name: str) -> None:
     seconds = time.perf_counter() - t0
     q.close()
     print(json.dumps({"seconds": seconds, "rows_out": out.num_rows, "peak_rss_mb": peak_rss_mb()}))
-
-
-def peak_rss_mb() -> float:
-    """This process's own high-water mark (VmHWM resets at exec; ru_maxrss would carry the parent's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 DELTA_EXT_CHILD = """

@@ -24,6 +24,7 @@ from nla.labeling.config import LabelConfig, StageResources
 from nla.labeling.plan import Plan, make_plan
 from nla.lake.runs import config_hash, new_run_id, record_run
 from nla.lake.store import now
+from nla.sysinfo import peak_rss_mb
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
 from nla.stages.read import ReadActivations, ReadShard
@@ -73,19 +74,6 @@ def summary(stats: RunStats, seconds: float) -> dict:
             "explanations_ok": stats.samples_ok, "seconds": seconds, "activations_per_s": acts / seconds if seconds
             else 0.0, **per_stage, "mean_mse": stats.mean_mse, "mean_cos": stats.mean_cos, "fve_nrm": stats.fve_nrm,
             "driver_peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """The driver's own memory high-water mark (the committer holds at most about one shard)."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:
