@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLATableNotFound
 from nla.lake.schema import VectorDtype, arrow_schema, check_batch
-from schemas import ALL, SHARDS, TableSpec
+from schemas import ALL, SHARDS, TRAINING_SET, TableSpec
 
 DEFAULT_LAKE = "./lake"
 ROW_GROUP_BYTES = 32 * 2**20  # vector tables: row groups of ~32 MiB, so readers stream in bounded pieces
@@ -89,8 +89,10 @@ class Lake:
         """Tables present under the root (local lakes list the folder; remote ones probe the declared names)."""
         if self.is_local:
             root = Path(self.root)
-            found = [p.parent.relative_to(root).as_posix() for p in root.glob("**/_delta_log")] if root.is_dir() else []
-            return sorted(found)
+            if not root.is_dir():
+                return []
+            logs = [*root.glob("*/_delta_log"), *root.glob(f"{TRAINING_SET.name}/*/_delta_log")]  # not partitions
+            return sorted(p.parent.relative_to(root).as_posix() for p in logs)
         return [n for n in ALL if self.exists(n)]
 
     # ---- metadata -----------------------------------------------------------------------------------------------------
