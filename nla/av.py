@@ -58,11 +58,13 @@ def parse_explanation(raw: str, *, hit_limit: bool) -> tuple[str | None, str]:
 
 
 class AVPrompter:
-    """Builds the AV's input ids and injected embeddings from the sidecar and the model's own embedding layer."""
+    """Builds the AV's input ids and injected embeddings from the sidecar and an input embedding layer: the model's
+    own (`model.get_input_embeddings()`), or the table alone (nla.embeddings) when an engine holds the model."""
 
-    def __init__(self, model: Any, tokenizer: Any, meta: NLAMeta, *, injection_scale: float | None = None) -> None:
+    def __init__(self, embedding: torch.nn.Module, tokenizer: Any, meta: NLAMeta, *,
+                 injection_scale: float | None = None) -> None:
         assert meta.tokens is not None and meta.av_template is not None, "AV sidecars carry tokens and a template"
-        self.model, self.tokenizer, self.meta = model, tokenizer, meta
+        self.embedding, self.tokenizer, self.meta = embedding, tokenizer, meta
         self.injection_scale = injection_scale or meta.injection_scale
         self.canonical_ids = P.render_chat_ids(tokenizer, P.av_content(meta.av_template, meta.tokens.injection_char))
 
@@ -74,8 +76,8 @@ class AVPrompter:
 
     def embed(self, ids: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """(B, T) ids with one marker per row + (B, d) raw vectors -> (B, T, d) injected embeddings."""
-        emb_layer = self.model.get_input_embeddings()  # Gemma's layer applies its sqrt(d) scale itself
-        embeds = emb_layer(ids.to(emb_layer.weight.device))
+        weight = self.embedding.weight  # Gemma's layer applies its sqrt(d) scale itself (TableEmbedding too)
+        embeds = self.embedding(ids.to(weight.device))
         t = self.meta.tokens
         return inject(ids.to(embeds.device), embeds, vectors, token_id=t.injection_token_id,
                       left_id=t.injection_left_neighbor_id, right_id=t.injection_right_neighbor_id,

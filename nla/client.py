@@ -50,7 +50,7 @@ class NLAClient:
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = hf.load_causal_lm(self.checkpoint_dir, dtype=dtype, device=device)
         self.meta = _load_meta(self.checkpoint_dir, "av", self.tokenizer, self.model.config)
-        self.prompter = AVPrompter(self.model, self.tokenizer, self.meta, injection_scale=injection_scale_override)
+        self.prompter = AVPrompter(self.model.get_input_embeddings(), self.tokenizer, self.meta, injection_scale=injection_scale_override)
         if backend != "hf":
             raise NLAInputError(f"backend {backend!r} is not available here; known: 'hf'. "
                                 "Fix: use backend='hf' (the vLLM backend arrives with the `vllm` extra).")

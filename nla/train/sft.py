@@ -60,7 +60,7 @@ def av_loss(model: Any, prompter: AVPrompter, batch: tuple) -> torch.Tensor:
 def train_av(model: Any, tokenizer: Any, meta: NLAMeta, train_set: tuple[torch.Tensor, list[str]],
              eval_set: tuple[torch.Tensor, list[str]], cfg: TrainConfig, *, log: Any = print) -> TrainResult:
     """Fine-tune the AV in place. Eval metric: response cross-entropy on the held-out set."""
-    prompter = AVPrompter(model, tokenizer, meta)
+    prompter = AVPrompter(model.get_input_embeddings(), tokenizer, meta)
     data, held = AVSFTData(prompter, *train_set), AVSFTData(prompter, *eval_set)
     model.train()
 

@@ -22,7 +22,7 @@ def _prompter(folder, tokenizer, scale=7.0):
     d = model.config.hidden_size
     av_meta, _ = pair_metas(tokenizer, d_model=d, layer=1, injection_scale=scale, base_checkpoint=str(folder),
                             av_template=SHORT_AV)
-    return model, AVPrompter(model, tokenizer, av_meta)
+    return model, AVPrompter(model.get_input_embeddings(), tokenizer, av_meta)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
@@ -82,3 +82,13 @@ def test_custom_prompt_needs_placeholder(make_base, tokenizer):
         prompter.prompt_embeds(np.ones(32), prompt="What is this?")
     custom = prompter.prompt_embeds(np.ones(32), prompt="the <concept><INJECT></concept> ?")
     assert custom[0].shape[0] != prompter.prompt_embeds(np.ones(32))[0].shape[0]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_embedding_table_alone_equals_the_models_layer(family, make_base):
+    from nla.embeddings import load_input_embeddings
+
+    folder = make_base(family)
+    model = hf.load_causal_lm(folder)
+    ids = torch.tensor([[0, 5, 9, 33, 100]])
+    torch.testing.assert_close(load_input_embeddings(folder)(ids), model.get_input_embeddings()(ids))

@@ -50,7 +50,7 @@ def test_av_sft_learns_response_only(pair):
     model = hf.load_causal_lm(pair[0])
     tok = hf.load_tokenizer(pair[0])
     vectors, texts = _data(meta.d_model)
-    data = AVSFTData(AVPrompter(model, tok, meta), vectors, texts)
+    data = AVSFTData(AVPrompter(model.get_input_embeddings(), tok, meta), vectors, texts)
     ids, mask, labels, _ = data.batch([0, 1])
     p = len(data.prompt)
     assert (labels[:, :p] == -100).all() and (labels[0, p:mask[0].sum()] == ids[0, p:mask[0].sum()]).all()
