@@ -113,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     ["mse", "context", "explanation"], width=90)
         from nla.client import NLACritic
 
-        text = "The text is about weather.\n\nIt mentions oslo."
+        text = 'The text is about weather.\n\nIt mentions oslo.\n\nIt ends with "heavy storm".'  # the AV's form
         print(f"\n[demo] search by text:  nla search {json.dumps(text)}")
         t = q.nearest(NLACritic(kit / "ar").reconstruct(text).numpy(), k=5)
         print_table([{**r, "context": "…" + (r["context"] or "")[-40:]} for r in t.to_pylist()],

@@ -61,7 +61,8 @@ def test_label_end_to_end_then_rerun(corpus, tmp_path):
     ok = q.run("SELECT avg(mse) m, count(*) FILTER (WHERE status = 'ok') k, count(*) n FROM explanations").to_pylist()
     assert ok[0]["k"] / ok[0]["n"] > 0.95 and ok[0]["m"] < 1.0  # the toy AV explains; the AR reconstructs
     assert set(Lake(lake).committed_shards("explanations")) == {f"part-000{i}.jsonl" for i in range(5)}
-    found = job("search", "The text is about weather.\n\nIt mentions oslo.", "-k", "5", "--lake", str(lake))
+    query = 'The text is about weather.\n\nIt mentions oslo.\n\nIt ends with "heavy storm".'  # the AV's own form
+    found = job("search", query, "-k", "5", "--lake", str(lake))
     assert found.returncode == 0 and found.stdout.count("about weather") >= 3, found.stdout + found.stderr
     # a rerun skips what is committed and duplicates nothing (the corrupt shard is tried again and skipped again)
     p2 = job("label", f"input={corpus}", "--lake", str(lake))
