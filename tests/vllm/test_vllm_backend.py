@@ -1,0 +1,103 @@
+"""The AV on vLLM (CPU build): greedy parity with the HF backend token for token, seeded sampling, prefix caching,
+and the labeling job's AV stage on vLLM in a Ray Data actor pool. Runs in .venv-vllm (`python3 dev.py test` builds
+it); skipped where vLLM is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm", reason="vLLM runs in .venv-vllm: `python3 dev.py test` builds it and runs these")
+
+from nla import NLAClient  # noqa: E402
+from nla.av import SamplingParams  # noqa: E402
+from nla.av_vllm import VLLMSettings  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def toy_pair(toy_kit):
+    av = toy_kit / "av"
+    return NLAClient(av), NLAClient(av, backend="vllm", vllm=VLLMSettings())
+
+
+@pytest.fixture(scope="module")
+def toy_vectors(toy_kit):
+    from nla.extract import ExtractConfig, Extractor
+    from nla.toy.corpus import generate_corpus
+
+    docs = generate_corpus(12, 4242)
+    ext = Extractor.from_pretrained(toy_kit / "base", ExtractConfig(layer=1, positions_per_doc=3, min_position=8))
+    real = ext([d.text for d in docs])["vector"][:32]
+    rand = np.random.default_rng(0).standard_normal((8, real.shape[1])).astype(np.float32)
+    return np.concatenate([real, rand])
+
+
+def test_greedy_parity_toy(toy_pair, toy_vectors):
+    hf, vl = toy_pair
+    embeds = hf.prompt_embeds(toy_vectors)
+    for a, b in zip(embeds, vl.prompt_embeds(toy_vectors)):  # the engine gets the very same embeddings
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    params = SamplingParams(temperature=0, max_new_tokens=64)
+    assert vl.backend.generate(embeds, params) == hf.backend.generate(embeds, params)
+    assert vl.explain(toy_vectors, temperature=0, max_new_tokens=64) == \
+        hf.explain(toy_vectors, temperature=0, max_new_tokens=64)
+    short = SamplingParams(temperature=0, max_new_tokens=12)  # truncated samples agree too
+    assert vl.backend.generate(embeds[:8], short) == hf.backend.generate(embeds[:8], short)
+
+
+def test_seeded_sampling_is_reproducible(toy_pair, toy_vectors):
+    _, vl = toy_pair
+    a = vl.generate_batch(toy_vectors[:8], temperature=1.0, max_new_tokens=32, seed=11)
+    b = vl.generate_batch(toy_vectors[:8], temperature=1.0, max_new_tokens=32, seed=11)
+    c = vl.generate_batch(toy_vectors[:8], temperature=1.0, max_new_tokens=32, seed=12)
+    assert a == b and a != c
+
+
+def test_prefix_caching_never_aliases_vectors(toy_pair, toy_vectors):
+    hf, vl = toy_pair
+    preamble = " ".join(["the storm in oslo closed the roads for days ."] * 30)  # > one 128-token cache block
+    prompt = preamble + " <concept><INJECT></concept>"
+    params = SamplingParams(temperature=0, max_new_tokens=24)
+    for v in toy_vectors[:4]:  # same prefix, different vector at the marker: cached blocks must not be reused
+        e = vl.prompt_embeds(v, prompt=prompt)
+        assert vl.backend.generate(e, params) == hf.backend.generate(hf.prompt_embeds(v, prompt=prompt), params)
+
+
+def test_greedy_parity_smollm2(tmp_path_factory):
+    from nla.bases import smollm2_folder
+    from nla.checkpoint import init_pair
+
+    av, _ = init_pair(smollm2_folder(), 10, tmp_path_factory.mktemp("smol"))
+    hf = NLAClient(av)
+    vectors = np.random.default_rng(1).standard_normal((6, hf.meta.d_model)).astype(np.float32)
+    embeds = hf.prompt_embeds(vectors)
+    params = SamplingParams(temperature=0, max_new_tokens=24)
+    expected = hf.backend.generate(embeds, params)
+    del hf
+    vl = NLAClient(av, backend="vllm", vllm=VLLMSettings())
+    assert vl.backend.generate(embeds, params) == expected
+
+
+def test_label_job_with_vllm_av(toy_kit, tmp_path):
+    import subprocess
+    import sys
+
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+    from nla.toy.shards import write_corpus
+
+    write_corpus(tmp_path / "corpus", docs=40, shards=2, seed=5)
+    base = [sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={tmp_path / 'corpus'}"]
+    for backend, lake in (("vllm", tmp_path / "lake_vllm"), ("hf", tmp_path / "lake_hf")):
+        p = subprocess.run([*base, f"lake={lake}", f"models.av_backend={backend}"], capture_output=True, text=True,
+                           timeout=900)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    sql = "SELECT act_id, explanation, status FROM explanations ORDER BY act_id"
+    with LakeQuery(Lake(tmp_path / "lake_vllm")) as a, LakeQuery(Lake(tmp_path / "lake_hf")) as b:
+        assert a.run(sql, limit=None).to_pylist() == b.run(sql, limit=None).to_pylist()
