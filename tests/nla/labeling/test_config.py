@@ -35,3 +35,11 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("models: [unclosed")
     with pytest.raises(NLAConfigError, match="YAML"):
         load_config(LabelConfig, tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name", ["toy", "smollm2", "qwen7b", "gemma3-12b", "llama70b"])
+def test_example_configs_load(name):
+    cfg = load_config(LabelConfig, f"jobs/configs/{name}.yaml")
+    assert cfg.models.av and cfg.extractor.concurrency >= 1
+    if cfg.models.device == "cuda":
+        assert cfg.models.av_backend == "vllm" and cfg.explainer.num_gpus >= cfg.vllm.tensor_parallel_size
