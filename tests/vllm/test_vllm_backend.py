@@ -61,9 +61,10 @@ def test_seeded_sampling_is_reproducible(toy_pair, toy_vectors):
 
 def test_prefix_caching_never_aliases_vectors(toy_pair, toy_vectors):
     hf, vl = toy_pair
-    preamble = " ".join(["the storm in oslo closed the roads for days ."] * 30)  # > one 128-token cache block
+    preamble = " ".join(["the storm in oslo closed the roads for days ."] * 14)  # > one 128-token cache block
     prompt = preamble + " <concept><INJECT></concept>"
     params = SamplingParams(temperature=0, max_new_tokens=24)
+    assert len(hf.prompter.input_ids(prompt)) > 128  # the marker sits past the first cache block
     for v in toy_vectors[:4]:  # same prefix, different vector at the marker: cached blocks must not be reused
         e = vl.prompt_embeds(v, prompt=prompt)
         assert vl.backend.generate(e, params) == hf.backend.generate(hf.prompt_embeds(v, prompt=prompt), params)
