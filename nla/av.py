@@ -115,10 +115,11 @@ class HFBackend:
             mask[i, T - e.shape[0]:] = 1
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        sample = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
+        # top_k=0: plain temperature/top-p sampling, as the release and vLLM do (HF would default to top-k 50)
+        sample = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         out = self.model.generate(
             inputs_embeds=batch, attention_mask=mask, max_new_tokens=params.max_new_tokens,
-            do_sample=not params.greedy, top_k=None if not params.greedy else None, pad_token_id=self.pad_id,
+            do_sample=not params.greedy, pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids) or None, **sample,
         )  # (B, new): only generated tokens when prompting with embeddings
         results = []
