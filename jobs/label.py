@@ -110,7 +110,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
                          **({} if address else {"num_cpus": os.cpu_count()}))
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)
-        stats = committer.finish()
+        committer.finish()
         status = "ok"
     finally:
         stats = committer.stats

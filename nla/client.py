@@ -36,8 +36,7 @@ def eos_ids(folder: Path, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _load_meta(folder: str | Path, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
-    meta = NLAMeta.load(folder)
+def _check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
     if meta.kind != "nla_model" or meta.role != role:
         other = {"av": "NLAClient", "ar": "NLACritic"}
         raise NLAConfigError(f"{meta.source}: role is {meta.role!r} but this loader needs {role!r}. Fix: point "
@@ -63,7 +62,7 @@ class NLAClient:
         """backend 'hf' runs transformers; 'vllm' runs a vLLM engine (settings: nla.av_vllm.VLLMSettings) and keeps
         only the embedding table here."""
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
-        NLAMeta.load(self.checkpoint_dir)  # fail on a missing/malformed sidecar before loading weights
+        meta = NLAMeta.load(self.checkpoint_dir)  # fail on a missing/malformed sidecar before loading weights
         if backend not in ("hf", "vllm"):
             raise NLAInputError(f"backend {backend!r}: choose 'hf' (transformers) or 'vllm'.")
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
@@ -75,7 +74,7 @@ class NLAClient:
 
             self.model = None
             config, embedding = hf.load_config(self.checkpoint_dir), load_input_embeddings(self.checkpoint_dir)
-        self.meta = _load_meta(self.checkpoint_dir, "av", self.tokenizer, config)
+        self.meta = _check_meta(meta, "av", self.tokenizer, config)
         self.prompter = AVPrompter(embedding, self.tokenizer, self.meta, injection_scale=injection_scale_override)
         eos = eos_ids(self.checkpoint_dir, self.tokenizer)
         if backend == "hf":
@@ -124,10 +123,10 @@ class NLACritic:
     def __init__(self, checkpoint_dir: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  batch_size: int = 64) -> None:
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
-        NLAMeta.load(self.checkpoint_dir)
+        meta = NLAMeta.load(self.checkpoint_dir)
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = ARModel.from_pretrained(self.checkpoint_dir, dtype=dtype, device=device)
-        self.meta = _load_meta(self.checkpoint_dir, "ar", self.tokenizer, self.model.lm.config)
+        self.meta = _check_meta(meta, "ar", self.tokenizer, self.model.lm.config)
         blocks = len(self.model.backbone.layers)
         if blocks != self.meta.layer + 1:
             raise NLAConfigError(f"{self.meta.source}: extraction_layer_index {self.meta.layer} means {self.meta.layer + 1}"

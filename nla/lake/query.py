@@ -58,7 +58,7 @@ class LakeQuery:
         self.lake, self.timeout_s = lake, timeout_s
         self.con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
         self.tables: dict[str, int] = {}
-        self._versions = dict(versions or {})
+        self.datasets: dict[str, Any] = {}  # the registered pyarrow datasets, by view name
         self.d: int | None = None
         for name in lake.names():
             version = (versions or {}).get(name)
@@ -67,7 +67,8 @@ class LakeQuery:
             view = name.replace("/", "_")
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
             fs = filesystem_for(lake.uri(name)) if filesystem_for else None
-            self.con.register(view, t.to_pyarrow_dataset(schema=schema, filesystem=fs))
+            self.datasets[view] = t.to_pyarrow_dataset(schema=schema, filesystem=fs)
+            self.con.register(view, self.datasets[view])
             self.tables[view] = t.version()
             if name == ACTIVATIONS.name:
                 self.d = schema.field(A.vector).type.list_size
@@ -167,9 +168,7 @@ class LakeQuery:
             raise NLAInputError("query vector is zero or has NaN/inf. Fix: pass a real reconstruction.")
         from nla.lake.search import top_k_cosine
 
-        ds = self.lake.table(ACTIVATIONS.name, version=self._versions.get(ACTIVATIONS.name)).to_pyarrow_dataset(
-            schema=self.lake.arrow_schema(ACTIVATIONS.name))
-        hits = top_k_cosine(ds, v, int(k))
+        hits = top_k_cosine(self.datasets[ACTIVATIONS.name], v, int(k))
         top = pa.table({A.act_id: [h[0] for h in hits], "similarity": pa.array([h[1] for h in hits], pa.float32())})
         self.con.register("_top_hits", top)
         try:

@@ -144,14 +144,15 @@ class Lake:
         name = name or spec.name
         assert spec.shard_column, f"{spec.name} is not sharded"
         self._ensure(spec, rows, name)
-        batch = check_batch(spec, rows, self.arrow_schema(name, spec))
+        schema = self.arrow_schema(name, spec)
+        batch = check_batch(spec, rows, schema)
         if batch.num_rows and not pc.all(pc.equal(batch.column(spec.shard_column), shard)).as_py():
             raise NLASchemaError(f"rows for shard {shard!r} of {name!r} carry other {spec.shard_column} values. "
                                  f"Fix: set {spec.shard_column} = {shard!r} on every row of the batch.")
         predicate = f"{spec.shard_column} = '{_sql_str(shard)}'"
         version = self._retry(name, lambda props: write_deltalake(
             self.uri(name), batch, mode="overwrite", predicate=predicate, commit_properties=props,
-            writer_properties=self._writer(name), storage_options=self.storage_options),
+            writer_properties=_writer(schema), storage_options=self.storage_options),
             run_id=run_id, config_hash=config_hash, shard=shard)
         self.record_shard(name, shard, run_id=run_id, rows=batch.num_rows, version=version)
         return version
@@ -199,15 +200,9 @@ class Lake:
 
         reader = pa.RecordBatchReader.from_batches(schema, checked())
         return self._retry(name, lambda props: write_deltalake(
-            self.uri(name), reader, mode="overwrite", commit_properties=props, writer_properties=self._writer(name),
+            self.uri(name), reader, mode="overwrite", commit_properties=props, writer_properties=_writer(schema),
             storage_options=self.storage_options),
             run_id=run_id, config_hash=config_hash, **(extra_metadata or {}))
-
-    def _writer(self, name: str) -> Any:
-        from deltalake import WriterProperties
-
-        d = self.layout(name).get("d")
-        return WriterProperties(max_row_group_size=max(1024, ROW_GROUP_BYTES // (4 * d))) if d else None
 
     def _ensure(self, spec: TableSpec, rows: pa.Table, name: str) -> None:
         if self.exists(name):
@@ -249,7 +244,7 @@ class Lake:
         """Compact small files (per partition). Readers and time travel are unaffected."""
         from deltalake import CommitProperties
 
-        return self.table(name).optimize.compact(writer_properties=self._writer(name),
+        return self.table(name).optimize.compact(writer_properties=_writer(self.arrow_schema(name)),
                                                  commit_properties=CommitProperties(custom_metadata={"run_id": run_id}))
 
     def vacuum(self, name: str, *, retention_hours: int = SAFE_RETENTION_HOURS, dry_run: bool = True) -> list[str]:
@@ -271,6 +266,14 @@ class Lake:
             out.append(TableInfo(name=name, spec=spec, version=t.version(), rows=rows, d=layout.get("d"),
                                  schema=self.arrow_schema(name, ALL.get(spec))))
         return out
+
+
+def _writer(schema: pa.Schema) -> Any:
+    """Row groups of ~ROW_GROUP_BYTES for tables with a vector column (d from its fixed-size list)."""
+    from deltalake import WriterProperties
+
+    d = next((f.type.list_size for f in schema if isinstance(f.type, pa.FixedSizeListType)), None)
+    return WriterProperties(max_row_group_size=max(1024, ROW_GROUP_BYTES // (4 * d))) if d else None
 
 
 def _sql_str(value: str) -> str:
