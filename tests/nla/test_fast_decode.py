@@ -1,0 +1,118 @@
+"""The fast path (nla.fast_*) computes what the plain path computes: greedy tokens equal, vectors equal in fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nla.ar import ARModel
+from nla.av import AVPrompter, HFBackend, SamplingParams
+from nla.checkpoint import pair_metas
+from nla.errors import NLAInputError
+from nla.extract import ExtractConfig, Extractor
+from nla.fast_decode import FastGreedyBackend, cascade_attention, shared_prefix_length
+from nla.fast_prefill import FastAR, FastExtractor, Ragged, length_batches
+from nla.toy.tokenizer import vocab_size_of
+from tests.conftest import SHORT_AV, tiny_config
+
+
+@pytest.fixture(scope="module")
+def qwen(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    cfg = tiny_config("qwen2", vocab_size_of(tokenizer), layers=3, hidden=64)
+    cfg.initializer_range = 0.1  # decisive logits: greedy picks are far from ties
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def prompter(qwen, tokenizer):
+    av_meta, _ = pair_metas(tokenizer, d_model=64, layer=1, injection_scale=8.0, base_checkpoint="tiny",
+                            av_template=SHORT_AV)
+    return AVPrompter(qwen.get_input_embeddings(), tokenizer, av_meta)
+
+
+def test_greedy_tokens_equal_the_plain_path(qwen, tokenizer, prompter):
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    fast = FastGreedyBackend(qwen, tokenizer, {tokenizer.eos_token_id}, bucket=16)
+    for seed in (1, 2):  # the second call reuses the cached prefix with other vectors
+        embeds = prompter.prompt_embeds(torch.randn(6, 64, generator=torch.Generator().manual_seed(seed)))
+        assert shared_prefix_length(torch.stack(embeds)) == prompter.canonical_ids.index(
+            prompter.meta.tokens.injection_token_id)
+        plain = HFBackend(qwen, tokenizer, {tokenizer.eos_token_id}).generate(embeds, params)
+        assert fast.generate(embeds, params) == plain
+        assert len({tuple(t) for t, _ in plain}) > 1  # the vectors steer the output
+
+
+def test_eos_cuts_rows_as_the_plain_path_does(qwen, tokenizer, prompter):
+    params = SamplingParams(temperature=0, max_new_tokens=24)
+    embeds = prompter.prompt_embeds(torch.randn(5, 64, generator=torch.Generator().manual_seed(3)))
+    first = HFBackend(qwen, tokenizer, {tokenizer.eos_token_id}).generate(embeds, params)
+    row = first[0][0]
+    cut = next(i for i in range(3, len(row)) if row[i] not in row[:i])
+    eos = {tokenizer.eos_token_id, row[cut]}  # a token row 0 first emits mid-way now ends it
+    plain = HFBackend(qwen, tokenizer, eos).generate(embeds, params)
+    assert len(plain[0][0]) == cut and not plain[0][1]
+    assert FastGreedyBackend(qwen, tokenizer, eos, bucket=8).generate(embeds, params) == plain
+
+
+def test_sampling_goes_to_the_plain_backend(qwen, tokenizer, prompter):
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=0)
+    embeds = prompter.prompt_embeds(torch.randn(2, 64))
+    expected = HFBackend(qwen, tokenizer, {tokenizer.eos_token_id}).generate(embeds, params)
+    assert FastGreedyBackend(qwen, tokenizer, {tokenizer.eos_token_id}).generate(embeds, params) == expected
+
+
+def test_cascade_attention_is_plain_attention():
+    g = torch.Generator().manual_seed(0)
+    B, Tq, Hq, Hkv, D, Lp, Lr = 3, 4, 6, 2, 8, 5, 7
+    q = torch.randn(B, Tq, Hq, D, generator=g)
+    k, v = torch.randn(2, B, Hkv, Lp + Lr, D, generator=g)
+    k[:, :, :Lp], v[:, :, :Lp] = k[:1, :, :Lp], v[:1, :, :Lp]  # the prefix is the same in every row
+    mask = torch.rand(Tq, Lr, generator=g) > 0.3
+    full = torch.cat([torch.ones(Tq, Lp, dtype=torch.bool), mask], 1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=full, scale=0.3,
+                                                           enable_gqa=True)  # (B, Hq, Tq, D)
+    out = cascade_attention(q, k[0, :, :Lp], v[0, :, :Lp], k[:, :, Lp:], v[:, :, Lp:], mask, 0.3)
+    torch.testing.assert_close(out, ref.transpose(1, 2).reshape(B, Tq, Hq * D))
+
+
+def test_fast_extractor_matches_the_extractor(qwen, tokenizer):
+    from nla.toy.corpus import generate_corpus
+
+    texts = [d.text * 3 for d in generate_corpus(7, 11)]
+    cfg = ExtractConfig(layer=1, positions_per_doc=4, min_position=5, max_length=120)
+    plain = Extractor(qwen, tokenizer, cfg)(texts)
+    fast = FastExtractor(qwen, tokenizer, cfg, max_tokens=256)(texts)  # several length buckets
+    for key in ("doc_id", "position", "token_id", "token", "context"):
+        assert fast[key].tolist() == plain[key].tolist(), key
+    np.testing.assert_allclose(fast["vector"], plain["vector"], rtol=1e-4, atol=1e-5)
+
+
+def test_fast_ar_matches_the_ar_model(make_base, tokenizer):
+    ar = ARModel.from_base(make_base("qwen2"), 1)
+    torch.nn.init.normal_(ar.value_head.weight, std=0.2)
+    texts = ["alpha beta", "a much longer explanation with many more words in it", "gamma"]
+    enc = ar.encode(tokenizer, "Summary: <text>{explanation}</text>", texts)
+    with torch.inference_mode():
+        plain = ar(enc["input_ids"], enc["attention_mask"])
+    ids = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+    torch.testing.assert_close(FastAR(ar, max_tokens=16).reconstruct_ids(ids), plain, rtol=1e-4, atol=1e-5)
+
+
+def test_length_batches_cover_every_row_once_within_the_budget():
+    lengths = np.array([5, 100, 17, 64, 3, 99, 1])
+    batches = length_batches(lengths, max_tokens=200, max_rows=3)
+    assert sorted(np.concatenate([m for m, _ in batches]).tolist()) == list(range(7))
+    assert all(len(m) * w <= 200 and lengths[m].max() <= w for m, w in batches)
+    seqs = Ragged.from_lists([[1, 2, 3], [4], [5, 6]])
+    assert seqs.padded(np.array([2, 0]), 4, 0).tolist() == [[5, 6, 0, 0], [1, 2, 3, 0]]
+
+
+def test_gemma_is_refused_with_the_fallback_named(make_base):
+    from nla import hf
+
+    with pytest.raises(NLAInputError, match="plain path"):
+        FastGreedyBackend(hf.load_causal_lm(make_base("gemma3")), None, {1})
