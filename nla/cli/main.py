@@ -24,6 +24,9 @@ examples:
   nla query "SELECT status, count(*), avg(mse) FROM explanations GROUP BY status"
   nla search "The text is about weather." -k 5
   nla mine --where "mse > 0.8" --limit 1000 --name hard_v1
+  nla train sft --role av --data hard_v1_best --from KIT/av     retrain on mined examples (Ray Train)
+  nla retrain --lake ./lake                  label -> mine -> retrain -> relabel the held-out hard set
+  nla serve --lake ./lake                    HTTP API + web page on http://127.0.0.1:8000/ (Ray Serve)
 """
 
 
@@ -32,7 +35,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nla.cli import jobs, lake, models, toy
+    from nla.cli import jobs, lake, models, serve, toy, train
 
     parser = argparse.ArgumentParser(
         prog="nla", formatter_class=_formatter, epilog=EPILOG,
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_commands(sub, _formatter)
     jobs.add_commands(sub, _formatter)
     lake.add_commands(sub, _formatter)
+    serve.add_commands(sub, _formatter)
+    train.add_commands(sub, _formatter)
     return parser
 
 

@@ -1,0 +1,106 @@
+"""The HTTP API's request bodies (pydantic): field docs for /docs, unknown fields refused, shapes checked.
+
+Server limits (batch size, max_new_tokens, ...) come from the config at run time, so they are checked by the ingress,
+not declared here. Vectors are `list[float]` or a base64 string of little-endian float32 (serve/codec.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Vector = list[float] | str
+VECTOR_DOC = "a list of d floats, or base64 of d little-endian float32 values"
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sampling(Request):
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy (default); 1.0 = the release's sampling")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(200, ge=1, description="AV tokens per explanation (capped by the server's limit)")
+    seed: int | None = Field(None, description="seeds sampling; a seeded request is never batched with others")
+
+
+class ExtractRequest(Request):
+    text: str = Field(description="a document (UTF-8); cut to the server's max_tokens")
+    positions: list[int] | None = Field(None, description="token positions to return vectors for; [] = tokens only")
+    sample: int | None = Field(None, ge=1, description="instead of positions: sample this many eligible positions")
+    min_position: int = Field(0, ge=0, description="with sample: first eligible position")
+    seed: int = Field(0, description="with sample: position RNG seed (with the text's hash)")
+    encoding: Literal["list", "base64"] = "list"
+
+    @model_validator(mode="after")
+    def one_source(self) -> ExtractRequest:
+        if self.positions is not None and self.sample is not None:
+            raise ValueError("give positions or sample, not both")
+        return self
+
+
+class ExplainRequest(Sampling):
+    vectors: list[Vector] | str | None = Field(None, description=f"activations to explain: each {VECTOR_DOC}, or one "
+                                                                  "base64 string of N*d floats")
+    text: str | None = Field(None, description="instead of vectors: a document whose activations are extracted")
+    positions: list[int] | None = Field(None, description="with text: token positions to explain")
+    samples: int = Field(1, ge=1, description="explanations per vector")
+    return_vectors: bool = Field(False, description="echo each explained vector (handy with text + positions)")
+    encoding: Literal["list", "base64"] = "list"
+
+    @model_validator(mode="after")
+    def one_source(self) -> ExplainRequest:
+        if (self.vectors is None) == (self.text is None):
+            raise ValueError("give exactly one of vectors or text (+ positions)")
+        if self.text is not None and not self.positions:
+            raise ValueError("text needs positions, e.g. [3, 5] (POST /v1/extract with positions [] lists the tokens)")
+        if self.vectors is not None and self.positions is not None:
+            raise ValueError("positions go with text, not with vectors")
+        return self
+
+
+class ReconstructRequest(Request):
+    explanations: list[str] = Field(min_length=1, description="explanation texts")
+    encoding: Literal["list", "base64"] = "list"
+
+
+class ScoreRequest(Request):
+    explanations: list[str] = Field(min_length=1, description="explanation texts, paired 1:1 with vectors")
+    vectors: list[Vector] | str = Field(description=f"the original activations: each {VECTOR_DOC}")
+
+
+class Source(Request):
+    vector: Vector | None = Field(None, description=VECTOR_DOC)
+    text: str | None = Field(None, description="instead of vector: a document ...")
+    position: int | None = Field(None, ge=0, description="... and the token position to read")
+
+    @model_validator(mode="after")
+    def one_source(self) -> Source:
+        if (self.vector is None) == (self.text is None) or (self.text is not None) != (self.position is not None):
+            raise ValueError("give either vector, or text and position")
+        return self
+
+
+class CompareRequest(Sampling):
+    a: Source
+    b: Source
+
+
+class SearchRequest(Request):
+    text: str | None = Field(None, description="by meaning: the AR turns this explanation-like text into a vector")
+    vector: Vector | None = Field(None, description=f"by vector: {VECTOR_DOC}")
+    keyword: str | None = Field(None, description="by keyword: a case-insensitive regex over explanations")
+    k: int = Field(10, ge=1, description="results (capped by the server's max_k)")
+
+    @model_validator(mode="after")
+    def one_source(self) -> SearchRequest:
+        if sum(x is not None for x in (self.text, self.vector, self.keyword)) != 1:
+            raise ValueError("give exactly one of text, vector or keyword")
+        return self
+
+
+class QueryRequest(Request):
+    sql: str = Field(description="one read-only SELECT over the lake's views (activations, explanations, labels, "
+                                 "features, runs, ...)")
+    limit: int = Field(100, ge=1, description="rows returned (capped by the server's query_max_rows)")

@@ -1,0 +1,65 @@
+"""The read-only lake deployment: SQL, cosine nearest neighbours and keyword search over the Delta tables.
+
+It holds one nla.lake.query.LakeQuery: an in-memory DuckDB whose sandbox refuses anything but one SELECT (no writes,
+ATTACH, COPY, INSTALL/LOAD, PRAGMA, SET or file readers; external access off) and cuts queries off at a timeout.
+New table versions written by jobs are picked up at most every `refresh_s`. It never writes the lake, and it does not
+turn text into vectors (the AR deployment does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from nla.lake.query import LakeQuery
+from nla.lake.store import Lake
+from serve.codec import jsonable
+
+
+class LakeReader:
+    def __init__(self, root: str, *, timeout_s: float, refresh_s: float) -> None:
+        self.lake = Lake(root or None)
+        self.timeout_s, self.refresh_s = timeout_s, refresh_s
+        self.lock = threading.Lock()  # one DuckDB connection: one caller at a time
+        self.q = LakeQuery(self.lake, timeout_s=timeout_s)
+        self.checked = time.monotonic()
+
+    def _fresh(self) -> LakeQuery:
+        """The query object, reopened when a table got a new version (checked at most every refresh_s)."""
+        if time.monotonic() - self.checked >= self.refresh_s:
+            self.checked = time.monotonic()
+            now = {n.replace("/", "_"): self.lake.table(n).version() for n in self.lake.names()}
+            if now != self.q.tables:
+                self.q.close()
+                self.q = LakeQuery(self.lake, timeout_s=self.timeout_s)
+        return self.q
+
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self.lock:
+            return fn(self._fresh(), *args)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(self._locked, fn, *args)
+
+    async def info(self) -> dict[str, Any]:
+        """The lake root, its tables with their versions, and the activations' d."""
+        return await self._call(lambda q: {"root": self.lake.root, "tables": dict(q.tables), "d": q.d})
+
+    async def query(self, sql: str, limit: int) -> dict[str, Any]:
+        """At most `limit` rows of one read-only SELECT; `truncated` says whether more exist."""
+        def run(q: LakeQuery) -> dict[str, Any]:
+            t = q.run(sql, limit=limit + 1)
+            rows = t.slice(0, limit).to_pylist()
+            return {"columns": t.column_names, "rows": jsonable(rows), "truncated": t.num_rows > limit}
+
+        return await self._call(run)
+
+    async def nearest(self, vector: Any, k: int) -> list[dict[str, Any]]:
+        """The k activations nearest by cosine, each with its explanations (best mse first)."""
+        return await self._call(lambda q: jsonable(q.nearest(vector, k).to_pylist()))
+
+    async def keyword(self, pattern: str, k: int) -> list[dict[str, Any]]:
+        """Explanations matching a case-insensitive regex, best mse first."""
+        return await self._call(lambda q: jsonable(q.keyword(pattern, limit=k).to_pylist()))

@@ -1,0 +1,177 @@
+"""The model deployments: extractor (base model, blocks 0..K), AV and AR, each batching requests with @serve.batch.
+
+Each class loads its model once in __init__ and merges concurrent requests into one model call; the model work runs
+in a worker thread so the replica keeps answering health checks. Bad input inside a batch must not fail its
+neighbours: per-item problems come back as NLAInputError objects that the ingress raises for that request alone.
+Request validation, limits and HTTP live in serve/ingress.py; serve/app.py decides resources and replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from nla.errors import NLAInputError
+from serve.config import DeploymentSettings
+
+_ticket = itertools.count()
+
+
+def _setup(settings: DeploymentSettings, method: Any) -> None:
+    if settings.threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    method.set_max_batch_size(settings.max_batch_size)
+    method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+class ExtractorModel:
+    """Text -> its tokens, and block K's output at given or sampled positions."""
+
+    def __init__(self, folder: str, layer: int, settings: DeploymentSettings, *, device: str, dtype: str,
+                 max_tokens: int, max_positions: int) -> None:
+        from nla.extract import ExtractConfig, Extractor
+
+        self.ext = Extractor.from_pretrained(folder, ExtractConfig(layer=layer, max_length=max_tokens), device=device,
+                                             dtype=_dtype(dtype))
+        self.max_tokens, self.max_positions = max_tokens, max_positions
+        _setup(settings, self.extract)
+
+    def _plan(self, text: str, positions: list[int] | None, sample: int | None, min_position: int,
+              seed: int) -> dict[str, Any]:
+        """Tokens of `text` and the positions to read (checked): the per-request part, before the shared forward."""
+        from nla.extract import doc_id_for, position_rng
+
+        tok = self.ext.tokenizer
+        ids = tok(text, add_special_tokens=True, truncation=True, max_length=self.max_tokens)["input_ids"]
+        special = [i in self.ext.special_ids for i in ids]
+        tokens = [{"position": p, "token_id": i, "token": tok.decode([i]), "special": s}
+                  for p, (i, s) in enumerate(zip(ids, special))]
+        eligible = [p for p, s in enumerate(special) if not s]
+        if sample is not None:
+            pool = [p for p in eligible if p >= min_position]
+            if len(pool) > sample:
+                pool = sorted(pool[i] for i in position_rng(seed, doc_id_for(text)).choice(len(pool), sample,
+                                                                                          replace=False))
+            positions = pool
+        positions = eligible if positions is None else positions
+        if len(positions) > self.max_positions:
+            raise NLAInputError(f"{len(positions)} positions asked for; the server reads at most {self.max_positions} "
+                                "per request. Fix: pass positions (or sample) with fewer, or [] for tokens only.")
+        bad = [p for p in positions if not (0 <= p < len(ids)) or special[p]]
+        if bad:
+            readable = f"{eligible[0]}..{eligible[-1]}" if eligible else "none"
+            raise NLAInputError(f"positions {bad[:5]}: not readable in this text, which has {len(ids)} tokens "
+                                f"(readable: {readable}; special tokens are not). Fix: POST /v1/extract with "
+                                "positions [] to list the tokens.")
+        return {"ids": ids, "tokens": tokens, "positions": list(positions), "truncated": len(ids) >= self.max_tokens}
+
+    def _forward(self, plans: list[dict[str, Any]]) -> None:
+        """One right-padded forward for every plan that reads positions; adds plan['vectors'] (n, d)."""
+        import torch
+
+        todo = [p for p in plans if p["positions"]]
+        for p in plans:
+            p["vectors"] = np.zeros((0, self.ext.d_model), np.float32)
+        if not todo:
+            return
+        width = max(len(p["ids"]) for p in todo)
+        pad = self.ext.tokenizer.pad_token_id or 0
+        ids = torch.tensor([p["ids"] + [pad] * (width - len(p["ids"])) for p in todo])  # (B, T)
+        mask = torch.tensor([[1] * len(p["ids"]) + [0] * (width - len(p["ids"])) for p in todo])
+        h = self.ext.block_output(ids, mask).float().cpu()  # (B, T, d); right padding: positions index directly
+        for b, p in enumerate(todo):
+            p["vectors"] = h[b, p["positions"]].numpy()
+
+    def _run(self, items: list[tuple]) -> list[Any]:
+        plans: list[Any] = []
+        for item in items:
+            try:
+                plans.append(self._plan(*item))
+            except NLAInputError as e:
+                plans.append(e)
+        self._forward([p for p in plans if isinstance(p, dict)])
+        for p in plans:
+            if isinstance(p, dict):
+                del p["ids"]
+        return plans
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def extract(self, items: list[tuple]) -> list[Any]:
+        """items: (text, positions | None, sample | None, min_position, seed) -> {tokens, positions, vectors,
+        truncated} or an NLAInputError, per item."""
+        return await asyncio.to_thread(self._run, items)
+
+
+class AVModel:
+    """Vectors -> explanations (one Generation dict per vector), requests with equal sampling merged."""
+
+    def __init__(self, folder: str, settings: DeploymentSettings, *, device: str, dtype: str) -> None:
+        from nla.client import NLAClient
+
+        self.client = NLAClient(folder, device=device, dtype=_dtype(dtype))
+        _setup(settings, self.explain)
+
+    def _run(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, sampling) in enumerate(items):
+            key = tuple(sorted(sampling.items()))
+            if sampling.get("seed") is not None:  # seeded: alone, so the same request gives the same samples
+                key += (("ticket", next(_ticket)),)
+            groups.setdefault(key, []).append(i)
+        out: list[Any] = [None] * len(items)
+        for idx in groups.values():
+            vectors = np.concatenate([items[i][0] for i in idx])  # (sum n, d)
+            gens = self.client.explain(vectors, **items[idx[0]][1])
+            start = 0
+            for i in idx:
+                n = len(items[i][0])
+                out[i] = [vars(g) for g in gens[start:start + n]]
+                start += n
+        return out
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def explain(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
+        """items: ((n, d) float32 vectors, sampling kwargs) -> n dicts (explanation, raw_output, status, n_tokens)."""
+        return await asyncio.to_thread(self._run, items)
+
+
+class ARModel:
+    """Explanations -> reconstructed vectors; score = mse_nrm and cos against the originals."""
+
+    def __init__(self, folder: str, settings: DeploymentSettings, *, device: str, dtype: str) -> None:
+        from nla.client import NLACritic
+
+        self.critic = NLACritic(folder, device=device, dtype=_dtype(dtype))
+        _setup(settings, self.reconstruct)
+
+    def _run(self, items: list[list[str]]) -> list[np.ndarray]:
+        r = self.critic.reconstruct_batch([e for texts in items for e in texts]).numpy()  # (sum n, d)
+        bounds = np.cumsum([0] + [len(t) for t in items])
+        return [r[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def reconstruct(self, items: list[list[str]]) -> list[np.ndarray]:
+        """items: n explanations -> (n, d) float32 raw reconstructions."""
+        return await asyncio.to_thread(self._run, items)
+
+    async def score(self, explanations: list[str], vectors: np.ndarray) -> dict[str, list[float]]:
+        """mse_nrm (0 perfect, 2 orthogonal) and cos of each explanation's reconstruction against its vector."""
+        import torch
+
+        from nla.metrics import cosine, mse_nrm
+
+        r = torch.from_numpy(await self.reconstruct(explanations))
+        v = torch.from_numpy(np.asarray(vectors, np.float32))
+        return {"mse": mse_nrm(r, v, self.critic.mse_scale).tolist(), "cos": cosine(r, v).tolist()}
