@@ -54,7 +54,7 @@ def run(cfg: ServeConfig) -> None:
     import ray
     from ray import serve
 
-    from serve.app import build_app, resolve_models
+    from serve.app import build_app, resolve_lake, resolve_models
     from serve.security import token_digest
 
     host, port = cfg.http.host, cfg.http.port
@@ -75,8 +75,8 @@ def run(cfg: ServeConfig) -> None:
                   logging_config={"enable_access_log": cfg.http.access_log})
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         print(f"NLA serving {info['av']['id']} (AR: {info['ar']['id'] if info['ar'] else 'none'}, base: "
-              f"{info['base']['id'] if info['base'] else 'none'}) at {url}/  (API docs: {url}/docs; token "
-              f"{'required' if digest else 'off'})", flush=True)
+              f"{info['base']['id'] if info['base'] else 'none'}; lake {resolve_lake(cfg.lake)}) at {url}/  (API "
+              f"docs: {url}/docs; token {'required' if digest else 'off'})", flush=True)
         while not stop.wait(1.0):
             pass
     finally:

@@ -54,6 +54,14 @@ def resolve_models(m: ModelsConfig) -> dict[str, Any]:
     return info
 
 
+def resolve_lake(root: str) -> str:
+    """The lake root as the replicas must see it: $NLA_LAKE or ./lake when empty, local folders made absolute."""
+    from nla.lake.store import Lake
+
+    lake = Lake(root or None)
+    return lake.root if not lake.is_local else str(Path(lake.root).expanduser().resolve())
+
+
 def _options(name: str, s: DeploymentSettings) -> dict[str, Any]:
     return {"name": name, "max_ongoing_requests": s.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
@@ -80,6 +88,6 @@ def build_app(cfg: ServeConfig, info: dict[str, Any], token_digest: str | None) 
     if info["ar"]:
         ar = serve.deployment(ARModel, **_options("ar", cfg.ar)).bind(info["ar"]["path"], cfg.ar, **device)
     lake = serve.deployment(LakeReader, **_options("lake", cfg.lake_reader)).bind(
-        cfg.lake, timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s)
+        resolve_lake(cfg.lake), timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s)
     return serve.deployment(Ingress, **_options("ingress", cfg.ingress)).bind(
         extractor, av, ar, lake, info=info, limits=lim, token_digest=token_digest)

@@ -34,6 +34,7 @@ def library(toy_kit):
 
 
 def test_health_models_page_docs_and_token(server):
+    assert server.url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
     assert server.call("/healthz", token=None) == (200, {"status": "ok"})
     m = ok(server, "/v1/models")
     assert m["d_model"] == 128 and m["layer"] == 1
@@ -50,6 +51,19 @@ def test_health_models_page_docs_and_token(server):
     paths = json.loads(urllib.request.urlopen(server.url + "/openapi.json").read())["paths"]
     assert {f"/v1/{e}" for e in ("extract", "explain", "reconstruct", "score", "compare", "search", "query",
                                   "models")} <= set(paths)
+
+
+def test_extract_matches_the_library_also_when_batched(server, toy_kit):
+    from nla.extract import ExtractConfig, Extractor
+
+    ext = Extractor.from_pretrained(toy_kit / "base", ExtractConfig(layer=1, min_position=0, all_positions=True))
+    texts = [TEXT, "chen said the goal will win the coach . " * 6, "omar asked the bank about a loan ."]
+    with ThreadPoolExecutor(len(texts)) as pool:  # different lengths in one padded batch
+        served = list(pool.map(lambda t: ok(server, "/v1/extract", {"text": t, "positions": [1, 5, 8]}), texts))
+    for text, got in zip(texts, served):
+        rows = ext([text], ["x"])
+        want = rows["vector"][[int(np.flatnonzero(rows["position"] == p)[0]) for p in (1, 5, 8)]]
+        np.testing.assert_allclose([a["vector"] for a in got["activations"]], want, atol=1e-4)
 
 
 def test_extract_tokens_positions_and_samples(server):
@@ -214,9 +228,11 @@ def test_transport_errors_are_4xx(server):
     assert status == 400 and "cut off after 2s" in err["error"]
 
 
-def test_cli_refuses_bad_config_before_starting(tmp_path):
+def test_cli_refuses_bad_config_before_starting(server):
+    taken = int(server.url.rsplit(":", 1)[1])  # the running server's port
     for args, words in ((["modles.av=x"], "unknown key 'modles'"), (["limits.max_vectors=0"], "must be positive"),
-                        (["--port", "70000"], "not a TCP port"), (["models.av=/nowhere/av"], "/nowhere/av")):
+                        (["--port", "70000"], "not a TCP port"), (["models.av=/nowhere/av"], "/nowhere/av"),
+                        (["--port", str(taken)], f"cannot listen on 127.0.0.1:{taken}")):
         p = subprocess.run([sys.executable, "-m", "nla.cli.main", "serve", *args], capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
