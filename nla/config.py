@@ -59,6 +59,9 @@ def build(cls: type[T], data: dict[str, Any], *, source: str, prefix: str = "") 
         raise NLAConfigError(f"config {source}: unknown key '{prefix}{k}'.{hint}")
     kwargs = {}
     for name, value in data.items():
+        factory = fields[name].default_factory
+        if isinstance(value, dict) and dataclasses.is_dataclass(hints[name]) and factory is not dataclasses.MISSING:
+            value = {**dataclasses.asdict(factory()), **value}  # a section keeps its own defaults for keys not given
         kwargs[name] = _coerce(hints[name], value, source=source, key=f"{prefix}{name}")
     try:
         return cls(**kwargs)
@@ -92,6 +95,11 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise NLAConfigError(f"config {source}: key {key!r} is {value!r}; expected {tp.__name__}.")
     return value

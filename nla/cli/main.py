@@ -54,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "module"):  # `nla teach --data x ...`: everything after the command goes to the jobs/ program
+        args.args, extra = argv[argv.index(args.command) + 1:], []
     if extra:  # `nla label input=x --lake y sampling.samples=2`: KEY=VALUE overrides may follow options
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
+        else:
+            args.overrides = [*args.overrides, *extra]
     try:
         return int(args.func(args) or 0)
     except NLAError as e:

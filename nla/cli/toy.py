@@ -35,6 +35,9 @@ def add_commands(sub: Any, formatter: Any) -> None:
     c.add_argument("--shards", type=int, default=5, help="number of shard files (default 5)")
     c.add_argument("--seed", type=int, default=2026, help="seed (the kit itself was trained on seed 0)")
     c.set_defaults(func=cmd_toy_corpus)
+    te = tsub.add_parser("teacher", help="serve the toy teacher as an OpenAI-compatible API (for `nla teach`)")
+    te.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    te.set_defaults(func=cmd_toy_teacher)
 
     d = sub.add_parser("demo", formatter_class=formatter, help="the whole platform on the toy kit, end to end",
                        description="Build (or reuse) the toy kit, write a toy corpus as jsonl shards, label it with "
@@ -78,6 +81,22 @@ def cmd_toy_corpus(args: argparse.Namespace) -> int:
     paths = write_corpus(Path(args.out), docs=args.docs, shards=args.shards, seed=args.seed)
     print(f"{args.docs} documents in {len(paths)} shards -> {Path(args.out).resolve()}")
     return 0
+
+
+def cmd_toy_teacher(args: argparse.Namespace) -> int:
+    import time
+
+    from nla.toy.teacher import MODEL, serve
+
+    server = serve(port=args.port)
+    host, port = server.server_address[:2]
+    print(f"toy teacher ({MODEL}) on http://{host}:{port}/v1 - try: nla teach --data hard_v1 --out hard_v1_teacher "
+          f"--teacher-url http://{host}:{port}/v1   (Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ class ToyRecipe:
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
         root = Path(__file__).resolve().parents[1]
         for f in sorted([*(root / "toy" / n for n in ("corpus.py", "tokenizer.py", "build.py")),
-                         *root.glob("train/*.py"),
+                         *(root / "train" / n for n in ("loop.py", "sft.py")),
                          *(root / n for n in ("ar.py", "av.py", "injection.py", "prompt.py", "extract.py",
                                               "checkpoint.py", "meta.py", "hf.py", "metrics.py"))]):
             h.update(f.read_bytes())
@@ -71,10 +71,17 @@ def kit_dir(recipe: ToyRecipe | None = None) -> Path:
 
 def ensure_toy_kit(recipe: ToyRecipe | None = None, *, log: Any = print) -> Path:
     """The cached kit folder (base/, av/, ar/, report.json), built first if missing."""
+    import fcntl
+
     out = kit_dir(recipe)
     if (out / "report.json").is_file():
         return out
-    return build(out, recipe, log=log)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:  # concurrent processes build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "report.json").is_file():
+            return out
+        return build(out, recipe, log=log)
 
 
 def _base_model(tokenizer: Any, r: ToyRecipe) -> Any:

@@ -68,14 +68,24 @@ def index_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
 
 def train(params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor], batches: Iterator[Any],
           cfg: TrainConfig, *, evaluate: Callable[[], dict[str, float]] | None = None,
-          log: Callable[[str], None] | None = print, name: str = "train") -> TrainResult:
-    """Run cfg.steps optimiser steps of loss_fn over batches; evaluate every cfg.eval_every steps and at the end."""
+          log: Callable[[str], None] | None = print, name: str = "train", start_step: int = 0,
+          opt_state: dict[str, Any] | None = None,
+          on_step: Callable[[int, float, torch.optim.Optimizer], None] | None = None) -> TrainResult:
+    """Run cfg.steps optimiser steps of loss_fn over batches; evaluate every cfg.eval_every steps and at the end.
+
+    Resuming: start_step skips the steps (and their batches) already done and opt_state restores the optimiser.
+    on_step(step_done, loss, optimizer) runs after every step (checkpointing and metric reports hook in there).
+    """
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    for _ in range(start_step * cfg.grad_accum):
+        next(batches)
     result, t0 = TrainResult(), time.perf_counter()
     autocast = torch.autocast("cpu" if params[0].device.type == "cpu" else "cuda", dtype=torch.bfloat16,
                               enabled=cfg.dtype == "bf16")
-    for step in range(cfg.steps):
+    for step in range(start_step, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         total = 0.0
@@ -89,6 +99,8 @@ def train(params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tenso
         opt.step()
         opt.zero_grad(set_to_none=True)
         result.losses.append(total)
+        if on_step:
+            on_step(step + 1, total, opt)
         if log and cfg.log_every and (step + 1) % cfg.log_every == 0:
             log(f"[{name}] step {step + 1}/{cfg.steps} loss {np.mean(result.losses[-cfg.log_every:]):.4f} "
                 f"lr {lr_at(step, cfg):.2e} ({time.perf_counter() - t0:.0f}s)")

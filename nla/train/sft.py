@@ -49,8 +49,9 @@ class AVSFTData:
 
 
 def av_loss(model: Any, prompter: AVPrompter, batch: tuple) -> torch.Tensor:
+    """Response cross-entropy. `model` may be DDP/FSDP-wrapped: the prompter holds the unwrapped embedding."""
     ids, mask, labels, vectors = batch
-    dev = model.device
+    dev = prompter.embedding.weight.device
     embeds = prompter.embed(ids.to(dev), vectors.to(dev))  # (B, T, d), activation at the marker
     logits = model(inputs_embeds=embeds, attention_mask=mask.to(dev), use_cache=False).logits  # (B, T, V)
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(dev),
@@ -80,8 +81,10 @@ def train_av(model: Any, tokenizer: Any, meta: NLAMeta, train_set: tuple[torch.T
 
 
 def ar_loss(ar: ARModel, tokenizer: Any, meta: NLAMeta, explanations: list[str], vectors: torch.Tensor) -> torch.Tensor:
-    enc = ar.encode(tokenizer, meta.ar_template, explanations)
-    dev = ar.value_head.weight.device
+    """Mean mse_nrm of the reconstructions. `ar` may be DDP/FSDP-wrapped (the forward goes through the wrapper)."""
+    module = getattr(ar, "module", ar)
+    enc = module.encode(tokenizer, meta.ar_template, explanations)
+    dev = next(ar.parameters()).device
     pred = ar(enc["input_ids"].to(dev), enc["attention_mask"].to(dev))
     return mse_nrm(pred, vectors.to(dev), meta.mse_scale).mean()
 

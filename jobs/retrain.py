@@ -1,0 +1,161 @@
+"""The hard-example loop: `nla retrain` (= python -m jobs.retrain) on a lake that `nla label` filled.
+
+    python -m jobs.retrain --lake ./lake                         # toy kit pair, best-of-k targets
+    python -m jobs.retrain --lake ./lake --method teacher --teacher-url http://127.0.0.1:8000/v1
+
+1. split documents: `--heldout` of them (by a hash of doc_id) are never trained on;
+2. mine the hard examples (mse above the `--quantile` of the AV's labels): training docs -> <run>_hard_train,
+   held-out docs -> <run>_hard_heldout; and a random held-out set -> <run>_random_heldout;
+3. targets for <run>_hard_train (jobs.teach: best-of-k ranked by the AR, or a teacher endpoint);
+4. SFT the AV on them (jobs.train, Ray Train) -> a new AV, registered in the checkpoints table;
+5. relabel both held-out sets greedily with the old and the new AV, scored by the same AR: mse before/after with
+   95% intervals of the paired difference, printed and stored in the runs table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from nla.errors import NLAError, NLAInputError
+
+
+def paired(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+    diff = after - before
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return {"n": int(len(diff)), "mse_before": float(before.mean()), "mse_after": float(after.mean()),
+            "diff": float(diff.mean()), "diff_ci95": 1.96 * se,
+            "mse_before_std": float(before.std()), "mse_after_std": float(after.std())}
+
+
+def relabel_mse(av: str, ar: str, vectors, max_new_tokens: int) -> np.ndarray:
+    from nla.client import NLAClient, NLACritic
+
+    client, critic = NLAClient(av, batch_size=128), NLACritic(ar, batch_size=128)
+    gens = client.explain(vectors, temperature=0, max_new_tokens=max_new_tokens)
+    mse, _ = critic.score_batch([g.explanation or g.raw_output or "(empty)" for g in gens], vectors)
+    failed = np.array([g.status != "ok" for g in gens])
+    out = mse.numpy().astype(np.float64)
+    out[failed] = 2.0  # a failed sample explains nothing: count it as an orthogonal guess
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    import jobs.teach
+    import jobs.train
+    from nla.config import load_config
+    from nla.labeling.plan import checkpoint_id
+    from nla.lake.mine import mine
+    from nla.lake.query import LakeQuery
+    from nla.lake.runs import new_run_id, record_run
+    from nla.lake.store import Lake, now
+    from nla.toy.build import ensure_toy_kit
+    from nla.train.config import TrainJobConfig
+    from nla.train.data import load_examples
+
+    lake = Lake(args.lake or None)
+    kit = ensure_toy_kit() if "toy" in (args.av, args.ar) else None
+    av = str(kit / "av") if args.av == "toy" else args.av
+    ar = str(kit / "ar") if args.ar == "toy" else args.ar
+    av_id, ar_id = checkpoint_id(av), checkpoint_id(ar)
+    run_id, started, t0 = new_run_id("retrain"), now(), time.perf_counter()
+    tag = run_id.replace("-", "_")
+    heldout = f"(hash(doc_id) % 1000) < {int(args.heldout * 1000)}"
+    mine_base = f"status = 'ok' AND av = '{av_id}' AND ar = '{ar_id}'"
+    with LakeQuery(lake) as q:
+        if "labels" not in q._views():
+            raise NLAInputError(f"--lake {lake.root}: no labeled activations. Fix: run `nla label` first.")
+        stat = q.run(f"SELECT count(*) n, quantile_cont(mse, {args.quantile}) t FROM labels WHERE {mine_base}")
+        n, threshold = stat.column("n")[0].as_py(), stat.column("t")[0].as_py()
+    if not n:
+        raise NLAInputError(f"--lake {lake.root}: no ok labels by AV {av_id} scored by AR {ar_id}. Fix: label with "
+                            "this pair (`nla label`), or pass --av/--ar of the pair that labeled the lake.")
+    print(f"[retrain] {n} labels by {av_id}; hard = mse > {threshold:.3f} (quantile {args.quantile})", flush=True)
+    hard = f"{mine_base} AND mse > {threshold}"
+    sets = {
+        "hard_train": mine(lake, where=f"{hard} AND NOT ({heldout})", name=f"{tag}_hard_train"),
+        "hard_heldout": mine(lake, where=f"{hard} AND {heldout}", name=f"{tag}_hard_heldout",
+                             limit=args.eval_rows),
+        "random_heldout": mine(lake, where=f"{mine_base} AND {heldout}", name=f"{tag}_random_heldout",
+                               limit=args.eval_rows, order="none"),
+    }
+    for k, r in sets.items():
+        print(f"[retrain] mined {k}: {r.rows} rows -> {r.table}", flush=True)
+        if r.rows < 2:
+            raise NLAInputError(f"{k}: only {r.rows} rows. Fix: label more documents, or lower --quantile / raise "
+                                "--heldout.")
+    teach = jobs.teach.parser().parse_args([
+        "--data", f"{tag}_hard_train", "--out", f"{tag}_targets", "--method", args.method, "--k", str(args.k),
+        "--av", av, "--ar", ar, "--teacher-url", args.teacher_url, "--teacher-model", args.teacher_model,
+        *(["--lake", args.lake] if args.lake else [])])
+    targets = jobs.teach.run(teach)
+    cfg = load_config(TrainJobConfig, None, [
+        "algo=sft", "role=av", f"data={tag}_targets", f"init={av}", f"out={args.out or f'checkpoints/{run_id}'}",
+        f"sft.steps={args.steps}", f"sft.lr={args.lr}", f"sft.batch_size={args.batch_size}", "sft.warmup_steps=5",
+        f"scaling.workers={args.workers}", "eval_fraction=0.1", *([f"lake={args.lake}"] if args.lake else [])])
+    trained = jobs.train.run(cfg)
+    new_av = str(trained["out"]) + "/av"
+    results = {}
+    for k in ("hard_heldout", "random_heldout"):
+        ex = load_examples(lake, sets[k].table, d=load_d(av), need_explanations=False)
+        before = relabel_mse(av, ar, ex.vectors, args.max_new_tokens)
+        after = relabel_mse(new_av, ar, ex.vectors, args.max_new_tokens)
+        results[k] = paired(before, after)
+    record_run(lake, run_id, job="retrain", status="ok", started_at=started, finished_at=now(),
+               config={**vars(args), "av": av, "ar": ar, "threshold": threshold, "new_av": new_av},
+               counts={k: r.rows for k, r in sets.items()} | {"targets": targets["rows"]},
+               throughput={"seconds": time.perf_counter() - t0, **{f"{k}_{m}": v for k, r in results.items()
+                                                                     for m, v in r.items()}})
+    print(f"\nrun {run_id}: new AV {new_av} ({time.perf_counter() - t0:.0f}s)")
+    print(f"  {'set':<16} {'n':>5} {'mse before':>11} {'mse after':>10} {'diff':>8} {'95% CI':>8}")
+    for k, r in results.items():
+        print(f"  {k:<16} {r['n']:>5} {r['mse_before']:>11.4f} {r['mse_after']:>10.4f} {r['diff']:>+8.4f} "
+              f"{r['diff_ci95']:>8.4f}")
+    return {"run_id": run_id, "new_av": new_av, "threshold": threshold, **results,
+            "sets": {k: asdict(r) for k, r in sets.items()}}
+
+
+def load_d(folder: str) -> int:
+    from nla.meta import NLAMeta
+
+    return NLAMeta.load(folder).d_model
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m jobs.retrain", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lake", default=None, help="a lake `nla label` filled (default $NLA_LAKE or ./lake)")
+    ap.add_argument("--av", default="toy", help="the AV that labeled the lake (and is retrained)")
+    ap.add_argument("--ar", default="toy", help="the AR that scored it")
+    ap.add_argument("--quantile", type=float, default=0.75, help="hard = mse above this quantile of the labels")
+    ap.add_argument("--heldout", type=float, default=0.3, help="fraction of documents never trained on")
+    ap.add_argument("--eval-rows", type=int, default=400, help="rows per held-out set at most")
+    ap.add_argument("--method", choices=["best-of-k", "teacher"], default="best-of-k")
+    ap.add_argument("--k", type=int, default=8, help="best-of-k samples")
+    ap.add_argument("--teacher-url", default="http://127.0.0.1:8000/v1")
+    ap.add_argument("--teacher-model", default="nla-toy-teacher")
+    ap.add_argument("--steps", type=int, default=60, help="SFT steps")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="relabel cap (toy: 64; released pairs: 200)")
+    ap.add_argument("--out", default=None, help="folder of the new AV (default ./checkpoints/<run_id>)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except NLAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""GRPO on the AV with the AR trained beside it, as NLA_SPEC describes (plain torch; jobs/train.py adds Ray Train).
+
+One step, for B activations:
+1. the AV samples k explanations per activation (a group; temperature 1, response-length cap);
+2. reward = -mse_nrm of the LIVE AR's reconstruction (-2 for a sample without tags or truncated at the cap);
+3. advantages are normalised within each group (no value function);
+4. AV loss per token = -A * ratio + kl_coef * k3(ref || policy), ratio = exp(logp - logp.detach()) (one on-policy
+   update per batch), averaged over each response's tokens then over responses;
+5. the AR takes a supervised mse_nrm step on the AV's own ok samples, with its own optimiser and learning rate.
+At step 0 the reward path's mse (AR in eval mode, no grad) must match the training path's (the same samples through
+the AR's loss) within 10%, or the run stops: a mismatch means rewards and training disagree about the AR.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from nla.ar import ARModel
+from nla.av import AVPrompter, HFBackend, SamplingParams, decode_generations
+from nla.errors import NLAError
+from nla.meta import NLAMeta
+from nla.metrics import fve_nrm, mse_nrm
+
+FAILED_REWARD = -2.0
+
+
+@dataclass
+class GRPOConfig:
+    steps: int = 100  # optimiser steps
+    batch_size: int = 16  # activations per step per worker (each gets `group` samples)
+    group: int = 8  # samples per activation (the release: 4-8)
+    max_new_tokens: int = 150  # response-length cap (the release's RL cap); hitting it = failed, reward -2
+    temperature: float = 1.0
+    av_lr: float = 5e-6  # the release: ~1e-6..1e-5 at 7B; small models tolerate more
+    ar_lr: float = 2e-5  # the release: ~1e-5..5e-5
+    kl_coef: float = 0.01  # k3 estimator of KL(policy || reference), inside the loss
+    grad_clip: float = 1.0
+    train_ar: bool = True  # the AR learns on the AV's samples at the same time
+    step0_tolerance: float = 0.10  # reward-path vs training-path mse at step 0
+    eval_every: int = 0  # steps between held-out round-trip evaluations; 0 = start and end only
+    seed: int = 0
+    log_every: int = 10
+
+
+class GRPOMismatch(NLAError):
+    """The reward path and the training path disagree about the AR's mse at step 0."""
+
+
+def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-4) -> torch.Tensor:
+    """(B*group,) rewards, grouped consecutively -> (reward - group mean) / (group std + eps)."""
+    r = rewards.view(-1, group)
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True, unbiased=False) + eps)).flatten()
+
+
+def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || ref): exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased)."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+def response_batch(prompt_ids: list[int], responses: list[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded (prompt + response) ids, attention mask and a mask of the response positions to score."""
+    seqs = [prompt_ids + r for r in responses]
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    resp = torch.zeros((len(seqs), T), dtype=torch.bool)
+    p = len(prompt_ids)
+    for b, s in enumerate(seqs):
+        ids[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+        resp[b, p:len(s)] = True
+    return ids, mask, resp
+
+
+def token_logprobs(model: Any, prompter: AVPrompter, ids: torch.Tensor, mask: torch.Tensor,
+                   vectors: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) log p(ids[:, t+1] | ids[:, :t+1]) with the activation injected at the marker."""
+    dev = prompter.embedding.weight.device
+    embeds = prompter.embed(ids.to(dev), vectors.to(dev))
+    logits = model(inputs_embeds=embeds, attention_mask=mask.to(dev), use_cache=False).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
+
+
+class GRPOTrainer:
+    """Holds the policy AV, its frozen reference, the AR and both optimisers. `step(vectors)` does one update.
+
+    `policy` / `ar` may be DDP-wrapped (jobs/train.py); generation and prompting use the unwrapped modules.
+    """
+
+    def __init__(self, policy: Any, reference: Any, ar: Any, tokenizer: Any, av_meta: NLAMeta, ar_meta: NLAMeta,
+                 cfg: GRPOConfig, eos_ids: set[int]) -> None:
+        self.policy, self.ar, self.cfg = policy, ar, cfg
+        self.av_module = getattr(policy, "module", policy)
+        self.ar_module: ARModel = getattr(ar, "module", ar)
+        self.reference = reference.eval().requires_grad_(False)
+        self.tokenizer, self.av_meta, self.ar_meta = tokenizer, av_meta, ar_meta
+        self.prompter = AVPrompter(self.av_module.get_input_embeddings(), tokenizer, av_meta)
+        self.ref_prompter = AVPrompter(self.reference.get_input_embeddings(), tokenizer, av_meta)
+        self.backend = HFBackend(self.av_module, tokenizer, eos_ids)
+        self.eos = min(eos_ids) if eos_ids else tokenizer.eos_token_id
+        self.av_opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.av_lr,
+                                        betas=(0.9, 0.95), weight_decay=0.0)
+        self.ar_opt = torch.optim.AdamW([p for p in ar.parameters() if p.requires_grad], lr=cfg.ar_lr,
+                                        betas=(0.9, 0.95), weight_decay=0.0)
+        self.steps_done = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"av_opt": self.av_opt.state_dict(), "ar_opt": self.ar_opt.state_dict(), "steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.av_opt.load_state_dict(state["av_opt"])
+        self.ar_opt.load_state_dict(state["ar_opt"])
+        self.steps_done = int(state["steps_done"])
+
+    @torch.no_grad()
+    def sample(self, vectors: torch.Tensor, seed: int) -> tuple[list[list[int]], list[Any]]:
+        """k samples per vector (grouped consecutively): response token ids (with the stop token) and parses."""
+        self.av_module.eval()
+        reps = vectors.repeat_interleave(self.cfg.group, 0)
+        embeds = self.prompter.prompt_embeds(reps)
+        params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed)
+        outputs = self.backend.generate(embeds, params)
+        gens = decode_generations(self.tokenizer, outputs)
+        # the stop token is part of what the policy chose: score it too (absent when cut at the cap)
+        responses = [toks + ([] if hit else [self.eos]) for toks, hit in outputs]
+        self.av_module.train()
+        return responses, gens
+
+    def ar_mse(self, explanations: list[str], vectors: torch.Tensor) -> torch.Tensor:
+        enc = self.ar_module.encode(self.tokenizer, self.ar_meta.ar_template, explanations)
+        dev = self.ar_module.value_head.weight.device
+        pred = self.ar(enc["input_ids"].to(dev), enc["attention_mask"].to(dev))
+        return mse_nrm(pred.float(), vectors.to(dev).float(), self.ar_meta.mse_scale)
+
+    def step(self, vectors: torch.Tensor) -> dict[str, float]:
+        cfg, t0 = self.cfg, time.perf_counter()
+        reps = vectors.repeat_interleave(cfg.group, 0)
+        responses, gens = self.sample(vectors, seed=cfg.seed * 1_000_003 + self.steps_done)
+        ok = [i for i, g in enumerate(gens) if g.status == "ok"]
+        rewards = torch.full((len(gens),), FAILED_REWARD)
+        ok_mse = torch.empty(0)
+        if ok:
+            with torch.no_grad():  # the reward path: the live AR, as the scorer sees it
+                self.ar_module.eval()
+                ok_mse = self.ar_mse([gens[i].explanation for i in ok], reps[ok]).cpu()
+                self.ar_module.train()
+            rewards[ok] = -ok_mse
+        adv = group_advantages(rewards, cfg.group)
+
+        ids, mask, resp = response_batch(self.prompter.canonical_ids, responses, self.backend.pad_id)
+        logp = token_logprobs(self.policy, self.prompter, ids, mask, reps)
+        with torch.no_grad():
+            ref_logp = token_logprobs(self.reference, self.ref_prompter, ids, mask, reps)
+        tmask = resp[:, 1:].to(logp.device).float()
+        ratio = torch.exp(logp - logp.detach())
+        kl = k3(logp, ref_logp)
+        per_token = -adv.to(logp.device).unsqueeze(1) * ratio + cfg.kl_coef * kl
+        lengths = tmask.sum(1).clamp(min=1)
+        av_loss = ((per_token * tmask).sum(1) / lengths).mean()
+        self.av_opt.zero_grad(set_to_none=True)
+        av_loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+        self.av_opt.step()
+
+        ar_loss = float("nan")
+        if cfg.train_ar and ok:
+            train_mse = self.ar_mse([gens[i].explanation for i in ok], reps[ok])
+            if self.steps_done == 0:
+                self.check_step0(ok_mse, train_mse.detach().cpu())
+            loss = train_mse.mean()
+            self.ar_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.ar.parameters(), cfg.grad_clip)
+            self.ar_opt.step()
+            ar_loss = float(loss.detach())
+        self.steps_done += 1
+        kl_mean = float((kl.detach() * tmask).sum() / tmask.sum().clamp(min=1))
+        return {"step": self.steps_done, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+                "fve_nrm": fve_nrm(ok_mse, reps[ok], self.ar_meta.mse_scale) if len(ok) > 1 else float("nan"),
+                "mse_ok": float(ok_mse.mean()) if ok else float("nan"), "kl": kl_mean,
+                "response_tokens": float(np.mean([g.n_tokens for g in gens])),
+                "failed_fraction": 1 - len(ok) / len(gens), "av_loss": float(av_loss.detach()), "ar_loss": ar_loss,
+                "seconds": time.perf_counter() - t0}
+
+    def check_step0(self, reward_mse: torch.Tensor, train_mse: torch.Tensor) -> None:
+        a, b = float(reward_mse.mean()), float(train_mse.mean())
+        if abs(a - b) > self.cfg.step0_tolerance * max(abs(a), 1e-8):
+            raise GRPOMismatch(f"step 0: the reward path's mse {a:.4f} and the training path's {b:.4f} differ by "
+                               f"more than {self.cfg.step0_tolerance:.0%}. Fix: score and train the AR with the same "
+                               "template, dtype and padding (nla_meta.yaml of the AV and AR must match).")
