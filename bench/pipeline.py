@@ -67,9 +67,9 @@ def pure_stage_seconds(corpus: Path) -> dict[str, float]:
     return {**t, "activations": rows}
 
 
-def end_to_end(corpus: Path, lake: Path) -> dict:
+def end_to_end(corpus: Path, lake: Path, overrides: list[str]) -> dict:
     p = subprocess.run([sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={corpus}",
-                        f"lake={lake}"], cwd=ROOT, capture_output=True, text=True,
+                        f"lake={lake}", *overrides], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if p.returncode != 0:
         raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
@@ -85,42 +85,47 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--activations", type=int, default=5000)
     ap.add_argument("--scale", type=int, default=5, help="the memory check reruns at this multiple of the rows")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for the job, e.g. fuse=false (the chained stages)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
     args = ap.parse_args()
     from nla.toy.build import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
     ensure_toy_kit()
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": []}
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "overrides": args.set, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for mult in (1, args.scale):
             docs = args.activations * mult // POSITIONS
             corpus = Path(tmp) / f"corpus{mult}"
             write_corpus(corpus, docs=docs, shards=max(4, 8 * mult), seed=9)
-            e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}")
+            e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}", args.set)
             in_pipeline = sum(e2e["activations"] / e2e[f"{k}_activations_per_s"] for k in ("extract", "explain", "score"))
             run = {"scale": mult, "documents": docs, "activations": e2e["activations"],
                    "e2e_seconds": e2e["seconds"], "e2e_activations_per_s": e2e["activations_per_s"],
                    "driver_peak_rss_mb": e2e["driver_peak_rss_mb"], "fve_nrm": e2e["fve_nrm"],
                    "in_pipeline_model_seconds": in_pipeline, "overhead_vs_in_pipeline": e2e["seconds"] / in_pipeline}
-            if mult == 1:
-                pure = pure_stage_seconds(corpus)
-                model = pure["extract"] + pure["explain"] + pure["score"]
-                run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model)
+            pure = pure_stage_seconds(corpus)
+            model = pure["extract"] + pure["explain"] + pure["score"]
+            run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model)
             results["runs"].append(run)
     one = results["runs"][0]
     results["overhead"] = one["overhead"]
+    results["overhead_at_scale"] = results["runs"][-1]["overhead"]
     results["rss_growth"] = results["runs"][-1]["driver_peak_rss_mb"] / one["driver_peak_rss_mb"]
     print(f"\nlabeling pipeline on the toy kit, {results['machine']}")
     print(f"{'scale':>5} {'activations':>11} {'e2e s':>7} {'act/s':>7} {'standalone model s':>19} {'overhead':>9} "
           f"{'in-pipeline model s':>20} {'overhead':>9} {'driver RSS MiB':>15}")
     for r in results["runs"]:
         print(f"{r['scale']:>5} {r['activations']:>11} {r['e2e_seconds']:>7.1f} {r['e2e_activations_per_s']:>7.0f} "
-              f"{r.get('pure_model_seconds', float('nan')):>19.1f} {r.get('overhead', float('nan')):>9.2f} "
+              f"{r['pure_model_seconds']:>19.1f} {r['overhead']:>9.2f} "
               f"{r['in_pipeline_model_seconds']:>20.1f} {r['overhead_vs_in_pipeline']:>9.2f} "
               f"{r['driver_peak_rss_mb']:>15.0f}")
-    p = one["pure_seconds"]
-    print(f"pure stage seconds (1x): extract {p['extract']:.1f}, explain {p['explain']:.1f}, score {p['score']:.1f}")
-    out = ROOT / "bench" / "results" / "pipeline.json"
+    for r in results["runs"]:
+        p = r["pure_seconds"]
+        print(f"pure stage seconds ({r['scale']}x): extract {p['extract']:.1f}, explain {p['explain']:.1f}, "
+              f"score {p['score']:.1f}")
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

@@ -27,6 +27,7 @@ from nla.lake.store import now
 from nla.sysinfo import peak_rss_mb
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
+from nla.stages.fused import FusedStage
 from nla.stages.read import ReadActivations, ReadShard
 from nla.stages.score import ScoreStage
 
@@ -35,7 +36,21 @@ def stage(ds, fn, res: StageResources, rows_per_call: int | None, **kwargs):
     """One map_batches: an actor pool of `res.concurrency` copies of fn, each with its CPUs/GPUs (and threads)."""
     return ds.map_batches(fn, fn_constructor_kwargs={**kwargs, "threads": res.threads}, batch_size=rows_per_call,
                           batch_format="numpy", concurrency=res.concurrency, num_cpus=res.num_cpus,
-                          num_gpus=res.num_gpus or None)
+                          num_gpus=res.num_gpus or None, **({"resources": res.resources} if res.resources else {}))
+
+
+def stage_kwargs(plan: Plan, cfg: LabelConfig) -> dict[str, dict]:
+    """Constructor arguments of the model stages (the same whether chained or fused)."""
+    m, s = cfg.models, cfg.sampling
+    kw = {"extract": dict(base=plan.base, base_id=plan.base_id, device=m.device, dtype=m.dtype,
+                          config={**asdict(cfg.extract), "layer": plan.layer, "batch_size": cfg.extractor.batch_size}),
+          "explain": dict(av=plan.av, samples=s.samples, device=m.device, dtype=m.dtype,
+                          sampling={"temperature": s.temperature, "top_p": s.top_p,
+                                    "max_new_tokens": s.max_new_tokens, "seed": s.seed},
+                          batch_size=cfg.explainer.batch_size, backend=m.av_backend, vllm=asdict(cfg.vllm))}
+    if plan.ar:
+        kw["score"] = dict(ar=plan.ar, device=m.device, dtype=m.dtype, batch_size=cfg.scorer.batch_size)
+    return kw
 
 
 def build_dataset(plan: Plan, cfg: LabelConfig):
@@ -45,24 +60,21 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
     ctx.execution_options.preserve_order = True  # the committer relies on input order to know a shard is complete
     items = [{"shard": s.id, "path": s.path, "format": s.format} for s in plan.todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    m = cfg.models
     if plan.mode == "from-activations":
         ds = stage(ds, ReadActivations, cfg.read, 1, lake=plan.lake.root, storage_options=plan.lake.storage_options)
     else:
         ds = stage(ds, ReadShard, cfg.read, 1, text_column=cfg.text_column, id_column=cfg.id_column,
                    batch_docs=cfg.read.batch_size)
-        ds = stage(ds, ExtractStage, cfg.extractor, cfg.extractor.batch_size, base=plan.base, base_id=plan.base_id,
-                   config={**asdict(cfg.extract), "layer": plan.layer, "batch_size": cfg.extractor.batch_size},
-                   device=m.device, dtype=m.dtype)
+    kw = stage_kwargs(plan, cfg)
+    if plan.mode == "label" and cfg.fuse:
+        return stage(ds, FusedStage, cfg.explainer, cfg.extractor.batch_size, extract=kw["extract"],
+                     explain=kw["explain"], score=kw.get("score"))
+    if plan.mode != "from-activations":
+        ds = stage(ds, ExtractStage, cfg.extractor, cfg.extractor.batch_size, **kw["extract"])
     if plan.mode != "extract":
-        s = cfg.sampling
-        ds = stage(ds, ExplainStage, cfg.explainer, cfg.explainer.batch_size, av=plan.av, samples=s.samples,
-                   sampling={"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
-                             "seed": s.seed}, device=m.device, dtype=m.dtype, batch_size=cfg.explainer.batch_size,
-                   backend=m.av_backend, vllm=asdict(cfg.vllm))
-        if plan.ar:
-            ds = stage(ds, ScoreStage, cfg.scorer, cfg.scorer.batch_size, ar=plan.ar, device=m.device, dtype=m.dtype,
-                       batch_size=cfg.scorer.batch_size)
+        ds = stage(ds, ExplainStage, cfg.explainer, cfg.explainer.batch_size, **kw["explain"])
+        if "score" in kw:
+            ds = stage(ds, ScoreStage, cfg.scorer, cfg.scorer.batch_size, **kw["score"])
     return ds
 
 

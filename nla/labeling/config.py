@@ -19,6 +19,8 @@ class StageResources:
     num_gpus: float = 0.0  # GPUs per actor (1 = one GPU each; 0.5 = two actors share a GPU)
     batch_size: int = 32  # rows per call (documents for read/extract, activations for explain/score)
     threads: int = 0  # torch CPU threads per actor; 0 = Ray's default (num_cpus rounded, at least 1)
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, e.g. {gpu_node: 1}
+    # to pin a stage to the nodes that advertise them (`ray start --resources '{"gpu_node": 8}'`)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class LabelConfig:
     id_column: str = ""  # column holding a document id; "" = a content hash of the text
     lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake
     ray_address: str = ""  # "" = $RAY_ADDRESS if set, else a local Ray
+    fuse: bool = False  # label mode: extract+explain+score in one actor pool (the explainer's resources); for
+    # CPU-only machines and models that share one GPU: no hand-offs, no stages fighting over cores
     models: ModelsConfig = field(default_factory=ModelsConfig)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)

@@ -131,7 +131,7 @@ def test_bad_job_input(corpus, tmp_path, args, match):
 
 def test_model_actor_killed_mid_run(corpus, tmp_path):
     lake = tmp_path / "lake"
-    p = job("label", f"input={corpus}", "--lake", str(lake), "read.batch_size=8", wait=False)
+    p = job("label", f"input={corpus}", "--lake", str(lake), "read.batch_size=8", "fuse=false", wait=False)
     lines, killed = [], []
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
