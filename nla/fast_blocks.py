@@ -42,21 +42,38 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor,
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, rotate-half form. x (B, T, H, D); cos and sin broadcast to it ((1|B, T, 1, D))."""
+    """Rotary embedding, rotate-half form. x (N, H, D); cos and sin (N, D): each token's row."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+def rotary_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
+              sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return rotary(q, cos, sin), rotary(k, cos, sin)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+ELEMENTWISE = {"rms_norm": rms_norm, "add_rms_norm": add_rms_norm, "rotary_qk": rotary_qk, "silu_mul": silu_mul}
+
+
 @functools.cache
 def _compiled(name: str) -> Callable:
-    # emulate_precision_casts: round where eager rounds, so fused results stay those of the plain path.
-    fn = {"rms_norm": rms_norm, "add_rms_norm": add_rms_norm, "rotary": rotary, "silu_mul": silu_mul}[name]
-    return torch.compile(fn, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
+    """ELEMENTWISE[name] fused by torch.compile. Only the token dimension (dim 0) is dynamic: head counts and widths
+    stay constants, which keeps the kernels' index arithmetic cheap. emulate_precision_casts rounds where eager
+    rounds, so fused results stay those of the plain path."""
+    fn = torch.compile(ELEMENTWISE[name], fullgraph=True, options={"emulate_precision_casts": True})
+
+    def call(*args: Any) -> Any:
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.dim() > 1:
+                torch._dynamo.maybe_mark_dynamic(a, 0)
+        return fn(*args)
+
+    return call
 
 
 def check_supported(config: Any) -> Any:
@@ -96,9 +113,8 @@ class Blocks:
         self.scale = attn.scaling
         self.d_model = cfg.hidden_size
         fuse = self.device.type == "cuda" if fuse is None else fuse
-        names = ("rms_norm", "add_rms_norm", "rotary", "silu_mul")
-        ops = {k: _compiled(k) for k in names} if fuse else {k: globals()[k] for k in names}
-        self._rms, self._add_rms, self._rotary, self._silu_mul = (ops[k] for k in names)
+        ops = {k: _compiled(k) if fuse else fn for k, fn in ELEMENTWISE.items()}
+        self._rms, self._add_rms, self._rotary_qk, self._silu_mul = (ops[k] for k in ELEMENTWISE)
 
     @torch.inference_mode()
     def rope_table(self, n_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,17 +127,20 @@ class Blocks:
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Attend, *,
                 final_norm: bool = False) -> torch.Tensor:
         """h (B, T, d) input embeddings -> (B, T, d) output of the last block (after the model's final norm when
-        final_norm). cos and sin broadcast to (B, T, 1, D)."""
-        B, T, _ = h.shape
+        final_norm). cos and sin (B * T, D): each token's rotary row, tokens in row-major (B, T) order."""
+        B, T, d = h.shape
+        N, D = B * T, self.head_dim
+        h = h.reshape(N, d)  # tokens flattened: the fused kernels see one dynamic dimension
         first = self.layers[0].input_layernorm
         x = self._rms(h, first.weight, first.variance_epsilon)
         for i, layer in enumerate(self.layers):
             a = layer.self_attn
-            q = self._rotary(a.q_proj(x).view(B, T, self.n_heads, self.head_dim), cos, sin)
-            k = self._rotary(a.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim), cos, sin)
-            v = a.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+            q, k = self._rotary_qk(a.q_proj(x).view(N, self.n_heads, D), a.k_proj(x).view(N, self.n_kv_heads, D),
+                                   cos, sin)
+            v = a.v_proj(x).view(B, T, self.n_kv_heads, D)
+            o = attend(i, q.view(B, T, self.n_heads, D), k.view(B, T, self.n_kv_heads, D), v).view(N, -1)
             norm = layer.post_attention_layernorm
-            h, x = self._add_rms(h, a.o_proj(attend(i, q, k, v)), norm.weight, norm.variance_epsilon)
+            h, x = self._add_rms(h, a.o_proj(o), norm.weight, norm.variance_epsilon)
             m = layer.mlp
             delta = m.down_proj(self._silu_mul(m.gate_proj(x), m.up_proj(x)))
             if i + 1 < len(self.layers):
@@ -129,9 +148,9 @@ class Blocks:
             elif final_norm:
                 norm = self.inner.norm
             else:
-                return h + delta
+                return (h + delta).view(B, T, d)
             h, x = self._add_rms(h, delta, norm.weight, norm.variance_epsilon)
-        return x
+        return x.view(B, T, d)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

@@ -118,9 +118,8 @@ class FastGreedyBackend:
             return causal_attention(q, k, v, self.blocks.scale)
 
         Lp = embeds.shape[0]
-        cos, sin = self.blocks.rope_table(max(Lp, 1))
         if Lp:
-            self.blocks.forward(embeds[None], cos[:Lp][None, :, None], sin[:Lp][None, :, None], attend)
+            self.blocks.forward(embeds[None], *self.blocks.rope_table(Lp), attend)
         else:
             shape = (self.blocks.n_kv_heads, 0, self.blocks.head_dim)
             ks = vs = [embeds.new_zeros(shape) for _ in self.blocks.layers]
@@ -176,7 +175,7 @@ class FastGreedyBackend:
             rv[:, :, :Ts] = v.transpose(1, 2)
             return cascade_attention(q, pre.k[i], pre.v[i], rk[:, :, :Ts], rv[:, :, :Ts], causal, self.blocks.scale)
 
-        h = self.blocks.forward(suffix, cos_t[Lp:Lp + Ts][None, :, None], sin_t[Lp:Lp + Ts][None, :, None], attend,
+        h = self.blocks.forward(suffix, cos_t[Lp:Lp + Ts].repeat(B, 1), sin_t[Lp:Lp + Ts].repeat(B, 1), attend,
                                 final_norm=True)  # (B, Ts, d)
         first = self.lm_head(h[:, -1]).argmax(-1)  # (B,)
         self.cur[:B] = first
@@ -203,8 +202,8 @@ class FastGreedyBackend:
         pre = self._prefix
         x = self.blocks.embed(self.cur[:B])[:, None]  # (B, 1, d)
         pos = t + self.Lp
-        cos = self.cos_t.index_select(0, pos)[None, :, None]  # (1, 1, 1, D)
-        sin = self.sin_t.index_select(0, pos)[None, :, None]
+        cos = self.cos_t.index_select(0, pos).expand(B, -1).contiguous()  # (B, D): every row at the same position
+        sin = self.sin_t.index_select(0, pos).expand(B, -1).contiguous()
         mask = (self.arange[:Lb] <= t)[None]  # (1, Lb)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

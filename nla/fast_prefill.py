@@ -80,11 +80,12 @@ class FastPrefill:
         self.max_tokens, self.max_rows, self.pad_id = max_tokens, max_rows, pad_id
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _rope_for(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope_for(self, rows: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's rotary row for `rows` right-padded rows of `width`: (rows * width, D)."""
         if self._rope is None or self._rope[0].shape[0] < width:
             self._rope = self.blocks.rope_table(max(width, 1024))
         cos, sin = self._rope
-        return cos[:width][None, :, None], sin[:width][None, :, None]  # (1, W, 1, D)
+        return cos[:width].repeat(rows, 1), sin[:width].repeat(rows, 1)
 
     def _attend(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return causal_attention(q, k, v, self.blocks.scale)
@@ -120,7 +121,7 @@ class FastPrefill:
             n_tok = len(members) * width
             if n_pairs:
                 batch_ids = ids[start:start + n_tok].view(len(members), width)
-                cos, sin = self._rope_for(width)
+                cos, sin = self._rope_for(len(members), width)
                 h = self.blocks.forward(self.blocks.embed(batch_ids), cos, sin, self._attend)  # (B, W, d)
                 r, p = gather[:, pair_start:pair_start + n_pairs]
                 picked = h[r, p]  # (n_pairs, d)
