@@ -86,7 +86,8 @@ class Mix:
             "extract": ("/v1/extract", {"text": t, "sample": 4}),
             "reconstruct": ("/v1/reconstruct", {"explanations": [e, rng.choice(self.explanations)]}),
             "score": ("/v1/score", {"explanations": [e], "vectors": [v]}),
-            "compare": ("/v1/compare", {"a": {"vector": v}, "b": {"vector": rng.choice(self.vectors)},
+            "compare": ("/v1/compare", {"a": {"vector": v}, "b": {"vector": rng.choice([w for w in self.vectors
+                                                                                      if w != v])},
                                         "max_new_tokens": 64}),
             "search_text": ("/v1/search", {"text": SEARCH, "k": 10}),
             "search_keyword": ("/v1/search", {"keyword": rng.choice(["oslo", "rain|storm", "music", "paris"]),
@@ -111,7 +112,8 @@ async def prepare(session, base: str) -> Mix:
     for text in texts[:10]:
         _, got = await fetch(session, base, "POST", "/v1/extract", {"text": text, "sample": 5})
         vectors += [a["vector"] for a in got["activations"]]
-    return Mix(texts, vectors, [r["e"] for r in q["rows"]])
+    unique = list({tuple(v): v for v in vectors}.values())  # texts that share a prefix share its vectors
+    return Mix(texts, unique, [r["e"] for r in q["rows"]])
 
 
 async def client(session, base: str, mix: Mix, seed: int, stop_at: float, out: list) -> None:
@@ -177,6 +179,7 @@ def main() -> int:
         token = token or "bench-token"
         proc = start_server(kit, lake, port, token, args.config)
         base = f"http://127.0.0.1:{port}"
+    load_before = os.getloadavg()[0]  # other work on the machine skews the figures: record it
     try:
         rows, wall = asyncio.run(load(base.rstrip("/"), token, args.clients, args.seconds))
     finally:
@@ -192,7 +195,9 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"clients": args.clients, "seconds": round(wall, 1), "weights": WEIGHTS,
                                    "server": base if args.url else f"nla serve --config {args.config}",
-                                   "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                                   "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                               "loadavg_1min_before": load_before,
+                                               "loadavg_1min_after": os.getloadavg()[0]},
                                    **res}, indent=2) + "\n")
     print(f"-> {RESULTS.relative_to(ROOT)}")
     return 1 if res["overall"]["5xx_or_dropped"] else 0
