@@ -6,9 +6,9 @@ head and the three model stages (fuse=false: one pool each, the GPU layout) to t
 the reader on the head. The reference is the toy default (fused stages) on a local Ray of its own: the same act_ids,
 vectors, greedy explanations and statuses, and mse within 1e-5.
 
-Each node is its own `ray start --block` in its own process group, temp dir and ports (the dashboard, which serves
-the state API, on a free loopback port), so teardown ends exactly these processes. Never `ray stop` here: it ends
-every Ray on the machine, other people's test clusters included. Ray 2.60 turns token auth on where a token file
+Each node is its own `ray start --block` with its own temp dir and ports (the dashboard, which serves the state API,
+on a free loopback port), and teardown ends exactly the processes descended from these two, by pid. Never `ray stop`
+here: it ends every Ray on the machine, other people's test clusters included. Ray 2.60 turns token auth on where a token file
 exists, so the cluster and its clients share a fresh token.
 """
 
@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -43,10 +42,16 @@ PLACEMENT = ["fuse=false", "read.resources={head_node: 0.25}", "extractor.resour
 MODEL_STAGES = ("ExtractStage", "ExplainStage", "ScoreStage")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all held open while choosing, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 @dataclass
@@ -57,43 +62,53 @@ class Cluster:
     dirs: list[str]
 
 
-def start_node(args: list[str], temp_dir: str, env: dict[str, str]) -> subprocess.Popen:
+def start_node(args: list[str], temp_dir: str, env: dict[str, str], ports: list[int]) -> subprocess.Popen:
     cmd = [RAY, "start", "--block", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
            "--num-cpus", "1", "--object-store-memory", str(128 * 2**20), *args]
-    for flag in NODE_PORT_FLAGS:
-        cmd += [flag, str(free_port())]
+    for flag, port in zip(NODE_PORT_FLAGS, ports, strict=True):
+        cmd += [flag, str(port)]
     with open(Path(temp_dir) / "ray-start.log", "w") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def stop(cluster: Cluster) -> None:
-    """SIGTERM each node's process group (ray start, GCS, raylet, agents, workers), SIGKILL what is left after 2 s."""
-    for p in cluster.nodes:
-        os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.time() + 2
+    """End this cluster's processes and nothing else: every descendant of its two `ray start`s (GCS, raylets,
+    agents, and the workers, which Ray puts in process groups of their own), SIGTERM first, SIGKILL after 2 s."""
+    import psutil
+
+    procs = []
     for p in cluster.nodes:
         try:
-            p.wait(max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
+            procs += [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
             pass
+    for proc in procs:
         try:
-            os.killpg(p.pid, signal.SIGKILL)  # draining waits up to 30 s; the group's stragglers go now
-        except ProcessLookupError:
+            proc.terminate()
+        except psutil.NoSuchProcess:
             pass
+    _, alive = psutil.wait_procs(procs, timeout=2)  # draining would wait up to 30 s
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    for p in cluster.nodes:
         p.wait()
     for d in cluster.dirs:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def wait_for_port(port: int, seconds: float, log: Path) -> None:
+def wait_for_port(port: int, seconds: float, head: subprocess.Popen, log: Path) -> None:
     deadline = time.time() + seconds
-    while time.time() < deadline:
+    while time.time() < deadline and head.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), 0.5).close()
             return
         except OSError:
             time.sleep(0.25)
-    raise TimeoutError(f"the Ray head did not open port {port} within {seconds} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"the Ray head did not open port {port}:\n{log.read_text()[-3000:]}")
 
 
 def ray_state(cluster: Cluster) -> dict:
@@ -119,18 +134,20 @@ def ray_state(cluster: Cluster) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    port = free_port()
+    n = len(NODE_PORT_FLAGS)
+    port, client_port, dashboard_port, *node_ports = free_ports(3 + 2 * n)  # all at once: no port twice
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     c = Cluster(f"127.0.0.1:{port}", env, [], [tempfile.mkdtemp(prefix="nla-ray-head-"),
                                                  tempfile.mkdtemp(prefix="nla-ray-worker-")])
     try:
-        c.nodes.append(start_node(["--head", "--port", str(port), "--ray-client-server-port", str(free_port()),
+        c.nodes.append(start_node(["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
                                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                                   "--dashboard-port", str(free_port()), "--resources", '{"head_node": 1}'],
-                                  c.dirs[0], env))
-        wait_for_port(port, 60, Path(c.dirs[0]) / "ray-start.log")
-        c.nodes.append(start_node(["--address", c.address, "--resources", '{"model_node": 1}'], c.dirs[1], env))
+                                   "--dashboard-port", str(dashboard_port), "--resources", '{"head_node": 1}'],
+                                  c.dirs[0], env, node_ports[:n]))
+        wait_for_port(port, 60, c.nodes[0], Path(c.dirs[0]) / "ray-start.log")
+        c.nodes.append(start_node(["--address", c.address, "--resources", '{"model_node": 1}'], c.dirs[1], env,
+                                  node_ports[n:]))
         yield c
     finally:
         stop(c)
