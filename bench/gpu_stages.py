@@ -436,6 +436,13 @@ def bench_av(model, tok, av_meta, eos, shape: Shape, ceil: dict, dev, args) -> d
             print(f"  av {path:5s} batch {B:5d}: {B / t:8.1f} explanations/s", flush=True)
     best = {p: max((s for s in sweep if s["path"] == p), key=lambda s: s["explanations_per_s"])
             for p in ("plain", "fast")}
+    # transformers' generate called bare (no attention mask, one length): how far HFBackend's own handling costs.
+    B = args.plain_batches[-1]
+    bare = torch.stack(prompter.prompt_embeds(big[:B]))
+    t, _ = clock(lambda: model.generate(inputs_embeds=bare, max_new_tokens=args.new_tokens, do_sample=False,
+                                        pad_token_id=0), dev)
+    bare_generate = {"batch_size": B, "seconds": t, "explanations_per_s": B / t}
+    del bare
     pb = args.plain_batches
     agree = {f"fast_vs_plain_batch_{B}": agreement(outs[("fast", B)], outs[("plain", B)])
              for B in pb if B in args.fast_batches}
@@ -452,7 +459,9 @@ def bench_av(model, tok, av_meta, eos, shape: Shape, ceil: dict, dev, args) -> d
             "before": {**best["plain"], "path": "plain (HFBackend: transformers generate)",
                        "throughput": best["plain"]["explanations_per_s"]},
             "compute_bound_explanations_per_s": limit, "new_tokens": args.new_tokens, "prompt_tokens": T,
-            "shared_prefix_tokens": Lp, "sweep": sweep, "greedy_agreement_bf16": agree}
+            "shared_prefix_tokens": Lp, "sweep": sweep, "greedy_agreement_bf16": agree,
+            "plain_bare_generate": bare_generate, "decode_attention": "triton kernel"
+            if getattr(backend, "kernel", False) else "torch cascade"}
 
 
 @torch.inference_mode()
@@ -552,7 +561,7 @@ def main() -> None:
     args.check_vectors = 4 if args.tiny else 16
     args.max_tokens = 256 if args.tiny else 32768
     args.plain_batches = [4, 8] if args.tiny else [64, 256]
-    args.fast_batches = [4, 8] if args.tiny else [64, 128, 256, 512, 1024]
+    args.fast_batches = [4, 8] if args.tiny else [64, 128, 256, 512, 1024, 2048]
     out_path = args.out or (Path(tempfile.gettempdir()) / "gpu_stages_tiny.json" if args.tiny
                             else ROOT / "bench/results/gpu_stages.json")
     rng = np.random.default_rng(0)

@@ -151,13 +151,3 @@ class Blocks:
                 return (h + delta).view(B, T, d)
             h, x = self._add_rms(h, delta, norm.weight, norm.variance_epsilon)
         return x.view(B, T, d)
-
-
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal self-attention with no mask: q (B, T, Hq, D), k and v (B, T, Hkv, D) -> (B, T, Hq * D).
-
-    Rows are right padded, so a real token never sees a pad and SDPA can take its flash kernel."""
-    B, T, Hq, D = q.shape
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                         scale=scale, enable_gqa=k.shape[2] != Hq)  # (B, Hq, T, D)
-    return out.transpose(1, 2).reshape(B, T, Hq * D)

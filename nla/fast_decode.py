@@ -4,9 +4,10 @@ Every AV prompt of a batch is the same prompt with a different vector in one slo
 are identical in every row. `FastGreedyBackend` finds that shared prefix in the prompt embeddings it is given,
 computes its keys and values once (batch 1) and keeps them while the prefix stays the same; each row then stores
 only its own positions (the slot onward and the generated tokens) in a preallocated cache. Attention reads the
-shared keys once per step for all rows (cascade attention) instead of once per row. One decode step (all blocks,
-the final norm, lm_head, argmax, EOS flags) is captured as a CUDA graph per (batch size, cache bucket) and
-replayed; the host only advances a position counter and checks for EOS every few steps.
+shared keys once per step for all rows (cascade attention) instead of once per row. On GPUs a Triton kernel does
+that attention in one pass (fast_attention.py). One decode step (all blocks, the final norm, lm_head, argmax, EOS
+flags) is captured as a CUDA graph per batch size and replayed; the host only advances a position counter and
+checks for EOS every few steps.
 
 It implements `nla.av.AVBackend` and gives the tokens HF's `generate` gives (greedy, same EOS handling). Sampling,
 and prompts of different lengths in one call, go to the plain HFBackend it wraps. Llama-family bases only (see
@@ -22,33 +23,10 @@ import numpy as np
 import torch
 
 from nla.av import HFBackend, SamplingParams
-from nla.fast_blocks import Blocks, causal_attention
+from nla.fast_attention import causal_attention, cascade_attention, decode_attention, decode_kernel_available
+from nla.fast_blocks import Blocks
 
 EOS_CHECK_EVERY = 16  # decode steps between host checks for "every row has ended"
-
-
-def cascade_attention(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Tensor, row_k: torch.Tensor,
-                      row_v: torch.Tensor, row_mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Attention over a prefix shared by all rows plus each row's own keys.
-
-    q (B, Tq, Hq, D); shared_k, shared_v (Hkv, Lp, D), stored once; row_k, row_v (B, Hkv, Lr, D); row_mask (Tq, Lr)
-    bool: which of its row's keys each query sees (every query sees the whole prefix). Returns (B, Tq, Hq * D).
-    Scores in the model dtype and softmax in fp32, as transformers' eager attention computes them."""
-    B, Tq, Hq, D = q.shape
-    Hkv, Lp = shared_k.shape[:2]
-    Lr = row_k.shape[2]
-    G = Hq // Hkv  # query heads per key head: head h reads key head h // G
-    M = G * Tq
-    qg = q.view(B, Tq, Hkv, G, D).permute(2, 0, 3, 1, 4)  # (Hkv, B, G, Tq, D)
-    s_shared = torch.bmm(qg.reshape(Hkv, B * M, D), shared_k.transpose(1, 2))  # (Hkv, B*M, Lp)
-    s_rows = torch.bmm(qg.transpose(0, 1).reshape(B * Hkv, M, D), row_k.reshape(B * Hkv, Lr, D).transpose(1, 2))
-    s_rows = s_rows.view(B, Hkv, M, Lr).masked_fill(~row_mask.repeat(G, 1), float("-inf"))
-    scores = torch.cat([s_shared.view(Hkv, B, M, Lp).transpose(0, 1), s_rows], dim=-1) * scale  # (B, Hkv, M, L)
-    p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    out = torch.bmm(p[..., Lp:].reshape(B * Hkv, M, Lr), row_v.reshape(B * Hkv, Lr, D)).view(B, Hkv, M, D)
-    p_shared = p[..., :Lp].transpose(0, 1).reshape(Hkv, B * M, Lp)
-    out = out + torch.bmm(p_shared, shared_v).view(Hkv, B, M, D).transpose(0, 1)
-    return out.view(B, Hkv, G, Tq, D).permute(0, 3, 1, 2, 4).reshape(B, Tq, Hq * D)
 
 
 def shared_prefix_length(embeds: torch.Tensor) -> int:
@@ -68,17 +46,20 @@ class _Prefix:
 class FastGreedyBackend:
     """AVBackend: greedy decoding with the shared prefix reused, a static cache and CUDA graphs (on GPUs).
 
-    graphs: capture decode steps as CUDA graphs (default: on for CUDA). bucket: the cache length a step attends to is
-    rounded up to a multiple of this, so early steps read less; one graph per (batch size, bucket)."""
+    graphs: capture decode steps as CUDA graphs (default: on for CUDA). kernel: decode attention by the Triton kernel
+    (default: on for CUDA), which reads each row's keys only up to the current position, so one graph per batch size
+    serves every step. Without it, the cache length a step attends to is rounded up to a multiple of `bucket`, so
+    early steps read less; one graph per (batch size, bucket)."""
 
     def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], *, fuse: bool | None = None,
-                 graphs: bool | None = None, bucket: int = 64) -> None:
+                 graphs: bool | None = None, kernel: bool | None = None, bucket: int = 64) -> None:
         self.blocks = Blocks(model, fuse=fuse)
         self.lm_head = model.get_output_embeddings()
         self.fallback = HFBackend(model, tokenizer, eos_ids)
         dev = self.blocks.device
         self.eos = torch.tensor(sorted(eos_ids) or [-1], device=dev)
         self.graphs = dev.type == "cuda" if graphs is None else graphs
+        self.kernel = dev.type == "cuda" and decode_kernel_available() if kernel is None else kernel
         self.bucket = bucket
         self._prefix: _Prefix | None = None
         self._cap = (0, 0)  # (rows, row positions) the buffers hold
@@ -194,6 +175,8 @@ class FastGreedyBackend:
         return n
 
     def _bucket(self, t: int) -> int:
+        if self.kernel:
+            return self._cap[1]
         return min(self._cap[1], -(-(t + 1) // self.bucket) * self.bucket)
 
     def _step(self, B: int, Lb: int) -> None:
@@ -210,6 +193,8 @@ class FastGreedyBackend:
             rk, rv = self.row_k[i][:B], self.row_v[i][:B]
             rk.index_copy_(2, t, k.transpose(1, 2))
             rv.index_copy_(2, t, v.transpose(1, 2))
+            if self.kernel:
+                return decode_attention(q, pre.k[i], pre.v[i], rk, rv, t, self.blocks.scale)
             return cascade_attention(q, pre.k[i], pre.v[i], rk[:, :, :Lb], rv[:, :, :Lb], mask, self.blocks.scale)
 
         h = self.blocks.forward(x, cos, sin, attend, final_norm=True)  # (B, 1, d)

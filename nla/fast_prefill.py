@@ -18,7 +18,8 @@ import torch
 
 from nla.errors import NLAInputError
 from nla.extract import ExtractConfig, Extractor, doc_id_for
-from nla.fast_blocks import Blocks, causal_attention
+from nla.fast_attention import causal_attention
+from nla.fast_blocks import Blocks
 
 
 @dataclass

@@ -11,7 +11,8 @@ from nla.av import AVPrompter, HFBackend, SamplingParams
 from nla.checkpoint import pair_metas
 from nla.errors import NLAInputError
 from nla.extract import ExtractConfig, Extractor
-from nla.fast_decode import FastGreedyBackend, cascade_attention, shared_prefix_length
+from nla.fast_attention import cascade_attention
+from nla.fast_decode import FastGreedyBackend, shared_prefix_length
 from nla.fast_prefill import FastAR, FastExtractor, Ragged, length_batches
 from nla.toy.tokenizer import vocab_size_of
 from tests.conftest import SHORT_AV, tiny_config
@@ -77,6 +78,31 @@ def test_cascade_attention_is_plain_attention():
                                                            enable_gqa=True)  # (B, Hq, Tq, D)
     out = cascade_attention(q, k[0, :, :Lp], v[0, :, :Lp], k[:, :, Lp:], v[:, :, Lp:], mask, 0.3)
     torch.testing.assert_close(out, ref.transpose(1, 2).reshape(B, Tq, Hq * D))
+
+
+KERNEL_CHECK = """
+import os, torch
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # Triton's CPU interpreter
+from nla.fast_attention import cascade_attention, decode_attention
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+g = torch.Generator().manual_seed(0)
+for Lp, t in ((5, 0), (0, 70), (70, 100)):
+    q = torch.randn(3, 1, 14, 128, generator=g)
+    sk, sv = torch.randn(2, 2, Lp, 128, generator=g)
+    rk, rv = torch.randn(2, 5, 2, 150, 128, generator=g)[:, :3]
+    ref = cascade_attention(q, sk, sv, rk[:, :, :t + 1], rv[:, :, :t + 1], torch.ones(1, t + 1, dtype=bool), .1)
+    out = decode_attention(*(x.to(dev) for x in (q, sk, sv, rk, rv, torch.tensor([t]))), .1)
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-5)
+"""
+
+
+def test_decode_kernel_is_cascade_attention():
+    pytest.importorskip("triton")  # .venv-vllm has it (run by Triton's interpreter), as do GPU machines
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", KERNEL_CHECK], check=True, timeout=600)
 
 
 def test_fast_extractor_matches_the_extractor(qwen, tokenizer):
