@@ -89,13 +89,15 @@ class MetricsLog:
                 f.write(json.dumps(row) + "\n")
 
 
-def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path) -> dict[str, Any]:
+def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
+            data: tuple[Examples, Examples] | None = None) -> dict[str, Any]:
+    """SFT of cfg.role; `data` = (train, held-out) examples in hand instead of cfg.data's table (benches)."""
     dtype = getattr(torch, cfg.dtype)
     if cfg.role == "av":
         model, tok, meta = load_av(cfg.init, dtype, env.device)
     else:
         model, tok, meta = load_ar(cfg.init, dtype, env.device)
-    train_ex, eval_ex = datasets(cfg, meta.d_model, need_explanations=True)
+    train_ex, eval_ex = data or datasets(cfg, meta.d_model, need_explanations=True)
     part = my_part(train_ex, env)
     start, opt_state = 0, None
     if env.resume:
@@ -183,7 +185,9 @@ def roundtrip_fve(av: Any, tok: Any, av_meta: NLAMeta, ar: ARModel, ar_meta: NLA
             "eval_ok_fraction": float(np.mean([g.status == "ok" for g in gens]))}
 
 
-def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path) -> dict[str, Any]:
+def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
+             data: tuple[Examples, Examples] | None = None) -> dict[str, Any]:
+    """GRPO of cfg.init against cfg.ar; `data` = (train, held-out) examples in hand instead of cfg.data's table."""
     dtype, g = getattr(torch, cfg.dtype), cfg.grpo
     policy, tok, av_meta = load_av(cfg.init, dtype, env.device)
     reference = hf.load_causal_lm(cfg.init, dtype=dtype).to(env.device)
@@ -193,7 +197,7 @@ def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path) -> dict[str, Any]:
 
         raise NLAConfigError(f"--ar {cfg.ar}: reads layer {ar_meta.layer}, d {ar_meta.d_model}; the AV {cfg.init} "
                              f"layer {av_meta.layer}, d {av_meta.d_model}. Fix: pass the AR of the same pair.")
-    train_ex, eval_ex = datasets(cfg, av_meta.d_model, need_explanations=False)
+    train_ex, eval_ex = data or datasets(cfg, av_meta.d_model, need_explanations=False)
     part = my_part(train_ex, env)
     if env.resume:
         policy.load_state_dict(env.resume["policy"])

