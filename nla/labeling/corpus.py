@@ -56,7 +56,8 @@ def list_shards(input_path: str, input_format: str = "auto") -> list[Shard]:
     shards = []
     for f in sorted(root.rglob("*")):
         fmt = SUFFIX_FORMAT.get(f.suffix) if input_format == "auto" else input_format
-        if f.is_file() and fmt in ("parquet", "jsonl", "txt") and not any(p.startswith(".") for p in f.parts):
+        hidden = any(p.startswith(".") for p in f.relative_to(root).parts)  # inside the input; ~/.cache/x is fine
+        if f.is_file() and fmt in ("parquet", "jsonl", "txt") and not hidden:
             shards.append(Shard(str(f.relative_to(root)), str(f.resolve()), fmt))
     if not shards:
         raise NLAInputError(f"input {input_path}: no *.parquet, *.jsonl or *.txt shards found. Fix: check the folder, "

@@ -78,3 +78,12 @@ def test_bad_inputs(tmp_path):
         list_shards(str(tmp_path / "missing"))
     with pytest.raises(NLAInputError, match="no \\*.parquet"):
         list_shards(str(tmp_path))
+
+
+def test_input_under_a_hidden_folder(tmp_path):
+    """Hidden parts inside the input are skipped; a hidden folder above it (~/.cache/corpus) is not."""
+    root = tmp_path / ".cache" / "corpus"
+    (root / ".tmp").mkdir(parents=True)
+    (root / "a.jsonl").write_text('{"text": "a heavy storm moved over oslo ."}\n')
+    (root / ".tmp" / "b.jsonl").write_text('{"text": "half written"}\n')
+    assert [s.id for s in list_shards(str(root))] == ["a.jsonl"]
