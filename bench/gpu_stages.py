@@ -1,7 +1,7 @@
 """GPU stages at real size: extraction, AV and AR at the Qwen2.5-7B shape, plain path vs fast path, beside rooflines.
 
     python3 bench/gpu_stages.py --out $OUT/gpu_stages.json   # on the lent H100 (run tool, kind nvidia-h100-x1)
-    .venv/bin/python bench/gpu_stages.py --tiny                # CPU smoke test at a tiny size (/tmp/gpu_stages_tiny.json)
+    .venv/bin/python bench/gpu_stages.py --tiny                # CPU smoke test, tiny (/tmp/gpu_stages_tiny.json)
 
 One call does everything: it measures the matmul rate (bf16 8192^3) and the copy bandwidth, builds a model from the
 Qwen2.5-7B-Instruct config (random bf16 weights, SDPA; no hub needed) with its AV/AR sidecars, checks that the fast
@@ -60,7 +60,7 @@ CHAT_TEMPLATE = (
 )
 
 
-# ---- the machine's two ceilings ----------------------------------------------------------------------------------
+# ---- the machine's two ceilings -----------------------------------------------------------------------------------
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -122,7 +122,7 @@ def ceilings(dev: torch.device, dtype: torch.dtype, tiny: bool) -> dict:
             "gemm_shapes": shapes}
 
 
-# ---- model shape arithmetic -----------------------------------------------------------------------------------------
+# ---- model shape arithmetic ---------------------------------------------------------------------------------------
 class Shape:
     def __init__(self, cfg) -> None:
         self.d, self.hq, self.hkv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
@@ -146,7 +146,8 @@ class Shape:
         weight_bytes = 2 * (self.block_params * n + self.d * self.vocab)
         kv_per_pos = n * 2 * self.hkv * self.hd * 2
         for s in range(1, new):
-            flops = B * (2 * self.block_params * n + 2 * self.d * self.vocab + n * 4 * self.hq * self.hd * (Lp + Ts + s))
+            attention = n * 4 * self.hq * self.hd * (Lp + Ts + s)
+            flops = B * (2 * self.block_params * n + 2 * self.d * self.vocab + attention)
             nbytes = weight_bytes + kv_per_pos * (Lp + B * (Ts + s))
             t += max(flops / rate, nbytes / bw)
         return t
@@ -194,7 +195,7 @@ def sidecars(tokenizer, d: int, layer: int, folder: Path) -> tuple[NLAMeta, NLAM
     return metas[0], metas[1]
 
 
-# ---- workloads --------------------------------------------------------------------------------------------------------
+# ---- workloads ----------------------------------------------------------------------------------------------------
 def documents(rng: np.random.Generator, n: int, vocab: int, tiny: bool) -> tuple[Ragged, np.ndarray, np.ndarray]:
     """Web-like lengths (log-normal, median ~700 tokens, cut at 1024 as the job's max_length), 10 positions each."""
     lo, hi, med, first = (16, 96, 48, 5) if tiny else (64, 1024, 700, 50)
@@ -212,7 +213,7 @@ def ar_inputs(rng: np.random.Generator, n: int, vocab: int, tiny: bool) -> Ragge
     return Ragged(rng.integers(0, vocab, int(lengths.sum())), lengths)
 
 
-# ---- the plain path, as nla runs it today ----------------------------------------------------------------------------
+# ---- the plain path, as nla runs it today -------------------------------------------------------------------------
 def plain_hidden_at(extractor: Extractor, seqs: Ragged, rows: np.ndarray, positions: np.ndarray,
                     batch: int) -> torch.Tensor:
     """Extractor.block_output on batches of `batch` documents in arrival order, right padded with a mask."""
@@ -263,7 +264,7 @@ def agreement(a: list, b: list) -> dict:
     return {"rows": len(a), "identical_rows": same, "mean_common_prefix_tokens": float(np.mean(common))}
 
 
-# ---- the three stages ---------------------------------------------------------------------------------------------------
+# ---- the three stages ---------------------------------------------------------------------------------------------
 def rec(path: str, t: float, flops: float, items: float, batch: str, unit_key: str, ceil: dict) -> dict:
     """One measurement beside its roofline: FLOPs / the matmul rate (burst; the sustained rate alongside)."""
     return {"path": path, "batch": batch, "seconds": t, "throughput": items / t, unit_key: items / t,
@@ -502,7 +503,7 @@ def profile(model, ar, tok, av_meta, eos, dev, args, rng, path: Path) -> dict:
     return {"written": str(path)}
 
 
-# ---- output -----------------------------------------------------------------------------------------------------------
+# ---- output -------------------------------------------------------------------------------------------------------
 def table(rec: dict) -> str:
     lines = [f"GPU: {rec['gpu']}   matmul {rec['matmul_tflops']:.0f} TFLOP/s (sustained "
              f"{rec['matmul_tflops_sustained']:.0f})   copy {rec['copy_tb_s']:.2f} TB/s",
