@@ -127,11 +127,30 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
     finally:
         stats = committer.stats
         s = summary(stats, time.perf_counter() - t0)
-        record_run(plan.lake, run_id, job=mode, config=config, status=status, started_at=started, finished_at=now(),
-                   counts={k: v for k, v in s.items() if not isinstance(v, float)},
-                   throughput={k: v for k, v in s.items() if isinstance(v, float)})
+        try:
+            record_run(plan.lake, run_id, job=mode, config=config, status=status, started_at=started,
+                       finished_at=now(), counts={k: v for k, v in s.items() if not isinstance(v, float)},
+                       throughput={k: v for k, v in s.items() if isinstance(v, float)})
+        except NLAError as e:
+            if status == "ok":
+                raise
+            print(f"[runs] the failed run could not be recorded either: {e}", file=sys.stderr)  # keep the cause
     print_summary(s, plan, run_id, stats)
     return {"run_id": run_id, **s}
+
+
+def nla_message(e: BaseException) -> str | None:
+    """The message of the NLAError behind an exception: itself, one in its cause chain, or, when an actor's
+    constructor raised it (Ray passes that on as text only), the last `nla.errors.X: ...` line of the text."""
+    x: BaseException | None = e
+    seen: set[int] = set()
+    while x is not None and id(x) not in seen:
+        if isinstance(x, NLAError):
+            return str(x)
+        seen.add(id(x))
+        x = getattr(x, "cause", None) or x.__cause__
+    lines = [ln for ln in str(e).splitlines() if ln.startswith("nla.errors.")]
+    return lines[-1].split(": ", 1)[-1] if lines else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(LabelConfig, args.config, args.overrides)
         run(cfg, args.mode)
-    except NLAError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - bad input (also when an actor hit it) is one line; the rest a traceback
+        message = nla_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

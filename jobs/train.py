@@ -64,6 +64,7 @@ def worker_loop(config: dict) -> None:
 
 def resolve(cfg: TrainJobConfig) -> TrainJobConfig:
     """Toy paths, defaults and the checks that must fail before Ray starts (every input named with its fix)."""
+    from nla.client import check_checkpoint
     from nla.meta import NLAMeta
 
     def toy(part: str) -> str:
@@ -86,6 +87,7 @@ def resolve(cfg: TrainJobConfig) -> TrainJobConfig:
         if meta.role != role:
             raise NLAConfigError(f"{key} {folder}: is an {meta.role!r} checkpoint, this run trains the {role!r}. "
                                  f"Fix: pass the {role.upper()} folder of the pair.")
+        check_checkpoint(folder, role)  # sidecar against the tokenizer, weights readable: before Ray starts
     if cfg.scaling.workers < 1:
         raise NLAConfigError(f"scaling.workers={cfg.scaling.workers}: must be >= 1.")
     if cfg.scaling.strategy == "fsdp" and not cfg.scaling.use_gpu:

@@ -15,7 +15,7 @@ import torch
 from nla import hf
 from nla.ar import ARModel
 from nla.av import AVPrompter, Generation, HFBackend, SamplingParams, decode_generations
-from nla.errors import NLAConfigError, NLAInputError
+from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
 from nla.injection import as_vectors
 from nla.meta import NLAMeta
 from nla.metrics import cosine, mse_nrm
@@ -46,6 +46,36 @@ def _check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> 
         raise NLAConfigError(f"{meta.source}: key 'd_model' is {meta.d_model} but the model's hidden size is {d}. "
                              "Fix: the sidecar belongs to another model; use the one shipped with these weights.")
     meta.validate(tokenizer)
+    return meta
+
+
+def check_weights(folder: str | Path) -> None:
+    """Every *.safetensors file in the folder must have a readable header whose tensors fit the file. A truncated
+    download fails here in milliseconds, not later inside a model load on a worker."""
+    from safetensors import safe_open
+
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="numpy"):
+                pass
+        except Exception as e:  # safetensors' SafetensorError derives from Exception only
+            raise NLACheckpointError(f"{f}: unreadable ({type(e).__name__}: {str(e)[:200]}). Fix: the file is "
+                                     "truncated or corrupt; download the checkpoint again.") from e
+
+
+def check_checkpoint(checkpoint_dir: str | Path, role: str) -> NLAMeta:
+    """What NLAClient / NLACritic check on load, without loading weights: the sidecar against the folder's own
+    tokenizer and config.json, and every safetensors header against its file's size. Jobs and the server call it
+    before starting Ray, so a bad folder is one clear error instead of a failed worker."""
+    from nla.ar import VALUE_HEAD_FILE
+
+    folder = hf.check_folder(checkpoint_dir)
+    meta = NLAMeta.load(folder)
+    _check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))
+    if role == "ar" and not (folder / VALUE_HEAD_FILE).is_file():
+        raise NLACheckpointError(f"{folder / VALUE_HEAD_FILE}: missing. Fix: download value_head.safetensors with "
+                                 "the AR checkpoint (it is not derivable).")
+    check_weights(folder)
     return meta
 
 

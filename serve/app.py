@@ -13,7 +13,6 @@ from typing import Any
 from ray import serve
 
 from nla.errors import NLAConfigError
-from nla.meta import NLAMeta
 from serve.codec import jsonable
 from serve.config import DeploymentSettings, ModelsConfig, ServeConfig
 
@@ -28,19 +27,20 @@ def _folder(value: str, role: str) -> str:
 
 def resolve_models(m: ModelsConfig) -> dict[str, Any]:
     """What the ingress knows about the models: folders, ids, sidecars, d_model and layer K (checked to agree)."""
+    from nla.client import check_checkpoint, check_weights
     from nla.hf import load_config
     from nla.labeling.plan import checkpoint_id
 
     av = _folder(m.av, "av")
     if not av:
         raise NLAConfigError("models.av is empty: the server explains with an AV. Fix: set models.av=DIR (or toy).")
-    av_meta = NLAMeta.load(av)  # a wrong folder fails here, before the toy kit is looked up for the others
+    av_meta = check_checkpoint(av, "av")  # a bad folder fails here, before the toy kit is looked up for the others
     ar, base = _folder(m.ar, "ar"), _folder(m.base, "base")
     d, layer = av_meta.d_model, av_meta.layer
     info: dict[str, Any] = {"d_model": d, "layer": layer, "ar": None, "base": None,
                             "av": {"path": av, "id": checkpoint_id(av), "sidecar": jsonable(av_meta.to_dict())}}
     if ar:
-        ar_meta = NLAMeta.load(ar)
+        ar_meta = check_checkpoint(ar, "ar")
         if (ar_meta.layer, ar_meta.d_model) != (layer, d):
             raise NLAConfigError(f"models.ar {ar} reads layer {ar_meta.layer} (d={ar_meta.d_model}) but models.av {av} "
                                  f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
@@ -50,6 +50,7 @@ def resolve_models(m: ModelsConfig) -> dict[str, Any]:
         if base_d != d:
             raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base at "
                                  f"the AV's base ({av_meta.base_checkpoint}).")
+        check_weights(base)
         info["base"] = {"path": base, "id": checkpoint_id(base)}
     return info
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from nla.client import check_checkpoint, check_weights
 from nla.errors import NLAConfigError, NLAInputError
 from nla.labeling.config import LabelConfig
 from nla.labeling.corpus import Shard, list_shards
@@ -57,13 +58,15 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
     av = _toy("av") if m.av == "toy" else str(Path(m.av).expanduser()) if m.av else ""
     ar = _toy("ar") if m.ar == "toy" else str(Path(m.ar).expanduser()) if m.ar else ""
     lake = Lake(cfg.lake or None)
-    av_meta = NLAMeta.load(av) if mode != "extract" or av else None
-    if av_meta is None:
+    if not av:
         raise NLAConfigError("models.av is empty: extraction reads its layer K from the AV's sidecar. "
                              "Fix: set models.av to the AV you will label with.")
+    # the AV's and AR's folders are checked as their loaders will check them (sidecar against tokenizer, weights
+    # readable) here, so a bad folder is one error before Ray starts, not a failed actor
+    av_meta = check_checkpoint(av, "av") if mode != "extract" else NLAMeta.load(av)
     layer, d = av_meta.layer, av_meta.d_model
     if ar and mode != "extract":
-        ar_meta = NLAMeta.load(ar)
+        ar_meta = check_checkpoint(ar, "ar")
         if (ar_meta.layer, ar_meta.d_model) != (layer, d):
             raise NLAConfigError(f"models.ar {ar} reads layer {ar_meta.layer} (d={ar_meta.d_model}) but models.av {av} "
                                  f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
@@ -74,6 +77,7 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
         if base_d != d:
             raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base "
                                  f"at the AV's base ({av_meta.base_checkpoint}).")
+        check_weights(base)
     if lake.exists(ACTIVATIONS.name):
         have = lake.layout(ACTIVATIONS.name).get("d")
         if have != d:
@@ -85,6 +89,7 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
         shards = [Shard(s, "", "lake") for s in sorted(lake.committed_shards(ACTIVATIONS.name))]
     else:
         shards = list_shards(cfg.input, cfg.input_format)
+    lake.check_writable()
     plan = Plan(mode=mode, lake=lake, base=base, av=av, ar=ar, base_id=checkpoint_id(base) if m.base == "toy"
                 else m.base, av_id=checkpoint_id(av), ar_id=checkpoint_id(ar) if ar else "", layer=layer, d=d,
                 shards=shards, todo=[])

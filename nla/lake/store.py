@@ -9,12 +9,13 @@ This module does not run queries (query.py does).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,9 @@ class Lake:
             if not root.is_dir():
                 return []
             logs = [*root.glob("*/_delta_log"), *root.glob(f"{TRAINING_SET.name}/*/_delta_log")]  # not partitions
-            return sorted(p.parent.relative_to(root).as_posix() for p in logs)
+            # a log with no commit is a table whose first write failed (a full disk): not a table
+            return sorted(p.parent.relative_to(root).as_posix() for p in logs
+                          if any(f.name[:1].isdigit() for f in p.iterdir()))
         return [n for n in ALL if self.exists(n)]
 
     # ---- metadata -----------------------------------------------------------------------------------------------------
@@ -131,8 +134,10 @@ class Lake:
                                      "to another lake, or extract them with the model the table was made with.")
             return
         desc = json.dumps({"schema": spec.name, "schema_version": spec.version, "d": d, "vector_dtype": vector_dtype})
-        write_deltalake(self.uri(name), schema.empty_table(), mode="error", partition_by=list(spec.partition_by) or None,
-                        name=name, description=desc, storage_options=self.storage_options)
+        with self._writing(name):
+            write_deltalake(self.uri(name), schema.empty_table(), mode="error",
+                            partition_by=list(spec.partition_by) or None, name=name, description=desc,
+                            storage_options=self.storage_options)
 
     # ---- writing ------------------------------------------------------------------------------------------------------
     def commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, config_hash: str = "",
@@ -226,7 +231,8 @@ class Lake:
         props = CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items() if v is not None})
         for attempt in range(COMMIT_RETRIES):
             try:
-                write(props)
+                with self._writing(name):
+                    write(props)
                 return self.table(name).version()
             except CommitFailedError as e:
                 if attempt == COMMIT_RETRIES - 1:
@@ -235,6 +241,39 @@ class Lake:
                                             "skipped and this one is replaced, never duplicated.") from e
                 time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def check_writable(self) -> None:
+        """A local lake root must be a folder we can create files in (checked before a job does any work)."""
+        if not self.is_local:
+            return  # object stores answer on the first commit; nothing to probe without writing
+        root = Path(self.root).expanduser()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".nla-write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise NLALakeError(f"lake {self.root}: cannot write there ({e.strerror or e}). Fix: pass --lake (or "
+                               "lake=) a folder this user can write to, on a disk with free space.") from e
+
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """Turn a storage failure (no space, read-only, permission, not a folder) into one NLALakeError. A Delta
+        commit is atomic, so a failed write leaves the table at its previous version."""
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        try:
+            yield
+        except CommitFailedError:
+            raise  # a concurrent writer won: _retry retries
+        except (DeltaError, OSError) as e:
+            text = str(e)
+            reason = next((r for r in _STORAGE_REASONS if r.lower() in text.lower()), None)
+            if reason is None:
+                raise
+            raise NLALakeError(f"table {name!r} in lake {self.root}: the write failed ({reason}). Nothing of it was "
+                               "committed; the table keeps its previous version. Fix: free space or pick a writable "
+                               "lake (--lake / lake=), then rerun: committed shards are skipped.") from e
 
     # ---- maintenance and history -------------------------------------------------------------------------------------
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -274,6 +313,10 @@ def _writer(schema: pa.Schema) -> Any:
 
     d = next((f.type.list_size for f in schema if isinstance(f.type, pa.FixedSizeListType)), None)
     return WriterProperties(max_row_group_size=max(1024, ROW_GROUP_BYTES // (4 * d))) if d else None
+
+
+_STORAGE_REASONS = ("No space left on device", "Read-only file system", "Permission denied", "Not a directory",
+                    "Disk quota exceeded")
 
 
 def _sql_str(value: str) -> str:
