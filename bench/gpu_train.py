@@ -170,7 +170,7 @@ def main() -> None:
 
     cfg = load_config(TrainJobConfig, None, [
         "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", "grpo.batch_size=32",
-        "grpo.group=8", "grpo.max_new_tokens=96", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5", "grpo.log_every=10",
+        "grpo.group=8", "grpo.micro_batch=64", "grpo.max_new_tokens=96", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5", "grpo.log_every=10",
         f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
     sync(device)
     t = time.perf_counter()

@@ -35,6 +35,7 @@ class GRPOConfig:
     batch_size: int = 16  # activations per step per worker (each gets `group` samples)
     group: int = 8  # samples per activation (the release: 4-8)
     max_new_tokens: int = 150  # response-length cap (the release's RL cap); hitting it = failed, reward -2
+    micro_batch: int = 64  # sequences per forward/backward of the AV loss (0 = all at once); bounds memory
     temperature: float = 1.0
     av_lr: float = 5e-6  # the release: ~1e-6..1e-5 at 7B; small models tolerate more
     ar_lr: float = 2e-5  # the release: ~1e-5..5e-5
@@ -78,13 +79,19 @@ def response_batch(prompt_ids: list[int], responses: list[list[int]], pad_id: in
     return ids, mask, resp
 
 
-def token_logprobs(model: Any, prompter: AVPrompter, ids: torch.Tensor, mask: torch.Tensor,
-                   vectors: torch.Tensor) -> torch.Tensor:
-    """(B, T-1) log p(ids[:, t+1] | ids[:, :t+1]) with the activation injected at the marker."""
+def token_logprobs(model: Any, prompter: AVPrompter, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor,
+                   start: int = 1) -> torch.Tensor:
+    """(B, T-start) log p(ids[:, t] | ids[:, :t]) for t >= start, the activation injected at the marker.
+
+    Only the logits of positions start-1..T-2 are computed (`logits_to_keep`): the prompt's are never needed.
+    """
     dev = prompter.embedding.weight.device
     embeds = prompter.embed(ids.to(dev), vectors.to(dev))
-    logits = model(inputs_embeds=embeds, attention_mask=mask.to(dev), use_cache=False).logits[:, :-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
+    keep = ids.shape[1] - start + 1
+    logits = model(inputs_embeds=embeds, attention_mask=mask.to(dev), use_cache=False,
+                   logits_to_keep=keep).logits[:, :-1].float()
+    target = ids[:, start:].to(dev).unsqueeze(-1)
+    return (logits.gather(-1, target) - torch.logsumexp(logits, -1, keepdim=True)).squeeze(-1)
 
 
 class GRPOTrainer:
@@ -154,27 +161,42 @@ class GRPOTrainer:
         adv = group_advantages(rewards, cfg.group)
 
         ids, mask, resp = response_batch(self.prompter.canonical_ids, responses, self.backend.pad_id)
-        logp = token_logprobs(self.policy, self.prompter, ids, mask, reps)
-        with torch.no_grad():
-            ref_logp = token_logprobs(self.reference, self.ref_prompter, ids, mask, reps)
-        tmask = resp[:, 1:].to(logp.device).float()
-        ratio = torch.exp(logp - logp.detach())
-        kl = k3(logp, ref_logp)
-        per_token = -adv.to(logp.device).unsqueeze(1) * ratio + cfg.kl_coef * kl
-        lengths = tmask.sum(1).clamp(min=1)
-        av_loss = ((per_token * tmask).sum(1) / lengths).mean()
+        start = len(self.prompter.canonical_ids)
+        n, mb = len(responses), cfg.micro_batch or len(responses)
         self.av_opt.zero_grad(set_to_none=True)
-        av_loss.backward()
+        av_loss, kl_sum, kl_tokens = 0.0, 0.0, 0.0
+        for lo in range(0, n, mb):  # micro-batches: memory bounded by micro_batch x response length x vocab
+            sl = slice(lo, min(n, lo + mb))
+            logp = token_logprobs(self.policy, self.prompter, ids[sl], mask[sl], reps[sl], start)
+            with torch.no_grad():
+                ref_logp = token_logprobs(self.reference, self.ref_prompter, ids[sl], mask[sl], reps[sl], start)
+            tmask = resp[sl, start:].to(logp.device).float()
+            ratio = torch.exp(logp - logp.detach())
+            kl = k3(logp, ref_logp)
+            per_token = -adv[sl].to(logp.device).unsqueeze(1) * ratio + cfg.kl_coef * kl
+            loss = ((per_token * tmask).sum(1) / tmask.sum(1).clamp(min=1)).sum() / n  # mean over all responses
+            last = lo + mb >= n
+            sync = getattr(self.policy, "no_sync", None)
+            if sync is not None and not last:  # DDP: all-reduce once, on the last micro-batch
+                with sync():
+                    loss.backward()
+            else:
+                loss.backward()
+            av_loss += float(loss.detach())
+            kl_sum += float((kl.detach() * tmask).sum())
+            kl_tokens += float(tmask.sum())
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
         self.av_opt.step()
 
         ar_loss = float("nan")
-        if cfg.train_ar and ok:
-            train_mse = self.ar_mse([gens[i].explanation for i in ok], reps[ok])
-            if self.steps_done == 0:
+        if cfg.train_ar:
+            # with no ok sample this worker still takes part (zero loss): DDP all-reduces every step on every rank
+            use = ok or [0]
+            train_mse = self.ar_mse([gens[i].explanation or gens[i].raw_output or "." for i in use], reps[use])
+            if self.steps_done == 0 and ok:
                 self.check_step0(ok_mse, train_mse.detach().cpu())
-            loss = train_mse.mean()
+            loss = train_mse.mean() * (1.0 if ok else 0.0)
             self.ar_opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -182,12 +204,12 @@ class GRPOTrainer:
             self.ar_opt.step()
             ar_loss = float(loss.detach())
         self.steps_done += 1
-        kl_mean = float((kl.detach() * tmask).sum() / tmask.sum().clamp(min=1))
+        kl_mean = kl_sum / max(kl_tokens, 1.0)
         return {"step": self.steps_done, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
                 "fve_nrm": fve_nrm(ok_mse, reps[ok], self.ar_meta.mse_scale) if len(ok) > 1 else float("nan"),
                 "mse_ok": float(ok_mse.mean()) if ok else float("nan"), "kl": kl_mean,
                 "response_tokens": float(np.mean([g.n_tokens for g in gens])),
-                "failed_fraction": 1 - len(ok) / len(gens), "av_loss": float(av_loss.detach()), "ar_loss": ar_loss,
+                "failed_fraction": 1 - len(ok) / len(gens), "av_loss": av_loss, "ar_loss": ar_loss,
                 "seconds": time.perf_counter() - t0}
 
     def check_step0(self, reward_mse: torch.Tensor, train_mse: torch.Tensor) -> None:

@@ -160,7 +160,7 @@ def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
 @torch.no_grad()
 def roundtrip_fve(av: Any, tok: Any, av_meta: NLAMeta, ar: ARModel, ar_meta: NLAMeta, eos: set[int],
                   vectors: torch.Tensor, max_new_tokens: int) -> dict[str, float]:
-    """Held-out round trip, greedy: fve_nrm with failed samples scored as predicting nothing (mse 2 -> counted)."""
+    """Held-out round trip, greedy: mse and fve_nrm (a sample without tags is scored on its raw output)."""
     from nla.av import HFBackend, SamplingParams, decode_generations
     from nla.metrics import fve_nrm, mse_nrm
 
@@ -174,10 +174,11 @@ def roundtrip_fve(av: Any, tok: Any, av_meta: NLAMeta, ar: ARModel, ar_meta: NLA
     texts = [g.explanation or g.raw_output or "(empty)" for g in gens]
     mses = []
     dev = ar.value_head.weight.device
+    vectors = vectors.float().cpu()
     for i in range(0, len(texts), 128):
         enc = ar.encode(tok, ar_meta.ar_template, texts[i:i + 128])
         pred = ar(enc["input_ids"].to(dev), enc["attention_mask"].to(dev)).float().cpu()
-        mses.append(mse_nrm(pred, vectors[i:i + 128].float(), ar_meta.mse_scale))
+        mses.append(mse_nrm(pred, vectors[i:i + 128], ar_meta.mse_scale))
     mse = torch.cat(mses)
     av.train(was)
     ar.train(ar_was)

@@ -190,3 +190,18 @@ def test_bad_data_empty_and_wrong_d(lake, make_base, tmp_path):
     av, _ = init_pair(make_base("llama"), 1, tmp_path / "small")  # d = 32
     p = nla("train", "sft", "--role", "av", "--data", "hard", "--from", str(av), "--lake", str(lake), "--steps", "1")
     assert p.returncode == 2 and "d=128" in p.stderr and "d_model is 32" in p.stderr, p.stderr
+
+
+def test_retrain_loop(lake, tmp_path):
+    """label (fixture) -> mine hard -> best-of-k targets -> SFT -> relabel the held-out sets, recorded in runs."""
+    p = nla("retrain", "--lake", str(lake), "--steps", "6", "--k", "2", "--eval-rows", "40", "--quantile", "0.6",
+            "--out", str(tmp_path / "retrained"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "hard_heldout" in p.stdout and "random_heldout" in p.stdout
+    assert (tmp_path / "retrained" / "av" / "nla_meta.yaml").is_file()
+    with LakeQuery(Lake(lake)) as q:
+        row = q.run("SELECT status, throughput FROM runs WHERE job = 'retrain'").to_pylist()[0]
+    t = json.loads(row["throughput"])
+    assert row["status"] == "ok"
+    for k in ("hard_heldout", "random_heldout"):
+        assert t[f"{k}_n"] > 1 and 0 <= t[f"{k}_mse_before"] <= 4 and 0 <= t[f"{k}_mse_after"] <= 4
