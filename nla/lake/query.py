@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -56,7 +57,10 @@ class LakeQuery:
         import duckdb
 
         self.lake, self.timeout_s = lake, timeout_s
-        self.con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
+        # no extension is installed or loaded behind a query's back (external access off blocks it too)
+        self.con = duckdb.connect(":memory:", config={"python_enable_replacements": False,
+                                                      "autoinstall_known_extensions": False,
+                                                      "autoload_known_extensions": False})
         self.tables: dict[str, int] = {}
         self.datasets: dict[str, Any] = {}  # the registered pyarrow datasets, by view name
         self.d: int | None = None
@@ -66,7 +70,7 @@ class LakeQuery:
             schema = lake.arrow_schema(name)
             view = name.replace("/", "_")
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
-            fs = filesystem_for(lake.uri(name)) if filesystem_for else None
+            fs = (filesystem_for or (_local_filesystem if lake.is_local else _default_filesystem))(lake.uri(name))
             self.datasets[view] = t.to_pyarrow_dataset(schema=schema, filesystem=fs)
             self.con.register(view, self.datasets[view])
             self.tables[view] = t.version()
@@ -231,6 +235,19 @@ class LakeQuery:
 
     def _views(self) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+def _local_filesystem(table_uri: str) -> Any:
+    """Arrow's own filesystem for a local table. With deltalake's default (its object store bridged through Python),
+    Arrow's read-ahead threads were still calling into it after a query stopped early (LIMIT), and the process then
+    crashed or hung at exit: `nla query "... LIMIT 1"` ended in a segfault in about half the runs."""
+    import pyarrow.fs as pafs
+
+    return pafs.SubTreeFileSystem(str(Path(table_uri).expanduser().resolve()), pafs.LocalFileSystem())
+
+
+def _default_filesystem(table_uri: str) -> None:
+    return None  # object stores: deltalake's own filesystem
 
 
 def _first_line(e: Exception) -> str:
