@@ -42,14 +42,15 @@ def stage(ds, fn, res: StageResources, rows_per_call: int | None, **kwargs):
 def stage_kwargs(plan: Plan, cfg: LabelConfig) -> dict[str, dict]:
     """Constructor arguments of the model stages (the same whether chained or fused)."""
     m, s = cfg.models, cfg.sampling
-    kw = {"extract": dict(base=plan.base, base_id=plan.base_id, device=m.device, dtype=m.dtype,
+    kw = {"extract": dict(base=plan.base, base_id=plan.base_id, device=m.device, dtype=m.dtype, fast=m.fast,
                           config={**asdict(cfg.extract), "layer": plan.layer, "batch_size": cfg.extractor.batch_size}),
           "explain": dict(av=plan.av, samples=s.samples, device=m.device, dtype=m.dtype,
                           sampling={"temperature": s.temperature, "top_p": s.top_p,
                                     "max_new_tokens": s.max_new_tokens, "seed": s.seed},
-                          batch_size=cfg.explainer.batch_size, backend=m.av_backend, vllm=asdict(cfg.vllm))}
+                          batch_size=cfg.explainer.batch_size, backend=m.av_backend, vllm=asdict(cfg.vllm),
+                          fast=m.fast)}
     if plan.ar:
-        kw["score"] = dict(ar=plan.ar, device=m.device, dtype=m.dtype, batch_size=cfg.scorer.batch_size)
+        kw["score"] = dict(ar=plan.ar, device=m.device, dtype=m.dtype, batch_size=cfg.scorer.batch_size, fast=m.fast)
     return kw
 
 

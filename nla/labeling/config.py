@@ -31,6 +31,8 @@ class ModelsConfig:
     device: str = "cpu"  # cpu | cuda
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype on the device
     av_backend: Literal["hf", "vllm"] = "hf"  # the AV's engine: transformers, or vLLM on prompt embeddings
+    fast: bool = False  # the fast GPU path (nla/fast_*.py): FastExtractor, FastAR and, with av_backend hf, greedy
+    # decoding by FastGreedyBackend (sampling stays on transformers); for device cuda (it runs on a CPU too, slowly)
 
 
 @dataclass

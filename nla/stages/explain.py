@@ -20,13 +20,18 @@ COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "s
 class ExplainStage:
     def __init__(self, *, av: str, sampling: dict[str, Any], samples: int = 1, device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 32, threads: int = 0, backend: str = "hf",
-                 vllm: dict[str, Any] | None = None) -> None:
+                 vllm: dict[str, Any] | None = None, fast: bool = False) -> None:
         from nla.av_vllm import VLLMSettings
         from nla.client import NLAClient
 
         set_threads(threads)
         self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size,
                                 backend=backend, vllm=VLLMSettings(**(vllm or {})))
+        if fast and backend == "hf":
+            from nla.fast_decode import FastGreedyBackend
+
+            greedy = FastGreedyBackend(self.client.model, self.client.tokenizer, self.client.backend.eos_ids)
+            self.client.backend = PaddedBackend(greedy, batch_size)
         self.sampling, self.samples = sampling, samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -55,3 +60,18 @@ class ExplainStage:
                    expl_status=objects(status))
         out["t_explain"] = np.full(len(index), (time.perf_counter() - t0) / max(1, len(index)))
         return out
+
+
+class PaddedBackend:
+    """Pads each greedy batch to a power of two (at most `batch_size`, the pool's rows per call) by repeating its
+    first prompt, so the fast backend captures a few CUDA graphs instead of one per batch size that bad rows leave."""
+
+    def __init__(self, backend: Any, batch_size: int) -> None:
+        self.backend, self.batch_size = backend, batch_size
+
+    def generate(self, embeds: list, params: Any) -> list:
+        n = len(embeds)
+        if not n or not params.greedy:
+            return self.backend.generate(embeds, params)
+        rows = max(n, min(self.batch_size, 1 << (n - 1).bit_length()))
+        return self.backend.generate(list(embeds) + [embeds[0]] * (rows - n), params)[:n]

@@ -21,10 +21,17 @@ COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text"
 
 class ExtractStage:
     def __init__(self, *, base: str, base_id: str, config: dict[str, Any], device: str = "cpu",
-                 dtype: str = "float32", threads: int = 0) -> None:
+                 dtype: str = "float32", threads: int = 0, fast: bool = False) -> None:
         set_threads(threads)
         self.cfg = ExtractConfig(**config)
-        self.extractor = Extractor.from_pretrained(base, self.cfg, device=device, dtype=getattr(torch, dtype))
+        if fast:  # length-bucketed batches of up to 32k tokens through our own block loop (nla/fast_prefill.py)
+            from nla import hf
+            from nla.fast_prefill import FastExtractor
+
+            model = hf.load_causal_lm(base, dtype=getattr(torch, dtype), device=device, n_blocks=self.cfg.layer + 1)
+            self.extractor: Extractor = FastExtractor(model, hf.load_tokenizer(base), self.cfg, device=device)
+        else:
+            self.extractor = Extractor.from_pretrained(base, self.cfg, device=device, dtype=getattr(torch, dtype))
         self.base_id, self.d = base_id, self.extractor.d_model
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
