@@ -130,8 +130,10 @@ def test_bad_job_input(corpus, tmp_path, args, match):
 
 
 def test_model_actor_killed_mid_run(corpus, tmp_path):
+    """Chained stages with two actors per model pool (the layout of one actor per GPU), an AV actor killed."""
     lake = tmp_path / "lake"
-    p = job("label", f"input={corpus}", "--lake", str(lake), "read.batch_size=8", "fuse=false", wait=False)
+    p = job("label", f"input={corpus}", "--lake", str(lake), "read.batch_size=8", "fuse=false",
+            "extractor.concurrency=2", "explainer.concurrency=2", "explainer.num_cpus=0.5", wait=False)
     lines, killed = [], []
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
