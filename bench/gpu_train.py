@@ -134,8 +134,8 @@ def main() -> None:
     for role, init, steps, lr in (("ar", ar0, int(args.sft_steps * 4 / 3), 1e-4), ("av", av0, args.sft_steps, 1e-4)):
         cfg = load_config(TrainJobConfig, None, [
             "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}", f"sft.batch_size={args.sft_batch}",
-            f"sft.lr={lr}", f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", "sft.warmup_steps=30", "sft.log_every=50", f"device={device}",
-            "scaling.checkpoint_every=0"])
+            f"sft.lr={lr}", f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", "sft.warmup_steps=30",
+            "sft.log_every=50", f"device={device}", "scaling.checkpoint_every=0"])
         sync(device)
         t = time.perf_counter()
         s = run_sft(cfg, env, work / f"sft-{role}", data=(train, held))
@@ -170,8 +170,8 @@ def main() -> None:
 
     cfg = load_config(TrainJobConfig, None, [
         "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", "grpo.batch_size=32",
-        "grpo.group=8", "grpo.micro_batch=64", "grpo.max_new_tokens=96", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5", "grpo.log_every=10",
-        f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
+        "grpo.group=8", "grpo.micro_batch=64", "grpo.max_new_tokens=96", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
+        "grpo.log_every=10", f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
     sync(device)
     t = time.perf_counter()
     g = run_grpo(cfg, env, work / "grpo", data=(train, held))
@@ -196,8 +196,9 @@ def main() -> None:
         print(f"{role + ' sft':<10} {r['steps']:>6} {r['seconds']:>8.0f} {r['tokens_per_s']:>10,.0f} "
               f"{r['mfu']:>6.1%} {ev:>30}")
     e0, e1 = res_grpo["start"] or {}, res_grpo["end"] or {}
+    fve = f"round-trip fve {e0.get('eval_fve_nrm', float('nan')):.3f} -> {e1.get('eval_fve_nrm', float('nan')):.3f}"
     print(f"{'grpo':<10} {args.grpo_steps:>6} {secs:>8.0f} {res_grpo['generated_tokens_per_s']:>10,.0f} {'':>6} "
-          f"{'round-trip fve %.3f -> %.3f' % (e0.get('eval_fve_nrm', float('nan')), e1.get('eval_fve_nrm', float('nan'))):>30}")
+          f"{fve:>30}")
     print(f"wrote {out / 'gpu_sft.json'} and {out / 'gpu_grpo.json'}")
 
 

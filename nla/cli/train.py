@@ -48,21 +48,13 @@ def add_commands(sub: Any, formatter: Any) -> None:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
         p.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("teach", formatter_class=formatter, add_help=False, help="make SFT targets for a mined set (teacher or "
-                       "best-of-k), with Ray Data", description="Relabel a mined training set: a teacher LLM behind "
-                       "an OpenAI-compatible API explains each text prefix, or best-of-k AV samples ranked by the AR.",
-                       epilog="examples:\n  nla toy teacher --port 8000 &\n"
-                              "  nla teach --data hard_v1 --out hard_v1_teacher --teacher-url http://127.0.0.1:8000/v1\n"
-                              "  nla teach --data hard_v1 --out hard_v1_best --method best-of-k --k 8")
-    e.add_argument("args", nargs="*", help="options of python -m jobs.teach (nla teach --help lists them)")
-    e.set_defaults(func=cmd_module, module="jobs.teach")
-
-    r = sub.add_parser("retrain", formatter_class=formatter, add_help=False, help="label -> mine hard examples -> retrain -> "
-                       "relabel the held-out hard set", description="The hard-example loop on a labeled lake.",
-                       epilog="examples:\n  nla retrain --lake ./lake\n  nla retrain --lake ./lake --threshold 0.9 "
-                              "--method teacher --teacher-url http://127.0.0.1:8000/v1")
-    r.add_argument("args", nargs="*", help="options of python -m jobs.retrain (nla retrain --help lists them)")
-    r.set_defaults(func=cmd_module, module="jobs.retrain")
+    # `nla teach` / `nla retrain` hand every argument (--help too) to their jobs/ program
+    for name, module, helptext in (
+            ("teach", "jobs.teach", "make SFT targets for a mined set (teacher LLM or best-of-k), with Ray Data"),
+            ("retrain", "jobs.retrain", "label -> mine hard examples -> targets -> SFT -> relabel held-out sets")):
+        m = sub.add_parser(name, add_help=False, help=helptext)
+        m.add_argument("args", nargs="*", help=f"options of python -m {module} (nla {name} --help lists them)")
+        m.set_defaults(func=cmd_module, module=module)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
