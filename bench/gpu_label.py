@@ -214,8 +214,10 @@ def run_job(overrides: list[str], env: dict) -> dict:
                 summary[m.group(1)] = m.group(2)
     res = {"command": " ".join(["python -m jobs.label", *cmd[3:]]), "rc": rc, "wall_s": wall, "summary": summary,
            "commits": commits, "log_tail": lines[-40:]}
-    if len(commits) >= 2:  # steady state: the activations committed after the first commit, over the time they took
-        res["steady_activations_per_s"] = sum(n for _, n in commits[1:]) / (commits[-1][0] - commits[0][0])
+    k = max(1, len(commits) // 10)  # steady state: commits come in bunches at the start and end; leave 10% each side
+    if len(commits) > 2 * k + 1:
+        res["steady_activations_per_s"] = (sum(n for _, n in commits[k + 1:len(commits) - k])
+                                           / (commits[-k - 1][0] - commits[k][0]))
     return res
 
 
@@ -224,8 +226,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU: a smoke test of the whole script")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--work", type=Path, help="folder for models, corpus and lake (default: a temporary one)")
-    ap.add_argument("--docs", type=int, default=1200)
-    ap.add_argument("--shards", type=int, default=12)
+    ap.add_argument("--docs", type=int, default=3000)
+    ap.add_argument("--shards", type=int, default=30)
     ap.add_argument("--explain-rows", type=int, default=2048, help="activations timed through the AV alone")
     args = ap.parse_args()
     dev = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
@@ -275,9 +277,12 @@ def main() -> None:
     rec["job"] = run_job([*overrides, f"lake={work / 'lake'}"], env)
     e2e = rec["job"]["summary"].get("activations_per_s", 0.0)
     steady = rec["job"].get("steady_activations_per_s", 0.0)
+    av_in_job = rec["job"]["summary"].get("explain_activations_per_s", 0.0)  # the AV's model time inside the job
     alone = rec["alone"][slowest]["activations_per_s"]
     rec["result"] = {"end_to_end_activations_per_s": e2e, "steady_activations_per_s": steady,
-                     "slowest_stage_alone_activations_per_s": alone,
+                     "slowest_stage_alone_activations_per_s": alone, "av_in_job_activations_per_s": av_in_job,
+                     "job_seconds": rec["job"]["summary"].get("seconds", 0.0),
+                     "first_commit_s": rec["job"]["commits"][0][0] if rec["job"]["commits"] else None,
                      "ratio_end_to_end": e2e / alone, "ratio_steady": steady / alone,
                      "one_card_bound_activations_per_s": rec["one_card_bound_activations_per_s"],
                      "ratio_steady_vs_one_card_bound": steady / rec["one_card_bound_activations_per_s"],
