@@ -34,6 +34,7 @@ class RunStats:
     explanations: int = 0
     samples_ok: int = 0
     scored: int = 0
+    commit_retries: int = 0  # commits retried because another writer committed to the table first
     mse_sum: float = 0.0
     cos_sum: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -119,7 +120,7 @@ class ShardCommitter:
         st.bad_documents += sum(1 for d, m in bad if not m.startswith("no token at"))
         st.short_documents += sum(1 for d, m in bad if m.startswith("no token at"))
         st.failures.extend(f"{shard} {d}: {m}" for d, m in bad[: max(0, 20 - len(st.failures))])
-        version = None
+        version, conflicts = None, self.lake.conflicts
         acts = np.flatnonzero((status == OK) & first)
         if self.write_activations:
             cols = {k: rows[k][acts] for k in ("doc_id", "position", "token_id", "token", "context", "vector")} \
@@ -154,8 +155,11 @@ class ShardCommitter:
                     st.mse_sum += float(m[good].sum())
                     st.cos_sum += float(rows["cos"][ex][good].sum())
         st.shards_committed += 1
+        retried = self.lake.conflicts - conflicts
+        st.commit_retries += retried
         self.log(f"[commit] shard {shard}: {len(acts)} activations, {n_expl} explanations, {len(bad)} bad/short "
-                 f"documents (v{version}, {time.perf_counter() - self.t0:.0f}s)")
+                 f"documents (v{version}, {time.perf_counter() - self.t0:.0f}s"
+                 f"{f'; {retried} commits retried after concurrent writers won' if retried else ''})")
 
     def _empty(self) -> dict[str, np.ndarray]:
         return {"doc_id": [], "position": np.zeros(0, np.int32), "token_id": np.zeros(0, np.int64), "token": [],

@@ -82,4 +82,12 @@ def check_batch(spec: TableSpec, batch: pa.Table, expected: pa.Schema) -> pa.Tab
         if not f.nullable and batch.column(f.name).null_count:
             raise NLASchemaError(f"table {spec.name!r}: column {f.name!r} has {batch.column(f.name).null_count} "
                                  "nulls but is declared non-null. Fix: fill it or drop those rows upstream.")
+        if isinstance(f.type, pa.FixedSizeListType) and batch.num_rows:
+            # a NaN or inf vector would answer every cosine search with NaN: it never reaches a table
+            bad = np.flatnonzero(~np.isfinite(vectors_from_arrow(batch.column(f.name))).all(axis=1))
+            if len(bad):
+                key = spec.key[0] if spec.key else f.name
+                raise NLASchemaError(f"table {spec.name!r}: column {f.name!r} has {len(bad)} vectors with NaN or inf "
+                                     f"values (first: {key} {batch.column(key)[int(bad[0])].as_py()!r}). Fix: drop "
+                                     "them upstream, or extract in float32/bfloat16 if the model overflowed.")
     return batch.select(expected.names).cast(expected)

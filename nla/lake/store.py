@@ -59,6 +59,7 @@ class Lake:
         self.root = str(root or default_root()).rstrip("/")
         self.storage_options = storage_options
         self.is_local = "://" not in self.root
+        self.conflicts = 0  # commits this object retried because a concurrent writer committed first
 
     # ---- addressing -------------------------------------------------------------------------------------------------
     def uri(self, name: str) -> str:
@@ -239,6 +240,7 @@ class Lake:
                     raise NLACommitConflict(f"table {name!r}: {COMMIT_RETRIES} commits in a row lost to concurrent "
                                             f"writers ({e}). Nothing was written. Fix: rerun; committed shards are "
                                             "skipped and this one is replaced, never duplicated.") from e
+                self.conflicts += 1
                 time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
@@ -280,11 +282,16 @@ class Lake:
         return self.table(name).history(limit)
 
     def optimize(self, name: str, *, run_id: str = "optimize") -> dict[str, Any]:
-        """Compact small files (per partition). Readers and time travel are unaffected."""
-        from deltalake import CommitProperties
+        """Compact small files (per partition). Readers and time travel are unaffected. Beside a running job a
+        compaction can lose a commit race; it is then retried on the newer version, like any other commit."""
+        metrics: dict[str, Any] = {}
 
-        return self.table(name).optimize.compact(writer_properties=_writer(self.arrow_schema(name)),
-                                                 commit_properties=CommitProperties(custom_metadata={"run_id": run_id}))
+        def compact(props: Any) -> None:
+            metrics.update(self.table(name).optimize.compact(writer_properties=_writer(self.arrow_schema(name)),
+                                                             commit_properties=props))
+
+        self._retry(name, compact, run_id=run_id)
+        return metrics
 
     def vacuum(self, name: str, *, retention_hours: int = SAFE_RETENTION_HOURS, dry_run: bool = True) -> list[str]:
         """Delete files no version newer than `retention_hours` needs. Below the safe retention it refuses."""
