@@ -1,4 +1,4 @@
-"""Process facts for summaries and benchmarks: this process's peak memory."""
+"""Process facts for summaries, benchmarks and tests: this process's peak memory, a process's descendants."""
 
 from __future__ import annotations
 
@@ -15,3 +15,27 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_tree(pid: int) -> dict[int, str]:
+    """pid -> command line of `pid` and every descendant, followed by parent pid (Ray puts its workers in process
+    groups of their own, so a process group does not find them). Linux /proc only; {} elsewhere."""
+    children: dict[int, list[int]] = {}
+    cmd: dict[int, str] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # ended while we looked
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # the name in parentheses may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        if p in cmd:
+            out[p] = cmd[p]
+        todo.extend(children.get(p, []))
+    return out

@@ -1,0 +1,112 @@
+"""Shared pieces of the reliability tests: one small corpus, the undisturbed reference lake, exact snapshots of what
+is committed, process trees (to kill what a test started, and nothing else), and the line each test prints about
+what it tried and what held (`pytest -s` shows them).
+
+The reference is the labeling job's own plan, stage classes and shard committer run in this process, without Ray,
+on the same batches Ray Data forms (read.batch_size = extractor.batch_size = 4 documents, 12 documents per shard, so
+every batch lies inside one shard). It equals a Ray run of the job byte for byte, and costs 5 s instead of 15.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nla.sysinfo import process_tree as tree
+from tests.serve.conftest import server  # noqa: F401  (one `nla serve` for the HTTP tests of this package)
+
+DOCS, SHARDS = 96, 8
+# Small batches so kills land mid-shard (the toy config fuses extract+explain+score into one actor). One torch
+# thread: with two, every small op of the toy models waits at a barrier whenever another process holds a core, and
+# the same labeling took 174 s instead of 6 on this 2-core machine while other work ran.
+JOB_ARGS = ("read.batch_size=4", "extractor.batch_size=4", "explainer.threads=1")
+
+
+def report(tried: str, held: str) -> None:
+    """What a test tried and what held, one line each (shown with `pytest -s`)."""
+    print(f"\n[reliability] tried: {tried}\n[reliability] held:  {held}")
+
+
+@dataclass
+class Reference:
+    corpus: Path
+    lake: Path
+    batches: Path  # the stages' output batches, pickled, in the order the job's driver receives them
+
+
+@pytest.fixture(scope="package")
+def reference(tmp_path_factory, toy_kit) -> Reference:
+    import torch
+
+    from jobs.label import stage_kwargs
+    from nla.cli.jobs import default_config
+    from nla.config import load_config
+    from nla.labeling.committer import ShardCommitter
+    from nla.labeling.config import LabelConfig
+    from nla.labeling.plan import make_plan
+    from nla.stages.fused import FusedStage
+    from nla.stages.read import ReadShard
+    from nla.toy.shards import write_corpus
+
+    root = tmp_path_factory.mktemp("reliability")
+    write_corpus(root / "corpus", docs=DOCS, shards=SHARDS, seed=11)
+    cfg = load_config(LabelConfig, default_config(), [f"input={root / 'corpus'}", f"lake={root / 'ref'}", *JOB_ARGS])
+    plan = make_plan(cfg, "label")
+    kw = stage_kwargs(plan, cfg)
+    threads = torch.get_num_threads()
+    fused = FusedStage(extract=kw["extract"], explain=kw["explain"], score=kw["score"], threads=cfg.explainer.threads)
+    read = ReadShard(text_column=cfg.text_column, id_column=cfg.id_column, batch_docs=cfg.read.batch_size)
+    ids = dict(base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id)
+    committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="reference", config_hash="reference",
+                               log=lambda *_: None, **ids)
+    items = {k: np.array([getattr(s, a) for s in plan.todo], object)
+             for k, a in (("shard", "id"), ("path", "path"), ("format", "format"))}
+    batches = []
+    try:
+        for docs in read(items):
+            batches.append(fused(docs))
+            committer.add(batches[-1])
+        committer.finish()
+    finally:
+        torch.set_num_threads(threads)
+    (root / "batches.pkl").write_bytes(pickle.dumps({"batches": batches, "ids": ids}))
+    return Reference(root / "corpus", root / "ref", root / "batches.pkl")
+
+
+def snapshot(lake: Path) -> dict[str, list[tuple]]:
+    """Every committed row of activations and explanations, sorted by key, all columns but run_id and created_at
+    (vectors as their float32 bytes): equal snapshots are byte-identical tables."""
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+
+    with LakeQuery(Lake(lake)) as q:
+        acts = q.run("SELECT * EXCLUDE (run_id) FROM activations ORDER BY act_id", limit=None).to_pylist()
+        expl = q.run("SELECT * EXCLUDE (run_id, created_at) FROM explanations ORDER BY act_id, av, ar, sample",
+                     limit=None).to_pylist()
+    for r in acts:
+        r["vector"] = np.asarray(r["vector"], np.float32).tobytes()
+    return {"activations": [tuple(r.values()) for r in acts], "explanations": [tuple(r.values()) for r in expl]}
+
+
+def duplicates(lake: Path) -> dict[str, int]:
+    """Rows minus distinct keys, per table: 0 everywhere means every key is there once."""
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+
+    with LakeQuery(Lake(lake)) as q:
+        return {t: q.run(f"SELECT count(*) - count(DISTINCT ({k})) AS n FROM {t}").column("n")[0].as_py()
+                for t, k in (("activations", "act_id"), ("explanations", "act_id, av, ar, sample"))}
+
+
+def kill_tree(pids: dict[int, str] | list[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

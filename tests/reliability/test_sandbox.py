@@ -1,0 +1,83 @@
+"""Escapes from the read-only SQL path, tried through LakeQuery (what `nla query` runs) and through HTTP /v1/query:
+files written or read outside the lake, extensions, settings, DDL/DML, several statements, very long queries and a
+query that never ends. Each must be refused with a one-line error (or cut off by the timeout), write nothing, and
+leave every table at its version."""
+
+from __future__ import annotations
+
+import pytest
+
+from nla.errors import NLAQueryError
+from tests.reliability.conftest import report
+
+PASSWD = "root:x:0:0"  # what /etc/passwd would give away
+
+ATTEMPTS = [  # (what, SQL; {out} is a folder that must stay empty, {lake} the lake root)
+    ("COPY a table to a file", "COPY explanations TO '{out}/copy.csv'"),
+    ("COPY a query to parquet", "COPY (SELECT * FROM activations) TO '{out}/acts.parquet' (FORMAT parquet)"),
+    ("EXPORT DATABASE", "EXPORT DATABASE '{out}/export'"),
+    ("ATTACH a database file", "ATTACH '{out}/x.duckdb' AS x"),
+    ("INSTALL an extension", "INSTALL httpfs"),
+    ("LOAD an extension file", "LOAD '{out}/evil.duckdb_extension'"),
+    ("an extension's reader (auto-load)", "SELECT * FROM read_xlsx('/etc/passwd')"),
+    ("read_csv on /etc/passwd", "SELECT * FROM read_csv('/etc/passwd')"),
+    ("read_text on /etc/passwd", "SELECT content FROM read_text('/etc/passwd')"),
+    ("read_blob inside a CTE", "WITH x AS (SELECT * FROM read_blob('/etc/hostname')) SELECT * FROM x"),
+    ("glob over /etc", "SELECT * FROM glob('/etc/*')"),
+    ("a file path as a table", "SELECT * FROM '/etc/passwd'"),
+    ("read_parquet on the lake's own files", "SELECT count(*) FROM read_parquet('{lake}/explanations/*/*.parquet')"),
+    ("query() around a file reader", "SELECT * FROM query('SELECT * FROM read_text(''/etc/passwd'')')"),
+    ("query() around COPY", "SELECT * FROM query('COPY explanations TO ''{out}/q.csv''')"),
+    ("PRAGMA", "PRAGMA database_list"),
+    ("SET external access back on", "SET enable_external_access = true"),
+    ("RESET the configuration lock", "RESET lock_configuration"),
+    ("SELECT then COPY", "SELECT 1; COPY explanations TO '{out}/two.csv'"),
+    ("COPY behind a comment", "-- just a comment\nCOPY explanations TO '{out}/comment.csv'"),
+    ("DROP a view", "DROP VIEW labels"),
+    ("CREATE TABLE AS", "CREATE TABLE t AS SELECT * FROM explanations"),
+    ("DELETE rows", "DELETE FROM explanations"),
+    ("CHECKPOINT", "CHECKPOINT"),
+    ("a 30,000-character query", "SELECT " + "1+" * 15_000 + "1"),
+    ("a query that never ends", "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"),
+]
+
+
+def versions(lake) -> dict[str, int]:
+    from nla.lake.store import Lake
+
+    lk = Lake(lake)
+    return {n: lk.table(n).version() for n in lk.names()}
+
+
+@pytest.mark.parametrize("path", ["LakeQuery", "HTTP /v1/query"])
+def test_sql_escapes_are_refused(server, tmp_path, path):
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+
+    out = tmp_path / "out"
+    out.mkdir()
+    before = versions(server.lake)
+    q = LakeQuery(Lake(server.lake), timeout_s=2)
+    answers = {}
+    try:
+        for what, sql in ATTEMPTS:
+            sql = sql.format(out=out, lake=server.lake)
+            if path == "LakeQuery":
+                with pytest.raises(NLAQueryError) as e:
+                    q.run(sql)
+                answers[what] = str(e.value)
+            else:
+                status, body = server.call("/v1/query", {"sql": sql})
+                assert status == 400, (what, status, body)
+                answers[what] = body["error"]
+    finally:
+        q.close()
+    for what, message in answers.items():
+        assert "\n" not in message and PASSWD not in message, (what, message)
+        assert "cut off after 2s" in message if what == "a query that never ends" else "Fix" in message or \
+            "refused" in message or "query failed" in message, (what, message)
+    assert list(out.iterdir()) == [], "a query wrote a file"
+    assert versions(server.lake) == before
+    report(f"{len(ATTEMPTS)} escapes through {path}: {', '.join(w for w, _ in ATTEMPTS)}",
+           f"all {len(ATTEMPTS)} refused with a one-line error (the endless one cut off at the 2 s timeout); no file "
+           f"written, nothing of /etc read, every table at its version")
