@@ -95,16 +95,18 @@ def main() -> None:
     ensure_toy_kit()
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "overrides": args.set, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for mult in (1, args.scale):
+        for mult in dict.fromkeys((1, args.scale)):
             docs = args.activations * mult // POSITIONS
             corpus = Path(tmp) / f"corpus{mult}"
             write_corpus(corpus, docs=docs, shards=max(4, 8 * mult), seed=9)
+            load_before = os.getloadavg()[0]
             e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}", args.set)
             in_pipeline = sum(e2e["activations"] / e2e[f"{k}_activations_per_s"] for k in ("extract", "explain", "score"))
             run = {"scale": mult, "documents": docs, "activations": e2e["activations"],
                    "e2e_seconds": e2e["seconds"], "e2e_activations_per_s": e2e["activations_per_s"],
                    "driver_peak_rss_mb": e2e["driver_peak_rss_mb"], "fve_nrm": e2e["fve_nrm"],
-                   "in_pipeline_model_seconds": in_pipeline, "overhead_vs_in_pipeline": e2e["seconds"] / in_pipeline}
+                   "in_pipeline_model_seconds": in_pipeline, "overhead_vs_in_pipeline": e2e["seconds"] / in_pipeline,
+                   "load_average_before": load_before}
             pure = pure_stage_seconds(corpus)
             model = pure["extract"] + pure["explain"] + pure["score"]
             run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model)
@@ -113,6 +115,8 @@ def main() -> None:
     results["overhead"] = one["overhead"]
     results["overhead_at_scale"] = results["runs"][-1]["overhead"]
     results["rss_growth"] = results["runs"][-1]["driver_peak_rss_mb"] / one["driver_peak_rss_mb"]
+    if args.scale == 1:
+        results.pop("rss_growth")
     print(f"\nlabeling pipeline on the toy kit, {results['machine']}")
     print(f"{'scale':>5} {'activations':>11} {'e2e s':>7} {'act/s':>7} {'standalone model s':>19} {'overhead':>9} "
           f"{'in-pipeline model s':>20} {'overhead':>9} {'driver RSS MiB':>15}")

@@ -33,17 +33,19 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise NLAConfigError(f"config {p}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation.")
         if not isinstance(data, dict):
-            raise NLAConfigError(f"config {p}: expected a mapping of keys, got {type(data).__name__}.")
+            raise NLAConfigError(f"config {p}: expected a mapping of keys, got {type(data).__name__}. Fix: write "
+                                 "`key: value` lines, as in jobs/configs/toy.yaml.")
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise NLAConfigError(f"override {item!r}: expected key=value, e.g. input=./corpus or av.samples=4.")
+            raise NLAConfigError(f"override {item!r}: expected key=value. Fix: write it as e.g. input=./corpus or "
+                                 "sampling.samples=4.")
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise NLAConfigError(f"override {item!r}: {part!r} is not a section.")
+                raise NLAConfigError(f"override {item!r}: {part!r} is not a section. Fix: drop the dotted part.")
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
     return build(cls, data, source=source)
 
@@ -56,7 +58,7 @@ def build(cls: type[T], data: dict[str, Any], *, source: str, prefix: str = "") 
         k = unknown[0]
         close = difflib.get_close_matches(k, fields, n=1)
         hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Known keys: {', '.join(fields)}."
-        raise NLAConfigError(f"config {source}: unknown key '{prefix}{k}'.{hint}")
+        raise NLAConfigError(f"config {source}: unknown key '{prefix}{k}'.{hint} Fix: correct or remove the key.")
     kwargs = {}
     for name, value in data.items():
         factory = fields[name].default_factory
@@ -74,7 +76,8 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise NLAConfigError(f"config {source}: key {key!r} is a section; got {value!r}.")
+            raise NLAConfigError(f"config {source}: key {key!r} is a section; got {value!r}. Fix: set its keys, "
+                                 f"e.g. {key}.KEY=VALUE.")
         return build(tp, value, source=source, prefix=f"{key}.")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -83,15 +86,15 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
         return _coerce(inner[0], value, source=source, key=key) if len(inner) == 1 else value
     if origin is typing.Literal:
         if value not in args:
-            raise NLAConfigError(f"config {source}: key {key!r} is {value!r}; choose one of {list(args)}.")
+            raise NLAConfigError(f"config {source}: key {key!r} is {value!r}. Fix: choose one of {list(args)}.")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise NLAConfigError(f"config {source}: key {key!r} expects a list; got {value!r}.")
+            raise NLAConfigError(f"config {source}: key {key!r} expects a list; got {value!r}. Fix: write [a, b].")
         return list(value) if origin is list else tuple(value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise NLAConfigError(f"config {source}: key {key!r} expects a mapping; got {value!r}.")
+            raise NLAConfigError(f"config {source}: key {key!r} expects a mapping; got {value!r}. Fix: write {{k: v}}.")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -101,7 +104,8 @@ def _coerce(tp: Any, value: Any, *, source: str, key: str) -> Any:
         except ValueError:
             pass
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise NLAConfigError(f"config {source}: key {key!r} is {value!r}; expected {tp.__name__}.")
+        raise NLAConfigError(f"config {source}: key {key!r} is {value!r}; expected {tp.__name__}. Fix: give a "
+                             f"{tp.__name__} value.")
     return value
 
 

@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_from(args: argparse.Namespace) -> ServeConfig:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
-        raise NLAError(f"{bad[0]!r}: overrides are KEY=VALUE, e.g. http.port=8080 or models.ar=/ckpt/ar.")
+        raise NLAError(f"{bad[0]!r}: overrides are KEY=VALUE. Fix: write e.g. http.port=8080 or "
+                       "models.ar=/ckpt/ar.")
     extra = [f"{k}={v}" for k, v in (("http.port", args.port), ("http.host", args.host), ("lake", args.lake))
              if v is not None]
     return load_serve_config(args.config, [*args.overrides, *extra])

@@ -47,7 +47,8 @@ def cmd_job(args: argparse.Namespace) -> int:
     mode = "extract" if args.job == "extract" else ("from-activations" if args.from_activations else "label")
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
-        raise NLAInputError(f"{bad[0]!r}: overrides are KEY=VALUE, e.g. input=./corpus or sampling.samples=4.")
+        raise NLAInputError(f"{bad[0]!r}: overrides are KEY=VALUE. Fix: write e.g. input=./corpus or "
+                            "sampling.samples=4.")
     overrides = list(args.overrides) + ([f"lake={args.lake}"] if args.lake else [])
     argv = [sys.executable, "-m", "jobs.label", "--config", args.config or default_config(), "--mode", mode,
             *overrides]
