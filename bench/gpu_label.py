@@ -188,9 +188,9 @@ def stages_alone(cfg, corpus: Path, dev: torch.device, explain_rows: int, warm_r
     return out
 
 
-def run_job(overrides: list[str], env: dict) -> dict:
+def run_job(overrides: list[str], env: dict, config: Path = CONFIG) -> dict:
     """`python -m jobs.label` as a user runs it; commit lines are timed as they arrive."""
-    cmd = [sys.executable, "-m", "jobs.label", "--config", str(CONFIG.relative_to(ROOT)), *overrides]
+    cmd = [sys.executable, "-m", "jobs.label", "--config", str(config.relative_to(ROOT)), *overrides]
     print("[job]", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,

@@ -7,7 +7,9 @@ every sample a status (ok | no_tags | truncated) and never drops one. Loading ch
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +21,7 @@ from nla.meta import NLAMeta
 
 _EXPLANATION_RE = re.compile(rf"{re.escape(P.EXPLANATION_OPEN)}(.*?){re.escape(P.EXPLANATION_CLOSE)}", re.DOTALL)
 STATUSES = ("ok", "no_tags", "truncated", "error")
+MIN_TEMPERATURE = 1e-2  # below this (but above 0), logits / T overflow float32 and sampling fails
 
 
 @dataclass
@@ -27,6 +30,19 @@ class SamplingParams:
     temperature: float = 1.0  # 0 = greedy; the release samples at 1.0 for training/eval, greedy for examples
     top_p: float = 1.0
     seed: int | None = None  # seeds torch's RNG before sampling: same batch + seed -> same samples
+
+    def __post_init__(self) -> None:
+        from nla.errors import NLAInputError
+
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= 100):
+            raise NLAInputError(f"temperature {self.temperature!r}: sampling needs 0 (greedy) or a value in "
+                                f"[{MIN_TEMPERATURE}, 100] (smaller ones overflow the logits). Fix: use 0 or e.g. 1.0.")
+        if not 0 < self.top_p <= 1:
+            raise NLAInputError(f"top_p {self.top_p!r}: must be in (0, 1]. Fix: use e.g. 1.0 or 0.9.")
+        if self.max_new_tokens < 1:
+            raise NLAInputError(f"max_new_tokens {self.max_new_tokens!r}: must be >= 1. Fix: use e.g. 200.")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise NLAInputError(f"seed {self.seed!r}: must be in [0, 2**63). Fix: use a smaller non-negative seed.")
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> SamplingParams:
@@ -77,7 +93,21 @@ class AVPrompter:
     def embed(self, ids: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """(B, T) ids with one marker per row + (B, d) raw vectors -> (B, T, d) injected embeddings."""
         weight = self.embedding.weight  # Gemma's layer applies its sqrt(d) scale itself (TableEmbedding too)
-        embeds = self.embedding(ids.to(weight.device))
+        return self._inject(ids, self.embedding(ids.to(weight.device)), vectors)
+
+    @contextlib.contextmanager
+    def injecting(self, vectors: torch.Tensor) -> Iterator[None]:
+        """Inside, the embedding layer's forward injects `vectors` (B, d) at the markers of the ids it looks up:
+        call the model with input_ids, and the injection happens in its own forward (what FSDP needs: the sharded
+        embedding is gathered only there). Same tensors as `embed`, the hook acting on the layer's output, after
+        Gemma's sqrt(d) scale, so the vector is never scaled. The hook is removed on exit, error or not."""
+        handle = self.embedding.register_forward_hook(lambda _m, args, out: self._inject(args[0], out, vectors))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _inject(self, ids: torch.Tensor, embeds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         t = self.meta.tokens
         return inject(ids.to(embeds.device), embeds, vectors, token_id=t.injection_token_id,
                       left_id=t.injection_left_neighbor_id, right_id=t.injection_right_neighbor_id,
@@ -98,14 +128,28 @@ class AVBackend(Protocol):
 
 
 class HFBackend:
-    """transformers `generate` on left-padded inputs_embeds, batched."""
+    """transformers `generate` on left-padded inputs_embeds, batched.
 
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int]) -> None:
-        self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
+    `sharded=True` for an FSDP-sharded model (training): every rank keeps stepping until all ranks are done (HF's
+    synced_gpus; each step's forward is collective), under no_grad rather than inference_mode (the parameters FSDP
+    gathers here are reused by training, which cannot touch inference tensors)."""
+
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], *, sharded: bool = False) -> None:
+        self.model, self.tokenizer, self.eos_ids, self.sharded = model, tokenizer, eos_ids, sharded
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
 
-    @torch.inference_mode()
     def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]:
+        return [(toks, stop is None and len(toks) >= params.max_new_tokens)
+                for toks, stop in self.generate_with_stops(embeds, params)]
+
+    def generate_with_stops(self, embeds: list[torch.Tensor], params: SamplingParams
+                            ) -> list[tuple[list[int], int | None]]:
+        """Per prompt: the new tokens before the stop token, and the stop token the model chose (None if it chose
+        none: cut at max_new_tokens). GRPO scores that stop token as part of the response."""
+        with torch.no_grad() if self.sharded else torch.inference_mode():
+            return self._generate(embeds, params)
+
+    def _generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], int | None]]:
         lengths = [e.shape[0] for e in embeds]
         T, d = max(lengths), embeds[0].shape[1]
         batch = embeds[0].new_zeros((len(embeds), T, d))  # (B, T, d), left padded
@@ -120,18 +164,12 @@ class HFBackend:
         out = self.model.generate(
             inputs_embeds=batch, attention_mask=mask, max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy, pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids) or None, **sample,
+            eos_token_id=sorted(self.eos_ids) or None, synced_gpus=self.sharded, **sample,
         )  # (B, new): only generated tokens when prompting with embeddings
-        results = []
+        results: list[tuple[list[int], int | None]] = []
         for row in out.tolist():
-            toks: list[int] = []
-            stopped = False
-            for t in row:
-                if t in self.eos_ids:
-                    stopped = True
-                    break
-                toks.append(t)
-            results.append((toks, not stopped and len(toks) >= params.max_new_tokens))
+            stop = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
+            results.append((row, None) if stop is None else (row[:stop], row[stop]))
         return results
 
 

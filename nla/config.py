@@ -30,7 +30,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise NLAConfigError(f"config {p}: no such file. Fix: pass one of jobs/configs/*.yaml or your own copy.")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            raise NLAConfigError(f"config {p}: not UTF-8 text (byte {e.start}). Fix: save it as UTF-8.") from None
+        except yaml.YAMLError as e:
             raise NLAConfigError(f"config {p}: not valid YAML ({str(e).splitlines()[0]}). Fix: check indentation.")
         if not isinstance(data, dict):
             raise NLAConfigError(f"config {p}: expected a mapping of keys, got {type(data).__name__}. Fix: write "

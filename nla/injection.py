@@ -54,7 +54,13 @@ def as_vectors(activations: Any, d_model: int, *, name: str = "activation") -> t
     if bad.any():
         rows = bad.nonzero().flatten().tolist()[:5]
         raise NLAInputError(f"{name}: rows {rows} contain NaN or inf. Fix: drop those rows or re-extract them.")
-    zero = t.norm(dim=1) == 0
+    norms = t.norm(dim=1)
+    huge = ~torch.isfinite(norms)
+    if huge.any():  # finite values whose squares overflow float32: the vector has no usable direction in float32
+        rows = huge.nonzero().flatten().tolist()[:5]
+        raise NLAInputError(f"{name}: rows {rows} have a norm too large for float32 (values near 1e19 or more). "
+                            "Fix: pass the raw activations, or rescale those rows.")
+    zero = norms == 0
     if zero.any():
         rows = zero.nonzero().flatten().tolist()[:5]
         raise NLAInputError(f"{name}: rows {rows} are all zeros and have no direction. Fix: drop those rows.")

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nla.av import MIN_TEMPERATURE
+
 Vector = list[float] | str
 VECTOR_DOC = "a list of d floats, or base64 of d little-endian float32 values"
 
@@ -19,10 +21,19 @@ class Request(BaseModel):
 
 
 class Sampling(Request):
-    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy (default); 1.0 = the release's sampling")
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy (default); 1.0 = the release's "
+                               f"sampling; else at least {MIN_TEMPERATURE}")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(200, ge=1, description="AV tokens per explanation (capped by the server's limit)")
-    seed: int | None = Field(None, description="seeds sampling; a seeded request is never batched with others")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="seeds sampling; a seeded request is never batched "
+                             "with others")
+
+    @model_validator(mode="after")
+    def sampling_temperature(self) -> Sampling:
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}: smaller ones overflow "
+                             "the logits")
+        return self
 
 
 class ExtractRequest(Request):
@@ -30,7 +41,7 @@ class ExtractRequest(Request):
     positions: list[int] | None = Field(None, description="token positions to return vectors for; [] = tokens only")
     sample: int | None = Field(None, ge=1, description="instead of positions: sample this many eligible positions")
     min_position: int = Field(0, ge=0, description="with sample: first eligible position")
-    seed: int = Field(0, description="with sample: position RNG seed (with the text's hash)")
+    seed: int = Field(0, ge=0, lt=2**63, description="with sample: position RNG seed (with the text's hash)")
     encoding: Literal["list", "base64"] = "list"
 
     @model_validator(mode="after")

@@ -89,6 +89,7 @@ def build_app(cfg: ServeConfig, info: dict[str, Any], token_digest: str | None) 
     if info["ar"]:
         ar = serve.deployment(ARModel, **_options("ar", cfg.ar)).bind(info["ar"]["path"], cfg.ar, **device)
     lake = serve.deployment(LakeReader, **_options("lake", cfg.lake_reader)).bind(
-        resolve_lake(cfg.lake), timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s)
+        resolve_lake(cfg.lake), timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s,
+        memory_limit=lim.query_memory_limit, max_bytes=lim.query_max_bytes)
     return serve.deployment(Ingress, **_options("ingress", cfg.ingress)).bind(
         extractor, av, ar, lake, info=info, limits=lim, token_digest=token_digest)

@@ -7,6 +7,8 @@ in this file: it comes from the environment variable NLA_API_TOKEN.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,6 +62,8 @@ class Limits:
     max_k: int = 100  # nearest neighbours per search
     query_max_rows: int = 1000  # rows one /v1/query answers
     query_timeout_s: float = 10.0  # a query is cut off after this
+    query_memory_limit: str = "1GB"  # DuckDB memory one lake replica's queries may use
+    query_max_bytes: int = 16 * 2**20  # a /v1/query result over this many bytes is refused
 
 
 @dataclass
@@ -93,6 +97,10 @@ def load_serve_config(path: str | Path | None = None, overrides: list[str] | Non
     if not 0 < cfg.http.port < 65536:
         raise NLAConfigError(f"config: http.port {cfg.http.port} is not a TCP port. Fix: pick 1..65535, e.g. 8000.")
     for key, value in vars(cfg.limits).items():
-        if value <= 0:
-            raise NLAConfigError(f"config: limits.{key} is {value}; limits must be positive.")
+        if isinstance(value, (int, float)) and value <= 0:
+            raise NLAConfigError(f"config: limits.{key} is {value}; limits must be positive. Fix: raise it, or "
+                                 "drop the key for its default.")
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", cfg.limits.query_memory_limit):
+        raise NLAConfigError(f"config: limits.query_memory_limit is {cfg.limits.query_memory_limit!r}. Fix: a size "
+                             "such as 1GB or 512MB.")
     return cfg

@@ -52,6 +52,9 @@ async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
 
 @app.exception_handler(HTTPException)
 async def _http(_request: Request, e: HTTPException) -> JSONResponse:
+    if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's answer to a body that is not UTF-8
+        return JSONResponse({"error": f"body: not UTF-8 (byte {e.__cause__.start}). Fix: send the JSON body "
+                                      "encoded as UTF-8.", "type": "InvalidRequest"}, status_code=400)
     hint = " Fix: see /docs for the endpoints." if e.status_code in (404, 405) else ""
     return JSONResponse({"error": f"{e.detail}.{hint}", "type": "HTTPError"}, status_code=e.status_code,
                         headers=getattr(e, "headers", None))
@@ -192,7 +195,8 @@ class Ingress:
             raise NLAInputError("a and b are the same vector, so a - b has no direction. Fix: compare two different "
                                 "activations.")
         ra, rb, rd = await self._explain(np.stack([a, b, diff]), sampling)
-        cos_ab = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        cos_ab = float(a64 @ b64 / (np.linalg.norm(a64) * np.linalg.norm(b64)))
         return {"a": ra, "b": rb, "difference": rd, "cos_ab": cos_ab}
 
     @app.post("/v1/search", summary="nearest labeled activations to a text (via the AR) or a vector; or keyword search")

@@ -19,12 +19,16 @@ from serve.codec import jsonable
 
 
 class LakeReader:
-    def __init__(self, root: str, *, timeout_s: float, refresh_s: float) -> None:
+    def __init__(self, root: str, *, timeout_s: float, refresh_s: float, memory_limit: str | None = None,
+                 max_bytes: int | None = None) -> None:
         self.lake = Lake(root or None)
-        self.timeout_s, self.refresh_s = timeout_s, refresh_s
+        self.timeout_s, self.refresh_s, self.memory_limit, self.max_bytes = timeout_s, refresh_s, memory_limit, max_bytes
         self.lock = threading.Lock()  # one DuckDB connection: one caller at a time
-        self.q = LakeQuery(self.lake, timeout_s=timeout_s)
+        self.q = self._open()
         self.checked = time.monotonic()
+
+    def _open(self) -> LakeQuery:
+        return LakeQuery(self.lake, timeout_s=self.timeout_s, memory_limit=self.memory_limit)
 
     def _fresh(self) -> LakeQuery:
         """The query object, reopened when a table got a new version (checked at most every refresh_s)."""
@@ -33,7 +37,7 @@ class LakeReader:
             now = {n.replace("/", "_"): self.lake.table(n).version() for n in self.lake.names()}
             if now != self.q.tables:
                 self.q.close()
-                self.q = LakeQuery(self.lake, timeout_s=self.timeout_s)
+                self.q = self._open()
         return self.q
 
     def _locked(self, fn: Any, *args: Any) -> Any:
@@ -50,7 +54,7 @@ class LakeReader:
     async def query(self, sql: str, limit: int) -> dict[str, Any]:
         """At most `limit` rows of one read-only SELECT; `truncated` says whether more exist."""
         def run(q: LakeQuery) -> dict[str, Any]:
-            t = q.run(sql, limit=limit + 1)
+            t = q.run(sql, limit=limit + 1, max_bytes=self.max_bytes)
             rows = t.slice(0, limit).to_pylist()
             return {"columns": t.column_names, "rows": jsonable(rows), "truncated": t.num_rows > limit}
 

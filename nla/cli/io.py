@@ -10,8 +10,9 @@ import numpy as np
 from nla.errors import NLAInputError
 
 
-def read_vectors(path: str, rows: list[int] | None = None) -> np.ndarray:
-    """(N, d) float32 from a .npy file holding one vector (d,) or a batch (N, d); `rows` selects some."""
+def read_vectors(path: str, rows: list[int] | None = None, *, d: int | None = None) -> np.ndarray:
+    """(N, d) float32 from a .npy file holding one vector (d,) or a batch (N, d); `rows` selects some. With `d` (the
+    checkpoint's d_model) the width and the values are checked here, so an error names the file and its rows."""
     p = Path(path)
     if not p.is_file():
         raise NLAInputError(f"--vectors {path}: no such file. Fix: save activations with numpy.save(path, array).")
@@ -30,9 +31,18 @@ def read_vectors(path: str, rows: list[int] | None = None) -> np.ndarray:
     if rows is not None:
         bad = [r for r in rows if not 0 <= r < arr.shape[0]]
         if bad:
-            raise NLAInputError(f"--row {bad}: the file has rows 0..{arr.shape[0] - 1}.")
-        arr = arr[rows]
-    return arr.astype(np.float32)
+            raise NLAInputError(f"--row {bad}: {path} has rows 0..{arr.shape[0] - 1}. Fix: pick rows in that range.")
+    picked = rows if rows is not None else list(range(arr.shape[0]))
+    arr = arr[picked].astype(np.float32)
+    if d is not None and arr.shape[1] != d:
+        raise NLAInputError(f"--vectors {path}: shape {arr.shape} but the checkpoint reads vectors of d_model={d}. "
+                            "Fix: extract activations with the base model and layer its sidecar names "
+                            "(base_checkpoint, extraction_layer_index).")
+    for what, bad_rows in (("contain NaN or inf", ~np.isfinite(arr).all(axis=1)), ("are all zeros", ~arr.any(axis=1))):
+        if bad_rows.any():
+            raise NLAInputError(f"--vectors {path}: rows {[picked[i] for i in np.flatnonzero(bad_rows)[:5]]} {what}. "
+                                "Fix: leave those rows out (--row) or re-extract them.")
+    return arr
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:

@@ -81,7 +81,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     labels: list[str]
     if args.vectors:
         rows = parse_int_list(args.row, "--row") if args.row else None
-        vectors = read_vectors(args.vectors, rows)
+        vectors = read_vectors(args.vectors, rows, d=client.meta.d_model)
         labels = [f"row {r}" for r in (rows or range(len(vectors)))]
     else:
         if not args.text.strip():
@@ -121,7 +121,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from nla.client import NLACritic
 
     critic = NLACritic(args.ar)
-    vector = read_vectors(args.vectors, [args.row])[0]
+    vector = read_vectors(args.vectors, [args.row], d=critic.meta.d_model)[0]
     mse, cos = critic.score(args.explanation, vector)
     print(f"mse_nrm {mse:.4f}  cos {cos:.4f}   (0 / 1 perfect, 2 / 0 orthogonal)")
     return 0

@@ -31,7 +31,8 @@ class MineResult:
 
 def training_table(name: str) -> str:
     if not _NAME.match(name or ""):
-        raise NLAInputError(f"--name {name!r}: use letters, digits, '_', '-', '.' (up to 64), e.g. hard_v1.")
+        raise NLAInputError(f"--name {name!r}: not a training-set name. Fix: use letters, digits, '_', '-', '.' "
+                            "(up to 64), e.g. hard_v1.")
     return f"{TRAINING_SET.name}/{name}"
 
 

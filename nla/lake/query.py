@@ -51,9 +51,10 @@ class LakeQuery:
     """An in-memory DuckDB with read-only views over the lake's tables (optionally pinned to versions)."""
 
     def __init__(self, lake: Lake, *, versions: dict[str, int] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 filesystem_for: Callable[[str], Any] | None = None) -> None:
+                 filesystem_for: Callable[[str], Any] | None = None, memory_limit: str | None = None) -> None:
         """versions pins tables to Delta versions; filesystem_for(table_uri) may supply the pyarrow filesystem each
-        table is read through (instrumentation, custom stores)."""
+        table is read through (instrumentation, custom stores); memory_limit caps DuckDB's memory (e.g. "1GB"; a
+        shared server sets it so one query cannot take the replica's memory), None = DuckDB's default (80% of RAM)."""
         import duckdb
 
         self.lake, self.timeout_s = lake, timeout_s
@@ -86,6 +87,8 @@ class LakeQuery:
         if self.d:
             self.con.execute(nearest_macro(self.d))
         # The sandbox: no files, no extensions, no settings changes from here on.
+        if memory_limit:
+            self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
@@ -125,8 +128,10 @@ class LakeQuery:
         except Exception as e:
             raise self._explain(e) from e
 
-    def run(self, sql: str, params: Any = None, *, limit: int | None = 10_000, checked: bool = False) -> pa.Table:
-        """Run a SELECT and return at most `limit` rows as an Arrow table (within the timeout)."""
+    def run(self, sql: str, params: Any = None, *, limit: int | None = 10_000, checked: bool = False,
+            max_bytes: int | None = None) -> pa.Table:
+        """Run a SELECT and return at most `limit` rows as an Arrow table (within the timeout); a result over
+        `max_bytes` is refused."""
         if not checked:
             self.check(sql)
         try:
@@ -134,12 +139,18 @@ class LakeQuery:
                 rel = self.con.sql(sql, params=params)
                 if limit is None:
                     return rel.to_arrow_table()
-                reader = rel.to_arrow_reader(min(limit, 65_536) or 1)
-                batches, n = [], 0
+                # with a byte cap, small batches: the cap is checked before a huge result is all in memory
+                reader = rel.to_arrow_reader(min(limit, 16 if max_bytes is not None else 65_536) or 1)
+                batches, n, size = [], 0, 0
                 try:
                     for b in reader:
                         batches.append(b.slice(0, limit - n))
                         n += batches[-1].num_rows
+                        size += batches[-1].nbytes
+                        if max_bytes is not None and size > max_bytes:
+                            raise NLAQueryError(f"the result is over {max_bytes:,} bytes after {n} rows. Fix: select "
+                                                "fewer or shorter columns (e.g. left(explanation, 200)), or lower "
+                                                "the limit.")
                         if n >= limit:
                             break
                 finally:
@@ -221,6 +232,9 @@ class LakeQuery:
         if isinstance(e, duckdb.InterruptException):
             return NLAQueryError(f"query cut off after {self.timeout_s:.0f}s. Fix: add a WHERE/LIMIT, or select "
                                  "fewer columns (vectors are large).")
+        if isinstance(e, duckdb.OutOfMemoryException):
+            return NLAQueryError(f"query ran out of its memory limit ({msg}). Fix: aggregate or filter more, or "
+                                 "select fewer or shorter columns.")
         if isinstance(e, duckdb.PermissionException):
             return NLAQueryError(f"refused: {msg}. The query path cannot read or write files. Fix: query the lake's "
                                  "tables only.")

@@ -238,7 +238,7 @@ class Lake:
             except CommitFailedError as e:
                 if attempt == COMMIT_RETRIES - 1:
                     raise NLACommitConflict(f"table {name!r}: {COMMIT_RETRIES} commits in a row lost to concurrent "
-                                            f"writers ({e}). Nothing was written. Fix: rerun; committed shards are "
+                                            f"writers ({str(e).splitlines()[0]}). Nothing was written. Fix: rerun; committed shards are "
                                             "skipped and this one is replaced, never duplicated.") from e
                 self.conflicts += 1
                 time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))

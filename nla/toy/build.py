@@ -119,7 +119,7 @@ def _train_base(model: Any, tokenizer: Any, texts: list[str], r: ToyRecipe, log:
 def build(out: Path, recipe: ToyRecipe | None = None, *, log: Any = print) -> Path:
     """Build the kit into `out` (written to a temporary sibling, then renamed: a crash leaves no half kit)."""
     from nla.client import NLAClient, NLACritic
-    from nla.metrics import fve_nrm, mse_nrm
+    from nla.metrics import fve_nrm
 
     r = recipe or ToyRecipe()
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ class ScalingSettings:
     workers: int = 1  # Ray Train workers (one model replica each; DDP or FSDP across them)
     use_gpu: bool = False  # one GPU per worker (NCCL); CPU workers use gloo
     cpus_per_worker: float = 1.0
-    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp shards parameters for models that do not fit one GPU
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: FSDP2 shards weights, grads and AdamW state (CPU or GPU)
     max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
     checkpoint_every: int = 20  # optimiser steps between Ray Train checkpoints (the resume points)
 

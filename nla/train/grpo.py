@@ -13,6 +13,7 @@ the AR's loss) within 10%, or the run stops: a mismatch means rewards and traini
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from nla.av import AVPrompter, HFBackend, SamplingParams, decode_generations
 from nla.errors import NLAError
 from nla.meta import NLAMeta
 from nla.metrics import fve_nrm, mse_nrm
+from nla.train.sharding import gathered, is_sharded, load_optimizer_state, optimizer_state
 
 FAILED_REWARD = -2.0
 
@@ -86,10 +88,10 @@ def token_logprobs(model: Any, prompter: AVPrompter, ids: torch.Tensor, mask: to
     Only the logits of positions start-1..T-2 are computed (`logits_to_keep`): the prompt's are never needed.
     """
     dev = prompter.embedding.weight.device
-    embeds = prompter.embed(ids.to(dev), vectors.to(dev))
     keep = ids.shape[1] - start + 1
-    logits = model(inputs_embeds=embeds, attention_mask=mask.to(dev), use_cache=False,
-                   logits_to_keep=keep).logits[:, :-1].float()
+    with prompter.injecting(vectors.to(dev)):  # inside the forward: FSDP gathers the embedding only there
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False,
+                       logits_to_keep=keep).logits[:, :-1].float()
     target = ids[:, start:].to(dev).unsqueeze(-1)
     return (logits.gather(-1, target) - torch.logsumexp(logits, -1, keepdim=True)).squeeze(-1)
 
@@ -97,7 +99,9 @@ def token_logprobs(model: Any, prompter: AVPrompter, ids: torch.Tensor, mask: to
 class GRPOTrainer:
     """Holds the policy AV, its frozen reference, the AR and both optimisers. `step(vectors)` does one update.
 
-    `policy` / `ar` may be DDP-wrapped (jobs/train.py); generation and prompting use the unwrapped modules.
+    `policy` / `ar` may be DDP-wrapped or FSDP-sharded (jobs/train.py), and the reference sharded like the policy;
+    generation and prompting use the unwrapped modules. Under FSDP every forward is collective, so every rank runs
+    the same number of each (the AR's reward path too, on a dummy sample when a rank has no ok one).
     """
 
     def __init__(self, policy: Any, reference: Any, ar: Any, tokenizer: Any, av_meta: NLAMeta, ar_meta: NLAMeta,
@@ -109,20 +113,23 @@ class GRPOTrainer:
         self.tokenizer, self.av_meta, self.ar_meta = tokenizer, av_meta, ar_meta
         self.prompter = AVPrompter(self.av_module.get_input_embeddings(), tokenizer, av_meta)
         self.ref_prompter = AVPrompter(self.reference.get_input_embeddings(), tokenizer, av_meta)
-        self.backend = HFBackend(self.av_module, tokenizer, eos_ids)
-        self.eos = min(eos_ids) if eos_ids else tokenizer.eos_token_id
+        self.backend = HFBackend(self.av_module, tokenizer, eos_ids, sharded=is_sharded(self.av_module))
+        self.eos_ids = eos_ids
         self.av_opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.av_lr,
                                         betas=(0.9, 0.95), weight_decay=0.0)
         self.ar_opt = torch.optim.AdamW([p for p in ar.parameters() if p.requires_grad], lr=cfg.ar_lr,
                                         betas=(0.9, 0.95), weight_decay=0.0)
         self.steps_done = 0
+        self.reward_path_checked = False  # the step-0 check, made at the first step that has an ok sample
 
     def state_dict(self) -> dict[str, Any]:
-        return {"av_opt": self.av_opt.state_dict(), "ar_opt": self.ar_opt.state_dict(), "steps_done": self.steps_done}
+        """Both optimisers' states and the step count. Collective under FSDP (every rank calls it)."""
+        return {"av_opt": optimizer_state(self.av_module, self.av_opt),
+                "ar_opt": optimizer_state(self.ar_module, self.ar_opt), "steps_done": self.steps_done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.av_opt.load_state_dict(state["av_opt"])
-        self.ar_opt.load_state_dict(state["ar_opt"])
+        load_optimizer_state(self.av_module, self.av_opt, state["av_opt"])
+        load_optimizer_state(self.ar_module, self.ar_opt, state["ar_opt"])
         self.steps_done = int(state["steps_done"])
 
     @torch.no_grad()
@@ -130,12 +137,13 @@ class GRPOTrainer:
         """k samples per vector (grouped consecutively): response token ids (with the stop token) and parses."""
         self.av_module.eval()
         reps = vectors.repeat_interleave(self.cfg.group, 0)
-        embeds = self.prompter.prompt_embeds(reps)
+        with gathered(self.av_module):
+            embeds = self.prompter.prompt_embeds(reps)
         params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed)
-        outputs = self.backend.generate(embeds, params)
-        gens = decode_generations(self.tokenizer, outputs)
-        # the stop token is part of what the policy chose: score it too (absent when cut at the cap)
-        responses = [toks + ([] if hit else [self.eos]) for toks, hit in outputs]
+        outputs = self.backend.generate_with_stops(embeds, params)
+        gens = decode_generations(self.tokenizer, [(toks, stop is None) for toks, stop in outputs])
+        # the stop token the policy chose is part of its response: score it too (absent when cut at the cap)
+        responses = [toks + ([] if stop is None else [stop]) for toks, stop in outputs]
         self.av_module.train()
         return responses, gens
 
@@ -149,14 +157,18 @@ class GRPOTrainer:
         cfg, t0 = self.cfg, time.perf_counter()
         reps = vectors.repeat_interleave(cfg.group, 0)
         responses, gens = self.sample(vectors, seed=cfg.seed * 1_000_003 + self.steps_done)
-        ok = [i for i, g in enumerate(gens) if g.status == "ok"]
+        # reward -2 for a failed sample: no tags, or cut at the length cap (truncated, even with its tags closed)
+        ok = [i for i, (g, r) in enumerate(zip(gens, responses)) if g.status == "ok" and r and r[-1] in self.eos_ids]
         rewards = torch.full((len(gens),), FAILED_REWARD)
-        ok_mse = torch.empty(0)
+        # a worker with no ok sample still runs the AR, on a dummy (unused): its forward is collective (DDP, FSDP)
+        use = ok or [0]
+        texts = [gens[i].explanation for i in ok] or ["."]
+        with torch.no_grad():  # the reward path: the live AR, as the scorer sees it
+            self.ar_module.eval()
+            reward_mse = self.ar_mse(texts, reps[use]).cpu()
+            self.ar_module.train()
+        ok_mse = reward_mse if ok else torch.empty(0)
         if ok:
-            with torch.no_grad():  # the reward path: the live AR, as the scorer sees it
-                self.ar_module.eval()
-                ok_mse = self.ar_mse([gens[i].explanation for i in ok], reps[ok]).cpu()
-                self.ar_module.train()
             rewards[ok] = -ok_mse
         adv = group_advantages(rewards, cfg.group)
 
@@ -165,22 +177,19 @@ class GRPOTrainer:
         n, mb = len(responses), cfg.micro_batch or len(responses)
         self.av_opt.zero_grad(set_to_none=True)
         av_loss, kl_sum, kl_tokens = 0.0, 0.0, 0.0
+        no_sync = getattr(self.policy, "no_sync", None)
         for lo in range(0, n, mb):  # micro-batches: memory bounded by micro_batch x response length x vocab
             sl = slice(lo, min(n, lo + mb))
-            logp = token_logprobs(self.policy, self.prompter, ids[sl], mask[sl], reps[sl], start)
-            with torch.no_grad():
-                ref_logp = token_logprobs(self.reference, self.ref_prompter, ids[sl], mask[sl], reps[sl], start)
-            tmask = resp[sl, start:].to(logp.device).float()
-            ratio = torch.exp(logp - logp.detach())
-            kl = k3(logp, ref_logp)
-            per_token = -adv[sl].to(logp.device).unsqueeze(1) * ratio + cfg.kl_coef * kl
-            loss = ((per_token * tmask).sum(1) / tmask.sum(1).clamp(min=1)).sum() / n  # mean over all responses
-            last = lo + mb >= n
-            sync = getattr(self.policy, "no_sync", None)
-            if sync is not None and not last:  # DDP: all-reduce once, on the last micro-batch
-                with sync():
-                    loss.backward()
-            else:
+            # DDP: all-reduce once, on the last micro-batch (DDP decides at the forward, so both go inside no_sync)
+            with no_sync() if no_sync is not None and lo + mb < n else contextlib.nullcontext():
+                logp = token_logprobs(self.policy, self.prompter, ids[sl], mask[sl], reps[sl], start)
+                with torch.no_grad():
+                    ref_logp = token_logprobs(self.reference, self.ref_prompter, ids[sl], mask[sl], reps[sl], start)
+                tmask = resp[sl, start:].to(logp.device).float()
+                ratio = torch.exp(logp - logp.detach())
+                kl = k3(logp, ref_logp)
+                per_token = -adv[sl].to(logp.device).unsqueeze(1) * ratio + cfg.kl_coef * kl
+                loss = ((per_token * tmask).sum(1) / tmask.sum(1).clamp(min=1)).sum() / n  # mean over all responses
                 loss.backward()
             av_loss += float(loss.detach())
             kl_sum += float((kl.detach() * tmask).sum())
@@ -191,11 +200,11 @@ class GRPOTrainer:
 
         ar_loss = float("nan")
         if cfg.train_ar:
-            # with no ok sample this worker still takes part (zero loss): DDP all-reduces every step on every rank
-            use = ok or [0]
-            train_mse = self.ar_mse([gens[i].explanation or gens[i].raw_output or "." for i in use], reps[use])
-            if self.steps_done == 0 and ok:
+            # with no ok sample this worker still takes part (zero loss): DDP/FSDP reduce every step on every rank
+            train_mse = self.ar_mse(texts, reps[use])
+            if not self.reward_path_checked and ok:  # step 0, or the first step with an ok sample
                 self.check_step0(ok_mse, train_mse.detach().cpu())
+                self.reward_path_checked = True
             loss = train_mse.mean() * (1.0 if ok else 0.0)
             self.ar_opt.zero_grad(set_to_none=True)
             loss.backward()

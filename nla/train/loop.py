@@ -69,17 +69,18 @@ def index_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
 def train(params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor], batches: Iterator[Any],
           cfg: TrainConfig, *, evaluate: Callable[[], dict[str, float]] | None = None,
           log: Callable[[str], None] | None = print, name: str = "train", start_step: int = 0,
-          opt_state: dict[str, Any] | None = None,
+          load_opt: Callable[[torch.optim.Optimizer], None] | None = None,
           on_step: Callable[[int, float, torch.optim.Optimizer], None] | None = None) -> TrainResult:
     """Run cfg.steps optimiser steps of loss_fn over batches; evaluate every cfg.eval_every steps and at the end.
 
-    Resuming: start_step skips the steps (and their batches) already done and opt_state restores the optimiser.
+    Resuming: start_step skips the steps (and their batches) already done, and load_opt(optimizer) restores the
+    optimiser's state once it is built (under FSDP it must be built over the sharded parameters first).
     on_step(step_done, loss, optimizer) runs after every step (checkpointing and metric reports hook in there).
     """
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
+    if load_opt is not None:
+        load_opt(opt)
     for _ in range(start_step * cfg.grad_accum):
         next(batches)
     result, t0 = TrainResult(), time.perf_counter()

@@ -3,6 +3,8 @@
 The env says who this worker is (rank, world), wraps models for data parallelism (DDP/FSDP, identity alone),
 reports metrics with an optional state to checkpoint, and carries the state to resume from. Rank 0 writes the final
 checkpoint in the release layout (HF files + nla_meta.yaml, + value_head.safetensors for an AR) and metrics.json.
+Under FSDP every rank takes part in whatever forwards or gathers the sharded models (evaluation, checkpoint state,
+the final weights; nla.train.sharding); rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nla.train.data import Examples, load_examples
 from nla.train.grpo import GRPOTrainer
 from nla.train.loop import index_batches, train
 from nla.train.sft import AVSFTData, ar_eval, ar_loss, av_loss, trained_meta
+from nla.train.sharding import gathered, is_sharded, load_optimizer_state, model_state, optimizer_state, shard, whole
 
 
 @dataclass
@@ -36,7 +39,7 @@ class WorkerEnv:
     rank: int = 0
     world: int = 1
     device: str = "cpu"
-    wrap: Callable[[Any], Any] = lambda m: m  # DDP / FSDP under Ray Train
+    wrap: Callable[[Any], Any] = lambda m: m  # DDP / FSDP under Ray Train (FSDP shards the module in place)
     report: Callable[[dict[str, Any], dict[str, Any] | None], None] = lambda metrics, state: None
     resume: dict[str, Any] | None = None  # the state of the last checkpoint, if the run restarted
     log: Callable[[str], None] = print
@@ -99,10 +102,10 @@ def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
         model, tok, meta = load_ar(cfg.init, dtype, env.device)
     train_ex, eval_ex = data or datasets(cfg, meta.d_model, need_explanations=True)
     part = my_part(train_ex, env)
-    start, opt_state = 0, None
-    if env.resume:
+    start = 0
+    if env.resume:  # the whole state dict, loaded before wrapping (FSDP then shards the loaded weights)
         model.load_state_dict(env.resume["model"])
-        start, opt_state = int(env.resume["step"]), env.resume["opt"]
+        start = int(env.resume["step"])
         env.log(f"[sft] rank {env.rank} resumed from step {start}")
     module = model
     wrapped = env.wrap(model)
@@ -134,16 +137,21 @@ def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
     def on_step(step: int, loss: float, opt: torch.optim.Optimizer) -> None:
         row = {"step": step, "loss": loss, "seconds": time.perf_counter() - t0}
         metrics.write(row)
-        if checkpoint_due(step, cfg, s.steps):
-            state = {"model": module.state_dict(), "opt": opt.state_dict(), "step": step}
+        if checkpoint_due(step, cfg, s.steps):  # every rank gathers (FSDP), rank 0 reports the state
+            state = {"model": model_state(module), "opt": optimizer_state(module, opt), "step": step}
             env.report(row, state if env.rank == 0 else None)
+
+    def load_opt(opt: torch.optim.Optimizer) -> None:
+        assert env.resume is not None
+        load_optimizer_state(module, opt, env.resume["opt"])
 
     module.train()
     result = train([p for p in wrapped.parameters() if p.requires_grad], loss_fn,
                    index_batches(len(part), min(s.batch_size, len(part)), s.seed + env.rank), s, evaluate=evaluate,
                    log=env.log if env.rank == 0 else None, name=f"{cfg.role}-sft", start_step=start,
-                   opt_state=opt_state, on_step=on_step)
+                   load_opt=load_opt if env.resume else None, on_step=on_step)
     module.eval()
+    final = whole(module, lambda: (load_av if cfg.role == "av" else load_ar)(cfg.init, dtype, "cpu")[0])
     summary = {"algo": "sft", "role": cfg.role, "steps": s.steps, "resumed_from": start,
                "first_loss": result.first_loss if result.losses else None,
                "last_loss": result.last_loss if result.losses else None, **result.evals[-1],
@@ -152,7 +160,7 @@ def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
     if env.rank == 0:
         loss_type = "response_ce" if cfg.role == "av" else "mse_nrm"
         new_meta = trained_meta(meta, s, parent=str(cfg.init), trained_on=cfg.data, loss_type=loss_type)
-        (save_av if cfg.role == "av" else save_ar)(module, tok, new_meta, out / cfg.role)
+        (save_av if cfg.role == "av" else save_ar)(final, tok, new_meta, out / cfg.role)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
@@ -160,7 +168,8 @@ def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
 @torch.no_grad()
 def roundtrip_fve(av: Any, tok: Any, av_meta: NLAMeta, ar: ARModel, ar_meta: NLAMeta, eos: set[int],
                   vectors: torch.Tensor, max_new_tokens: int) -> dict[str, float]:
-    """Held-out round trip, greedy: mse and fve_nrm (a sample without tags is scored on its raw output)."""
+    """Held-out round trip, greedy: mse and fve_nrm (a sample without tags is scored on its raw output).
+    Sharded models (FSDP): every rank must call it, with the same vectors."""
     from nla.av import HFBackend, SamplingParams, decode_generations
     from nla.metrics import fve_nrm, mse_nrm
 
@@ -169,9 +178,11 @@ def roundtrip_fve(av: Any, tok: Any, av_meta: NLAMeta, ar: ARModel, ar_meta: NLA
     ar_was = ar.training
     ar.eval()
     prompter = AVPrompter(av.get_input_embeddings(), tok, av_meta)
-    gens = decode_generations(tok, HFBackend(av, tok, eos).generate(
-        prompter.prompt_embeds(vectors), SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)))
-    texts = [g.explanation or g.raw_output or "(empty)" for g in gens]
+    with gathered(av):
+        embeds = prompter.prompt_embeds(vectors)
+    gens = decode_generations(tok, HFBackend(av, tok, eos, sharded=is_sharded(av)).generate(
+        embeds, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)))
+    texts = [g.explanation or g.raw_output.strip() or "(empty)" for g in gens]
     mses = []
     dev = ar.value_head.weight.device
     vectors = vectors.float().cpu()
@@ -205,16 +216,22 @@ def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
         ar.load_state_dict(env.resume["ar"])
         env.log(f"[grpo] rank {env.rank} resumed from step {env.resume['trainer']['steps_done']}")
     eos = eos_ids(Path(cfg.init), tok)
-    trainer = GRPOTrainer(env.wrap(policy), reference, env.wrap(ar), tok, av_meta, ar_meta, g, eos)
+    wrapped_policy, wrapped_ar = env.wrap(policy), env.wrap(ar)
+    sharded = is_sharded(policy)  # FSDP shards in place; DDP leaves `policy` the plain module
+    if sharded:  # the frozen reference is sharded like the policy (DDP has nothing to do for a model that never trains)
+        shard(reference, env.device)
+    trainer = GRPOTrainer(wrapped_policy, reference, wrapped_ar, tok, av_meta, ar_meta, g, eos)
     if env.resume:
         trainer.load_state_dict(env.resume["trainer"])
     held = eval_ex.vectors[:cfg.eval_samples]
     metrics, evals, t0 = MetricsLog(out, env), [], time.perf_counter()
 
     def evaluate(step: int) -> None:
+        if env.rank != 0 and not sharded:  # FSDP: its forwards are collective, every rank runs the same round trip
+            return
+        e = {"step": step, **roundtrip_fve(policy, tok, av_meta, ar, ar_meta, eos, held, g.max_new_tokens)}
+        evals.append(e)
         if env.rank == 0:
-            e = {"step": step, **roundtrip_fve(policy, tok, av_meta, ar, ar_meta, eos, held, g.max_new_tokens)}
-            evals.append(e)
             env.log(f"[grpo] eval step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in e.items() if k != "step"))
 
     if trainer.steps_done == 0:
@@ -234,20 +251,22 @@ def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
                     f"failed {row['failed_fraction']:.2f} ({row['elapsed']:.0f}s)")
         if g.eval_every and step % g.eval_every == 0 and step < g.steps:
             evaluate(step)
-        if checkpoint_due(step, cfg, g.steps):
-            state = {"policy": policy.state_dict(), "ar": ar.state_dict(), "trainer": trainer.state_dict()}
+        if checkpoint_due(step, cfg, g.steps):  # every rank gathers (FSDP), rank 0 reports the state
+            state = {"policy": model_state(policy), "ar": model_state(ar), "trainer": trainer.state_dict()}
             env.report({k: v for k, v in row.items() if isinstance(v, (int, float))}, state if env.rank == 0 else None)
     evaluate(g.steps)
     summary = {"algo": "grpo", "steps": g.steps, "workers": env.world, "seconds": time.perf_counter() - t0,
                "train_examples": len(train_ex), "eval_examples": len(held), "evals": evals,
                "config": asdict(g)}
+    final_av = whole(policy, lambda: load_av(cfg.init, dtype, "cpu")[0])
+    final_ar = whole(ar, lambda: load_ar(cfg.ar, dtype, "cpu")[0])
     if env.rank == 0:
         summary.update(start=evals[0] if evals and evals[0]["step"] == 0 else None, end=evals[-1])
-        save_av(policy, tok, av_meta.derive(stage="rl", parent_checkpoints=[str(cfg.init)], trained_on=cfg.data,
-                                            training={"lr": g.av_lr, "loss_type": "grpo", "kl_coef": g.kl_coef,
-                                                      "group": g.group, "steps": g.steps}), out / "av")
-        save_ar(ar, tok, ar_meta.derive(stage="rl", parent_checkpoints=[str(cfg.ar)], trained_on=cfg.data,
-                                        training={"lr": g.ar_lr, "loss_type": "mse_nrm on AV samples",
-                                                  "steps": g.steps}), out / "ar")
+        save_av(final_av, tok, av_meta.derive(stage="rl", parent_checkpoints=[str(cfg.init)], trained_on=cfg.data,
+                                              training={"lr": g.av_lr, "loss_type": "grpo", "kl_coef": g.kl_coef,
+                                                        "group": g.group, "steps": g.steps}), out / "av")
+        save_ar(final_ar, tok, ar_meta.derive(stage="rl", parent_checkpoints=[str(cfg.ar)], trained_on=cfg.data,
+                                              training={"lr": g.ar_lr, "loss_type": "mse_nrm on AV samples",
+                                                        "steps": g.steps}), out / "ar")
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary

@@ -49,11 +49,12 @@ class AVSFTData:
 
 
 def av_loss(model: Any, prompter: AVPrompter, batch: tuple) -> torch.Tensor:
-    """Response cross-entropy. `model` may be DDP/FSDP-wrapped: the prompter holds the unwrapped embedding."""
+    """Response cross-entropy. `model` may be DDP/FSDP-wrapped: the activation is injected inside its forward, by
+    a hook on the embedding layer the prompter holds (the same module object, wrapped or not)."""
     ids, mask, labels, vectors = batch
     dev = prompter.embedding.weight.device
-    embeds = prompter.embed(ids.to(dev), vectors.to(dev))  # (B, T, d), activation at the marker
-    logits = model(inputs_embeds=embeds, attention_mask=mask.to(dev), use_cache=False).logits  # (B, T, V)
+    with prompter.injecting(vectors.to(dev)):  # activation at the marker
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits  # (B, T, V)
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(dev),
                                              ignore_index=-100)
 

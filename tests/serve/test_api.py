@@ -33,8 +33,30 @@ def library(toy_kit):
     return NLAClient(toy_kit / "av"), NLACritic(toy_kit / "ar")
 
 
+def listening_on(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, read from the kernel's tables (Linux /proc/net)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A = LISTEN
+                raw = bytes.fromhex(addr)
+                # the kernel writes each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(raw)))
+    return found
+
+
 def test_health_models_page_docs_and_token(server):
-    assert server.url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+    port = int(server.url.rsplit(":", 1)[1])
+    assert listening_on(port) == {"127.0.0.1"}  # bound to loopback only (no 0.0.0.0 / :: listener) by default
     assert server.call("/healthz", token=None) == (200, {"status": "ok"})
     m = ok(server, "/v1/models")
     assert m["d_model"] == 128 and m["layer"] == 1
@@ -205,6 +227,12 @@ BAD = [  # (path, body or raw bytes, status, words the message must hold)
     ("/v1/query", {"sql": "SELECT * FROM read_csv('/etc/passwd')"}, 400, "cannot read or write files"),
     ("/v1/query", {"sql": "SELECT * FROM read_text('/etc/hostname')"}, 400, "cannot read or write files"),
     ("/v1/query", {"sql": "SELECT * FROM nope"}, 400, "Tables here"),
+    ("/v1/query", {"sql": "SELECT repeat('x', 100000) FROM range(1000)"}, 400, "over 16,777,216 bytes"),
+    ("/v1/explain", {"vectors": [V], "temperature": 1.0, "seed": 2**70}, 422, "seed"),
+    ("/v1/explain", {"vectors": [V], "temperature": 1e-300}, 422, "temperature must be 0"),
+    ("/v1/explain", {"vectors": [[1e20] * 128]}, 400, "norm too large"),
+    ("/v1/explain", b'{"text": "caf\xe9 latin-1", "positions": [1]}', 400, "body: not UTF-8 (byte 13)"),
+    ("/v1/compare", {"a": {"vector": [1e20] * 128}, "b": {"vector": V}}, 400, "norm too large"),
 ]
 
 

@@ -56,6 +56,10 @@ def test_page_explains_a_clicked_token_and_shows_the_lake(server, browser):
     browser.wait_for(f"{count('#lake-results tbody tr')} === 20")
     mses = browser.eval("[...document.querySelectorAll('#lake-results tbody tr')].map(r => +r.cells[1].textContent)")
     assert mses == sorted(mses, reverse=True)
+    browser.click("#best")
+    browser.wait_for("/^best reconstructed: \\d+ rows$/.test(document.getElementById('lake-status').textContent)")
+    best = browser.eval("[...document.querySelectorAll('#lake-results tbody tr')].map(r => +r.cells[1].textContent)")
+    assert len(best) == 20 and best == sorted(best) and best[0] <= mses[-1]
     browser.click("#keyword")
     browser.type("weather")
     browser.click("#kw-form button")

@@ -37,7 +37,7 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(LabelConfig, tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", ["toy", "smollm2", "qwen7b", "qwen7b-1gpu", "gemma3-12b", "llama70b"])
+@pytest.mark.parametrize("name", ["toy", "smollm2", "qwen7b", "qwen7b-1gpu", "qwen7b-multigpu", "gemma3-12b", "llama70b"])
 def test_example_configs_load(name):
     cfg = load_config(LabelConfig, f"jobs/configs/{name}.yaml")
     assert cfg.models.av and cfg.extractor.concurrency >= 1
@@ -46,5 +46,8 @@ def test_example_configs_load(name):
             assert cfg.explainer.num_gpus >= cfg.vllm.tensor_parallel_size
         else:  # transformers on a GPU only with the fast path
             assert cfg.models.fast and cfg.models.dtype == "bfloat16"
-        gpus = [r.num_gpus * r.concurrency for r in (cfg.extractor, cfg.explainer, cfg.scorer)]
-        assert all(g > 0 for g in gpus), gpus
+        if cfg.fuse:  # one replica of all three models per actor: the explainer's resources
+            assert cfg.explainer.num_gpus == 1, cfg.explainer
+        else:
+            gpus = [r.num_gpus * r.concurrency for r in (cfg.extractor, cfg.explainer, cfg.scorer)]
+            assert all(g > 0 for g in gpus), gpus

@@ -109,3 +109,40 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(k) == len(set(k)) == 9 * 40
     assert lk.committed_shards("activations") == {f"s{i}" for i in range(9)}
     assert np.isfinite(lk.table("activations").version())
+
+
+def raced_write(lk: Lake, name: str, rows: pa.Table, shard: str, races: list[int]):
+    """A shard write that, on each of its first races[0] attempts, loses a real race: another writer commits the
+    same partition after this one read the table and before it commits (Delta then refuses the stale commit)."""
+    from deltalake import DeltaTable, write_deltalake
+
+    predicate = f"shard = '{shard}'"
+
+    def write(props) -> None:
+        stale = DeltaTable(lk.uri(name))  # this writer's snapshot
+        if races[0] > 0:
+            races[0] -= 1
+            write_deltalake(lk.uri(name), rows, mode="overwrite", predicate=predicate)  # the other writer wins
+        write_deltalake(stale, rows, mode="overwrite", predicate=predicate, commit_properties=props)
+
+    return write
+
+
+def test_lost_commit_races_are_retried_then_refused_clearly(lake, monkeypatch):
+    import nla.lake.store as store
+    from nla.errors import NLACommitConflict
+
+    acts, _ = shard_rows(1)
+    before = count(lake, "activations")
+    lake.conflicts = 0
+    lake._retry("activations", raced_write(lake, "activations", acts, "s1", [2]), run_id="race")
+    assert lake.conflicts == 2  # two real conflicts from Delta, retried; the third attempt committed
+    assert count(lake, "activations") == before  # the shard replaced, never duplicated
+    k = keys(lake, "activations", ACTIVATIONS)
+    assert len(k) == len(set(k))
+    monkeypatch.setattr(store, "COMMIT_RETRIES", 2)
+    version = lake.table("activations").version()
+    with pytest.raises(NLACommitConflict, match="2 commits in a row lost to concurrent writers.*Fix: rerun"):
+        lake._retry("activations", raced_write(lake, "activations", acts, "s1", [5]), run_id="race")
+    # only the winners' commits landed; the loser wrote nothing
+    assert lake.table("activations").version() == version + 2 and count(lake, "activations") == before
