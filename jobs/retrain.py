@@ -1,8 +1,11 @@
-"""The hard-example loop: `nla retrain` (= python -m jobs.retrain) on a lake that `nla label` filled.
+"""The hard-example loop: `nla retrain` (= python -m jobs.retrain) on a lake that `nla label` filled, or that it
+fills first from a corpus (`--input`).
 
     python -m jobs.retrain --lake ./lake                         # toy kit pair, best-of-k targets
+    python -m jobs.retrain --lake ./lake --input toy-corpus      # label the corpus first, then the loop
     python -m jobs.retrain --lake ./lake --method teacher --teacher-url http://127.0.0.1:8000/v1
 
+0. with --input: label the corpus into the lake (jobs.label, the --label-config with --av/--ar);
 1. split documents: `--heldout` of them (by a hash of doc_id) are never trained on;
 2. mine the hard examples (mse above the `--quantile` of the AV's labels): training docs -> <run>_hard_train,
    held-out docs -> <run>_hard_heldout; and a random held-out set -> <run>_random_heldout;
@@ -63,6 +66,14 @@ def run(args: argparse.Namespace) -> dict:
     ar = str(kit / "ar") if args.ar == "toy" else args.ar
     av_id, ar_id = checkpoint_id(av), checkpoint_id(ar)
     run_id, started, t0 = new_run_id("retrain"), now(), time.perf_counter()
+    if args.input:  # step 0: label the corpus into the lake with this pair (committed shards are skipped)
+        import jobs.label
+        from nla.labeling.config import LabelConfig
+
+        from nla.cli.jobs import default_config
+
+        jobs.label.run(load_config(LabelConfig, args.label_config or default_config(), [
+            f"input={args.input}", f"models.av={av}", f"models.ar={ar}", *([f"lake={args.lake}"] if args.lake else [])]))
     tag = run_id.replace("-", "_")
     heldout = f"(hash(doc_id) % 1000) < {int(args.heldout * 1000)}"
     mine_base = f"status = 'ok' AND av = '{av_id}' AND ar = '{ar_id}'"
@@ -129,6 +140,10 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m jobs.retrain", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lake", default=None, help="a lake `nla label` filled (default $NLA_LAKE or ./lake)")
+    ap.add_argument("--input", default=None, help="label this corpus into the lake first, with --av/--ar and the "
+                    "base of --label-config (shards already committed are skipped)")
+    ap.add_argument("--label-config", default=None, help="the labeling config --input uses (default: the toy kit's, "
+                    "jobs/configs/toy.yaml)")
     ap.add_argument("--av", default="toy", help="the AV that labeled the lake (and is retrained)")
     ap.add_argument("--ar", default="toy", help="the AR that scored it")
     ap.add_argument("--quantile", type=float, default=0.75, help="hard = mse above this quantile of the labels")

@@ -247,10 +247,12 @@ def test_bad_data_empty_and_wrong_d(lake, make_base, tmp_path):
 
 
 def test_retrain_loop(lake, tmp_path):
-    """label (fixture) -> mine hard -> best-of-k targets -> SFT -> relabel the held-out sets, recorded in runs."""
-    p = nla("retrain", "--lake", str(lake), "--steps", "6", "--k", "2", "--eval-rows", "40", "--quantile", "0.6",
-            "--out", str(tmp_path / "retrained"))
+    """label (fixture; --input finds it committed) -> mine hard -> best-of-k targets -> SFT -> relabel the held-out
+    sets, recorded in runs."""
+    p = nla("retrain", "--lake", str(lake), "--input", str(lake.parent / "corpus"), "--steps", "6", "--k", "2",
+            "--eval-rows", "40", "--quantile", "0.6", "--out", str(tmp_path / "retrained"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "3 already committed, 0 to do" in p.stdout  # --input labels first; the fixture's shards are skipped
     assert "hard_heldout" in p.stdout and "random_heldout" in p.stdout
     assert (tmp_path / "retrained" / "av" / "nla_meta.yaml").is_file()
     with LakeQuery(Lake(lake)) as q:
@@ -259,3 +261,10 @@ def test_retrain_loop(lake, tmp_path):
     assert row["status"] == "ok"
     for k in ("hard_heldout", "random_heldout"):
         assert t[f"{k}_n"] > 1 and 0 <= t[f"{k}_mse_before"] <= 4 and 0 <= t[f"{k}_mse_after"] <= 4
+
+
+def test_retrain_refuses_a_missing_input(tmp_path):
+    lake = tmp_path / "fresh-lake"
+    p = nla("retrain", "--lake", str(lake), "--input", str(tmp_path / "no-such-corpus"), "--steps", "2")
+    assert p.returncode == 2 and "no-such-corpus" in p.stderr and "Fix" in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
