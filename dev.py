@@ -92,7 +92,8 @@ def main() -> int:
     if sys.argv[1] == "demo":
         return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     ensure_chromium()
-    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "--durations=25", *sys.argv[2:]], cwd=ROOT,
+                        env=env).returncode  # the 25 slowest tests are printed: the suite's time budget at a glance
     if sys.argv[2:]:  # a selection was asked for: run just that
         return rc
     return rc or test_vllm(env)
