@@ -74,6 +74,20 @@ def flops_per_token(cfg, seq: float, train: bool) -> float:
     return (6 if train else 2) * params + (3 if train else 1) * 2 * attn
 
 
+def grpo_flops(cfg, ar_cfg, prompt: int, curve: list[dict], samples: int) -> float:
+    """Model FLOPs of the GRPO steps in `curve` (each row's mean response length): sampling (a forward per
+    generated token), the policy's forward + backward and the reference's forward over prompt + response, and the
+    AR's reward forward plus its forward + backward over ~response + 12 template tokens. Evaluation is left out."""
+    total = 0.0
+    for r in curve:
+        resp = float(r["response_tokens"])
+        seq, ar_seq = prompt + resp, resp + 12
+        total += samples * (resp * flops_per_token(cfg, prompt + resp / 2, False)
+                            + seq * (flops_per_token(cfg, seq, True) + flops_per_token(cfg, seq, False))
+                            + ar_seq * (flops_per_token(ar_cfg, ar_seq, False) + flops_per_token(ar_cfg, ar_seq, True)))
+    return total
+
+
 def toy_data(base: Path, layer: int, n_docs: int, device: str):
     from nla.extract import ExtractConfig, Extractor
     from nla.toy.corpus import generate_corpus, teacher_explanation
@@ -179,9 +193,15 @@ def main() -> None:
     secs = time.perf_counter() - t
     curve = [json.loads(x) for x in (work / "grpo" / "metrics.jsonl").read_text().splitlines()]
     gen_tokens = sum(r["response_tokens"] * 32 * 8 for r in curve)
+    from nla import prompt as P
+
+    prompt = len(P.render_chat_ids(tok, P.av_content(av_meta.av_template, av_meta.tokens.injection_char)))
+    ar_cfg = base_cfg.__class__(**{**base_cfg.to_dict(), "num_hidden_layers": args.layer + 1})
+    grpo_mfu = grpo_flops(base_cfg, ar_cfg, prompt, curve, 32 * 8) / secs / rate  # the evals' time counts against it
     res_grpo = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "steps": args.grpo_steps,
                 "seconds": secs, "samples_per_s": args.grpo_steps * 32 * 8 / secs,
-                "generated_tokens_per_s": gen_tokens / secs, "start": g.get("start"), "end": g.get("end"),
+                "generated_tokens_per_s": gen_tokens / secs, "mfu": grpo_mfu, "prompt_tokens": prompt,
+                "start": g.get("start"), "end": g.get("end"),
                 "sft_roundtrip": res_sft["roundtrip"], "config": g["config"],
                 "curve": [{k: r[k] for k in ("step", "reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens",
                                               "failed_fraction", "seconds")} for r in curve]}
@@ -197,7 +217,8 @@ def main() -> None:
               f"{r['mfu']:>6.1%} {ev:>30}")
     e0, e1 = res_grpo["start"] or {}, res_grpo["end"] or {}
     fve = f"round-trip fve {e0.get('eval_fve_nrm', float('nan')):.3f} -> {e1.get('eval_fve_nrm', float('nan')):.3f}"
-    print(f"{'grpo':<10} {args.grpo_steps:>6} {secs:>8.0f} {res_grpo['generated_tokens_per_s']:>10,.0f} {'':>6} "
+    print(f"{'grpo':<10} {args.grpo_steps:>6} {secs:>8.0f} {res_grpo['generated_tokens_per_s']:>10,.0f} "
+          f"{res_grpo['mfu']:>6.1%} "
           f"{fve:>30}")
     print(f"wrote {out / 'gpu_sft.json'} and {out / 'gpu_grpo.json'}")
 
