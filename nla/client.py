@@ -66,12 +66,18 @@ def check_weights(folder: str | Path) -> None:
 def check_checkpoint(checkpoint_dir: str | Path, role: str) -> NLAMeta:
     """What NLAClient / NLACritic check on load, without loading weights: the sidecar against the folder's own
     tokenizer and config.json, and every safetensors header against its file's size. Jobs and the server call it
-    before starting Ray, so a bad folder is one clear error instead of a failed worker."""
+    before starting Ray, so a bad folder is one clear error instead of a failed worker. A folder that passed the
+    tokenizer check unchanged before skips it (nla.checked): the weights' headers are read every time."""
     from nla.ar import VALUE_HEAD_FILE
+
+    from nla import checked
 
     folder = hf.check_folder(checkpoint_dir)
     meta = NLAMeta.load(folder)
-    _check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))
+    key = checked.stamp(folder, role)
+    if not checked.passed(key):  # this exact folder has not passed this exact check before (nla/checked.py)
+        _check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))
+        checked.remember(key)
     if role == "ar" and not (folder / VALUE_HEAD_FILE).is_file():
         raise NLACheckpointError(f"{folder / VALUE_HEAD_FILE}: missing. Fix: download value_head.safetensors with "
                                  "the AR checkpoint (it is not derivable).")

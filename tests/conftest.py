@@ -75,3 +75,11 @@ def toy_kit() -> Path:
     from nla.toy.build import ensure_toy_kit
 
     return ensure_toy_kit()
+
+
+@pytest.fixture(scope="session")
+def server(toy_kit, tmp_path_factory):
+    """One real `nla serve` (toy kit, a labeled lake, a bearer token) for every HTTP test of the session."""
+    from tests.serve.conftest import start_server
+
+    yield from start_server(toy_kit, tmp_path_factory)

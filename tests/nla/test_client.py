@@ -98,3 +98,21 @@ def test_tokenizer_drift(pair, tmp_path):
     _edit_sidecar(av, lambda d: d["tokens"].update(injection_token_id=d["tokens"]["injection_token_id"] - 1))
     with pytest.raises(NLAConfigError, match="drift"):
         NLAClient(av)
+
+
+def test_check_checkpoint_remembers_a_pass_and_rechecks_a_changed_folder(pair, tmp_path, monkeypatch):
+    """A folder that passed is not re-checked against its tokenizer (nla.checked), until any file in it changes."""
+    from nla import checked
+    from nla.client import check_checkpoint
+
+    monkeypatch.setenv("NLA_HOME", str(tmp_path / "home"))
+    av = _copy(pair[0], tmp_path / "av")
+    key = checked.stamp(av, "av")
+    assert not checked.passed(key)
+    check_checkpoint(av, "av")
+    assert checked.passed(key) and check_checkpoint(av, "av").d_model == 32
+    _edit_sidecar(av, lambda d: d["tokens"].update(injection_token_id=d["tokens"]["injection_token_id"] - 1))
+    assert checked.stamp(av, "av") != key
+    with pytest.raises(NLAConfigError, match="drift"):
+        check_checkpoint(av, "av")
+    assert checked.stamp(av, "ar") != key  # the role is part of the stamp: an AV folder never passes as an AR

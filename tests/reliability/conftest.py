@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from nla.sysinfo import process_tree as tree  # noqa: F401  (the test modules take it from here)
-from tests.serve.conftest import server  # noqa: F401  (one `nla serve` for the HTTP tests of this package)
 
 DOCS, SHARDS = 96, 8
 # Small batches so kills land mid-shard (the toy config fuses extract+explain+score into one actor). One torch

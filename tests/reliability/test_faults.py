@@ -5,8 +5,8 @@ undisturbed reference run of the same config (greedy decoding).
 - A real job (fused stages, the toy config) whose reader worker and model actor (starting, then twice while busy) are
   killed while it runs (Ray restarts them), then its driver; the rerun completes. Committed rows must be
   byte-identical to the reference.
-- The same with the stages chained (fuse=false): the extract actor (starting, then busy), the explain and score
-  actors, then the driver: 10 kills of a real job in all, 18 with the commit-path kills.
+- The same with the stages chained (fuse=false, two AV actors): the extract actor (starting, then busy), the score
+  actor, an explain actor, then the driver: 10 kills of a real job in all, 18 with the commit-path kills.
 """
 
 from __future__ import annotations
@@ -154,13 +154,19 @@ def test_actors_then_driver_killed_fused(reference, tmp_path):
            "rows byte-identical to the undisturbed run")
 
 
+# chained stages with two AV actors (the layout of one actor per GPU): one of them is killed while busy
+CHAINED = ("fuse=false", "explainer.concurrency=2", "explainer.num_cpus=0.5")
+
+
 def test_actors_then_driver_killed_chained(reference, tmp_path):
     rng = random.Random(SEED + 2)
     lake = tmp_path / "lake"
+    # the score actor goes at its first batch and an AV actor next: the AV stage, the slowest, is still busy when
+    # the driver is killed (with two AV actors it can finish before a later score batch comes)
     tried = run_with_kills(lake, reference.corpus, [("ExtractStage", "up"), ("ExtractStage", "busy"),
-                                                    ("ExplainStage", "busy"), ("ScoreStage", "busy"),
-                                                    ("driver", "ExplainStage:busy")], rng, "fuse=false")
-    Run(lake, reference.corpus, "fuse=false").finish()
+                                                    ("ScoreStage", "busy"), ("ExplainStage", "busy"),
+                                                    ("driver", "ExplainStage:busy")], rng, *CHAINED)
+    Run(lake, reference.corpus, *CHAINED).finish()
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
     got, want = snapshot(lake), snapshot(reference.lake)
     # chained pools batch differently from the fused actor (the AV and AR see other batch shapes), so vectors and
@@ -172,6 +178,6 @@ def test_actors_then_driver_killed_chained(reference, tmp_path):
     for col in (8, 9):  # mse, cos
         pairs = [(a[col], b[col]) for a, b in zip(got["explanations"], want["explanations"]) if a[col] is not None]
         assert pairs and max(abs(x - y) for x, y in pairs) < 1e-5, col
-    report(f"chained job (fuse=false): SIGKILL of {'; '.join(tried)}; then a rerun",
+    report(f"chained job (fuse=false, two AV actors): SIGKILL of {'; '.join(tried)}; then a rerun",
            "every key once; act_ids, tokens, explanations and statuses identical to the reference; vectors, mse "
            "and cos within 1e-5 (other batch shapes)")

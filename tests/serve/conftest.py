@@ -2,7 +2,8 @@
 
 The lake is labeled in-process with the labeling job's own stage classes and shard committer (no Ray: the job's
 end-to-end test covers Ray Data), so the server starts within seconds of the kit being ready. The server is the
-real CLI in a subprocess, shared by every test in this package and stopped with SIGINT at the end.
+real CLI in a subprocess, shared by every test of the session (tests/serve and tests/reliability: the fixture is in
+tests/conftest.py) and stopped with SIGINT at the end.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class Server:
                 return e.code, {"raw": payload.decode("utf-8", "replace")}
 
 
-@pytest.fixture(scope="package")
-def server(toy_kit, tmp_path_factory):
+def start_server(toy_kit: Path, tmp_path_factory):
+    """The `server` fixture's body (tests/conftest.py: one server for the whole session, serve and reliability)."""
     root = tmp_path_factory.mktemp("serve-lake")
     lake = root / "lake"
     port = free_port()
