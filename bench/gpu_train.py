@@ -251,7 +251,8 @@ def main() -> None:
     gb = 32 if device == "cuda" else 2  # activations per GRPO step (x 8 samples)
     cfg = load_config(TrainJobConfig, None, [
         "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", f"grpo.batch_size={gb}",
-        "grpo.group=8", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}", "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
+        "grpo.group=8", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}",
+        "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
         "grpo.log_every=10", f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
     sync(device)
     t = time.perf_counter()
