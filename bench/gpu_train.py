@@ -90,6 +90,17 @@ def grpo_flops(cfg, ar_cfg, prompt: int, curve: list[dict], samples: int) -> flo
     return total
 
 
+def sft_config(role: str, init: Path, device: str, *, steps: int, batch: int, warmup: int, log_every: int):
+    """The TrainJobConfig of one SFT run of this bench: lr 1e-4, bf16 autocast on a GPU, no Ray Train checkpoints."""
+    from nla.config import load_config
+    from nla.train.config import TrainJobConfig
+
+    return load_config(TrainJobConfig, None, [
+        "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}", f"sft.batch_size={batch}", "sft.lr=1e-4",
+        f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", f"sft.warmup_steps={warmup}",
+        f"sft.log_every={log_every}", f"device={device}", "scaling.checkpoint_every=0"])
+
+
 def fsdp_check(av0: Path, ar0: Path, train, held, work: Path, device: str, steps: int) -> dict:
     """FSDP2 (nla.train.sharding.shard) on this device's backend (NCCL on a GPU, gloo on CPU), one rank: the same
     short AR and AV SFT run with and without sharding, from the same init and data order, must end at the same
@@ -114,11 +125,8 @@ def fsdp_check(av0: Path, ar0: Path, train, held, work: Path, device: str, steps
         for role, init in (("ar", ar0), ("av", av0)):
             res[role] = {}
             for strategy in ("none", "fsdp"):
-                cfg = load_config(TrainJobConfig, None, [
-                    "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}",
-                    f"sft.batch_size={64 if device == 'cuda' else 8}",
-                    "sft.lr=1e-4", f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", "sft.warmup_steps=5",
-                    f"sft.log_every={steps}", f"device={device}", "scaling.checkpoint_every=0"])
+                cfg = sft_config(role, init, device, steps=steps, batch=64 if device == "cuda" else 8, warmup=5,
+                                 log_every=steps)
                 wrap = (lambda m: shard(m, device)) if strategy == "fsdp" else (lambda m: m)
                 env = WorkerEnv(device=device, wrap=wrap)
                 sync(device)
@@ -210,11 +218,8 @@ def main() -> None:
     res_sft: dict = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "matmul_flops": rate,
                      "train_activations": len(train), "heldout_activations": len(held), "fsdp": fsdp}
     out.mkdir(parents=True, exist_ok=True)
-    for role, init, steps, lr in (("ar", ar0, int(args.sft_steps * 4 / 3), 1e-4), ("av", av0, args.sft_steps, 1e-4)):
-        cfg = load_config(TrainJobConfig, None, [
-            "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}", f"sft.batch_size={args.sft_batch}",
-            f"sft.lr={lr}", f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", "sft.warmup_steps=30",
-            "sft.log_every=50", f"device={device}", "scaling.checkpoint_every=0"])
+    for role, init, steps in (("ar", ar0, int(args.sft_steps * 4 / 3)), ("av", av0, args.sft_steps)):
+        cfg = sft_config(role, init, device, steps=steps, batch=args.sft_batch, warmup=30, log_every=50)
         sync(device)
         t = time.perf_counter()
         s = run_sft(cfg, env, work / f"sft-{role}", data=(train, held))
@@ -248,10 +253,11 @@ def main() -> None:
     (out / "gpu_sft.json").write_text(json.dumps(res_sft, indent=2, default=float))  # kept if GRPO is cut off
     del av_m, ar_m
 
-    gb = 32 if device == "cuda" else 2  # activations per GRPO step (x 8 samples)
+    gb, group = (32 if device == "cuda" else 2), 8  # activations per GRPO step, samples per activation
+    samples = gb * group  # per step
     cfg = load_config(TrainJobConfig, None, [
         "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", f"grpo.batch_size={gb}",
-        "grpo.group=8", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}",
+        f"grpo.group={group}", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}",
         "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
         "grpo.log_every=10", f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
     sync(device)
@@ -260,14 +266,14 @@ def main() -> None:
     sync(device)
     secs = time.perf_counter() - t
     curve = [json.loads(x) for x in (work / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    gen_tokens = sum(r["response_tokens"] * gb * 8 for r in curve)
+    gen_tokens = sum(r["response_tokens"] * samples for r in curve)
     from nla import prompt as P
 
     prompt = len(P.render_chat_ids(tok, P.av_content(av_meta.av_template, av_meta.tokens.injection_char)))
     ar_cfg = base_cfg.__class__(**{**base_cfg.to_dict(), "num_hidden_layers": args.layer + 1})
-    grpo_mfu = grpo_flops(base_cfg, ar_cfg, prompt, curve, gb * 8) / secs / rate  # the evals' time counts against it
+    grpo_mfu = grpo_flops(base_cfg, ar_cfg, prompt, curve, samples) / secs / rate  # the evals' time counts against it
     res_grpo = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "steps": args.grpo_steps,
-                "seconds": secs, "samples_per_s": args.grpo_steps * gb * 8 / secs,
+                "seconds": secs, "samples_per_s": args.grpo_steps * samples / secs,
                 "generated_tokens_per_s": gen_tokens / secs, "mfu": grpo_mfu, "prompt_tokens": prompt,
                 "start": g.get("start"), "end": g.get("end"),
                 "sft_roundtrip": res_sft["roundtrip"], "config": g["config"],
