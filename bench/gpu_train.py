@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -206,6 +207,7 @@ def main() -> None:
     work = out / "gpu_train_work"
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     t0 = time.perf_counter()
+    shutil.rmtree(work, ignore_errors=True)  # metrics.jsonl appends (a resumed run continues its curve): start clean
     base = base_folder(args.base, work)
     av0, ar0 = init_pair(base, args.layer, work / "init")
     train, held = toy_data(base, args.layer, args.docs, device)
