@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla import hf
+from nla import checked, hf
 from nla.ar import ARModel
 from nla.av import AVPrompter, Generation, HFBackend, SamplingParams, decode_generations
 from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
@@ -69,8 +69,6 @@ def check_checkpoint(checkpoint_dir: str | Path, role: str) -> NLAMeta:
     before starting Ray, so a bad folder is one clear error instead of a failed worker. A folder that passed the
     tokenizer check unchanged before skips it (nla.checked): the weights' headers are read every time."""
     from nla.ar import VALUE_HEAD_FILE
-
-    from nla import checked
 
     folder = hf.check_folder(checkpoint_dir)
     meta = NLAMeta.load(folder)
