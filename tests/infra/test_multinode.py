@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # ports Ray would otherwise take at fixed defaults (52365, 10001, 8265) or pick itself: chosen free per node here
 NODE_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
                    "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
-# the model stages on the worker (1 CPU: 0.25 + 0.5 + 0.25), the reader on the head
+# the model stages on the worker (1 CPU: 0.25 + one AV actor of 0.5 + 0.25), the reader on the head
 PLACEMENT = ["fuse=false", "read.resources={head_node: 0.25}", "extractor.resources={model_node: 0.25}",
-             "explainer.resources={model_node: 0.5}", "explainer.num_cpus=0.5", "scorer.resources={model_node: 0.25}"]
+             "explainer.concurrency=1", "explainer.resources={model_node: 0.5}", "explainer.num_cpus=0.5",
+             "scorer.resources={model_node: 0.25}"]
 MODEL_STAGES = ("ExtractStage", "ExplainStage", "ScoreStage")
 
 

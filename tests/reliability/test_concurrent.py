@@ -76,7 +76,8 @@ def test_two_jobs_at_once_with_compaction(reference, tmp_path):
     for i in range(4, 8):
         (half / f"part-{i:04d}.jsonl").symlink_to(reference.corpus / f"part-{i:04d}.jsonl")
     compactor = Compactor(lake)
-    x, y = Run(lake, reference.corpus), Run(lake, half)
+    # one AV actor each (the toy default has two): two jobs already fill the two cores
+    x, y = Run(lake, reference.corpus, "explainer.concurrency=1"), Run(lake, half, "explainer.concurrency=1")
     out_x, out_y = x.finish(), y.finish()
     compacted = compactor.finish()
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
