@@ -4,12 +4,13 @@ shards still to do. Every mismatch is caught here, with nothing written. No Ray.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from nla.client import check_checkpoint, check_weights
-from nla.errors import NLAConfigError, NLAInputError
+from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
 from nla.labeling.config import LabelConfig
 from nla.labeling.corpus import Shard, list_shards
 from nla.lake.store import Lake
@@ -46,6 +47,22 @@ def checkpoint_id(folder: str) -> str:
     return f"{p.parent.name}/{p.name}"
 
 
+def hidden_size(folder: str) -> int:
+    """The base's residual width, read from its config.json (the text config's, for multimodal configs) without
+    importing transformers, 3 s of the driver's start on 2 cores; through AutoConfig when the file leaves it to the
+    model type's defaults."""
+    from nla.hf import check_folder, load_config
+
+    path = check_folder(folder) / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise NLACheckpointError(f"{path}: unreadable ({e}). Fix: restore it from the release.") from e
+    text = cfg.get("text_config") if isinstance(cfg, dict) and isinstance(cfg.get("text_config"), dict) else cfg
+    d = text.get("hidden_size") if isinstance(text, dict) else None
+    return d if isinstance(d, int) and not isinstance(d, bool) else load_config(folder).get_text_config().hidden_size
+
+
 def _toy(part: str) -> str:
     from nla.toy.build import ensure_toy_kit
 
@@ -71,9 +88,7 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
             raise NLAConfigError(f"models.ar {ar} reads layer {ar_meta.layer} (d={ar_meta.d_model}) but models.av {av} "
                                  f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
     if mode != "from-activations":
-        from nla.hf import load_config
-
-        base_d = load_config(base).get_text_config().hidden_size
+        base_d = hidden_size(base)
         if base_d != d:
             raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base "
                                  f"at the AV's base ({av_meta.base_checkpoint}).")
