@@ -6,110 +6,29 @@ head and the three model stages (fuse=false: one pool each, the GPU layout) to t
 the reader on the head. The reference is the toy default (fused stages) on a local Ray of its own: the same act_ids,
 vectors, greedy explanations and statuses, and mse within 1e-5.
 
-Each node is its own `ray start --block` with its own temp dir and ports (the dashboard, which serves the state API,
-on a free loopback port), and teardown ends exactly the processes descended from these two, by pid. Never `ray stop`
-here: it ends every Ray on the machine, other people's test clusters included. Ray 2.60 turns token auth on where a token file
-exists, so the cluster and its clients share a fresh token.
+Each node is its own `ray start --block` (tests/raycluster.py), the head with the dashboard, which serves the state
+API.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
+from tests.raycluster import Cluster, running
 
-RAY = str(Path(sys.executable).with_name("ray"))
 ROOT = Path(__file__).resolve().parents[2]
-# ports Ray would otherwise take at fixed defaults (52365, 10001, 8265) or pick itself: chosen free per node here
-NODE_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                   "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
 # the model stages on the worker (1 CPU: 0.25 + one AV actor of 0.5 + 0.25), the reader on the head
 PLACEMENT = ["fuse=false", "read.resources={head_node: 0.25}", "extractor.resources={model_node: 0.25}",
              "explainer.concurrency=1", "explainer.resources={model_node: 0.5}", "explainer.num_cpus=0.5",
              "scorer.resources={model_node: 0.25}"]
 MODEL_STAGES = ("ExtractStage", "ExplainStage", "ScoreStage")
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all held open while choosing, so none is handed out twice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-@dataclass
-class Cluster:
-    address: str  # GCS address, what RAY_ADDRESS points at
-    env: dict[str, str]  # the token every client of this cluster needs
-    nodes: list[subprocess.Popen]
-    dirs: list[str]
-
-
-def start_node(args: list[str], temp_dir: str, env: dict[str, str], ports: list[int]) -> subprocess.Popen:
-    cmd = [RAY, "start", "--block", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-           "--num-cpus", "1", "--object-store-memory", str(128 * 2**20), *args]
-    for flag, port in zip(NODE_PORT_FLAGS, ports, strict=True):
-        cmd += [flag, str(port)]
-    with open(Path(temp_dir) / "ray-start.log", "w") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def stop(cluster: Cluster) -> None:
-    """End this cluster's processes and nothing else: every descendant of its two `ray start`s (GCS, raylets,
-    agents, and the workers, which Ray puts in process groups of their own), SIGTERM first, SIGKILL after 2 s."""
-    import psutil
-
-    procs = []
-    for p in cluster.nodes:
-        try:
-            procs += [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            pass
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=2)  # draining would wait up to 30 s
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-    for p in cluster.nodes:
-        p.wait()
-    for d in cluster.dirs:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def wait_for_port(port: int, seconds: float, head: subprocess.Popen, log: Path) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline and head.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"the Ray head did not open port {port}:\n{log.read_text()[-3000:]}")
 
 
 def ray_state(cluster: Cluster) -> dict:
@@ -135,23 +54,8 @@ def ray_state(cluster: Cluster) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    n = len(NODE_PORT_FLAGS)
-    port, client_port, dashboard_port, *node_ports = free_ports(3 + 2 * n)  # all at once: no port twice
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    c = Cluster(f"127.0.0.1:{port}", env, [], [tempfile.mkdtemp(prefix="nla-ray-head-"),
-                                                 tempfile.mkdtemp(prefix="nla-ray-worker-")])
-    try:
-        c.nodes.append(start_node(["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
-                                   "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                                   "--dashboard-port", str(dashboard_port), "--resources", '{"head_node": 1}'],
-                                  c.dirs[0], env, node_ports[:n]))
-        wait_for_port(port, 60, c.nodes[0], Path(c.dirs[0]) / "ray-start.log")
-        c.nodes.append(start_node(["--address", c.address, "--resources", '{"model_node": 1}'], c.dirs[1], env,
-                                  node_ports[n:]))
+    with running([(1, {"head_node": 1}), (1, {"model_node": 1})], dashboard=True) as c:
         yield c
-    finally:
-        stop(c)
 
 
 def label(corpus: Path, lake: Path, env: dict[str, str], *overrides: str) -> subprocess.Popen:

@@ -18,15 +18,13 @@ from nla.lake.mine import mine
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def nla(*args: str, wait: bool = True):
     cmd = [sys.executable, "-m", "nla.cli.main", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # RAY_ADDRESS: the package's cluster
     if not wait:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,121 @@
+"""Real Ray clusters for tests: `ray start --block` nodes, each with its own temp dir and free loopback ports, and a
+teardown that ends exactly the processes descended from them, by pid. Never `ray stop` here: it ends every Ray on
+the machine, other people's test clusters included. Ray 2.60 turns token auth on where a token file exists, so a
+cluster and its clients share a fresh token (`Cluster.env`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# ports Ray would otherwise take at fixed defaults (52365, 10001, 8265) or pick itself: chosen free per node here
+NODE_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                   "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all held open while choosing, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@dataclass
+class Cluster:
+    address: str  # GCS address, what RAY_ADDRESS points at
+    env: dict[str, str]  # the token every client of this cluster needs
+    nodes: list[subprocess.Popen]
+    dirs: list[str]
+
+
+def start_node(args: list[str], temp_dir: str, env: dict[str, str], ports: list[int],
+               cpus: int) -> subprocess.Popen:
+    cmd = [RAY, "start", "--block", "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+           "--num-cpus", str(cpus), "--object-store-memory", str(128 * 2**20), *args]
+    for flag, port in zip(NODE_PORT_FLAGS, ports, strict=True):
+        cmd += [flag, str(port)]
+    with open(Path(temp_dir) / "ray-start.log", "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(cluster: Cluster) -> None:
+    """End this cluster's processes and nothing else: every descendant of its two `ray start`s (GCS, raylets,
+    agents, and the workers, which Ray puts in process groups of their own), SIGTERM first, SIGKILL after 2 s."""
+    import psutil
+
+    procs = []
+    for p in cluster.nodes:
+        try:
+            procs += [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=2)  # draining would wait up to 30 s
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    for p in cluster.nodes:
+        p.wait()
+    for d in cluster.dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_for_port(port: int, seconds: float, head: subprocess.Popen, log: Path) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and head.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"the Ray head did not open port {port}:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def running(nodes: list[tuple[int, dict[str, float]]], *, dashboard: bool = False) -> Iterator[Cluster]:
+    """A cluster of one `ray start` per (CPUs, custom resources) in nodes, the first the head (with the dashboard,
+    which serves the state API, on a free port when asked); stopped on exit."""
+    n = len(NODE_PORT_FLAGS)
+    port, client_port, dashboard_port, *node_ports = free_ports(3 + n * len(nodes))  # all at once: no port twice
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    c = Cluster(f"127.0.0.1:{port}", env, [], [tempfile.mkdtemp(prefix="nla-ray-") for _ in nodes])
+    ui = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)] \
+        if dashboard else ["--include-dashboard", "false"]
+    try:
+        for i, (cpus, resources) in enumerate(nodes):
+            args = ["--head", "--port", str(port), "--ray-client-server-port", str(client_port), *ui] if i == 0 \
+                else ["--address", c.address]
+            if resources:
+                args += ["--resources", json.dumps(resources)]
+            c.nodes.append(start_node(args, c.dirs[i], env, node_ports[i * n:(i + 1) * n], cpus))
+            if i == 0:
+                wait_for_port(port, 60, c.nodes[0], Path(c.dirs[0]) / "ray-start.log")
+        yield c
+    finally:
+        stop(c)
