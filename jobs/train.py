@@ -10,7 +10,8 @@ of the examples, in one of two strategies:
 - fsdp: FSDP2 (`fully_shard`, nla.train.sharding) on each decoder block, then the root: parameters, gradients and
   AdamW state are sharded over the workers (GRPO's frozen reference too). Checkpoints and the final weights are
   gathered whole to rank 0 on CPU; evaluation and GRPO's sampling run on every rank (synced generate). On CPU (gloo)
-  it is tested against ddp: same eval loss to 1e-4 (tests/jobs/test_train.py); on GPUs it has not been run yet.
+  it is tested against ddp: same eval loss to 1e-4 (tests/jobs/test_train.py); on one GPU (NCCL, a process group
+  of one rank) it equals the unsharded run to every digit (bench/results/gpu_sft.json). Several GPUs: not run yet.
 One worker trains the plain model, whatever the strategy. Every `scaling.checkpoint_every` steps rank 0 reports a
 Ray Train checkpoint (weights, optimiser, step); a worker that dies restarts the group from the last one
 (`scaling.max_failures` times). The final checkpoint is written in the release layout under `out/` and registered in
