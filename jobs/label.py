@@ -33,9 +33,11 @@ from nla.stages.score import ScoreStage
 
 
 def stage(ds, fn, res: StageResources, rows_per_call: int | None, **kwargs):
-    """One map_batches: an actor pool of `res.concurrency` copies of fn, each with its CPUs/GPUs (and threads)."""
+    """One map_batches: a fixed pool of `res.concurrency` actors of fn, each with its CPUs/GPUs (and threads)."""
+    from ray.data import ActorPoolStrategy
+
     return ds.map_batches(fn, fn_constructor_kwargs={**kwargs, "threads": res.threads}, batch_size=rows_per_call,
-                          batch_format="numpy", concurrency=res.concurrency, num_cpus=res.num_cpus,
+                          batch_format="numpy", compute=ActorPoolStrategy(size=res.concurrency), num_cpus=res.num_cpus,
                           num_gpus=res.num_gpus or None, **({"resources": res.resources} if res.resources else {}))
 
 

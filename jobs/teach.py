@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> dict:
                  **({} if address else {"num_cpus": os.cpu_count()}))
     ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
     ds = ds.map_batches(ReadTrainingFile, fn_constructor_kwargs={"d": d, "storage_options": lake.storage_options},
-                        batch_size=1, batch_format="numpy", concurrency=1, num_cpus=0.25)
+                        batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     ds = ds.map_batches(TeachStage, fn_constructor_kwargs={
         "method": args.method, "teacher": {"url": args.teacher_url, "model": args.teacher_model},
         "av": av, "ar": ar, "k": args.k, "in_flight": args.in_flight}, batch_size=args.batch_size,
-        batch_format="numpy", concurrency=args.concurrency, num_cpus=args.num_cpus)
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=args.concurrency), num_cpus=args.num_cpus)
     schema = lake.arrow_schema(src, TRAINING_SET)
     stats = {"rows_in": 0, "no_target": 0}
 
