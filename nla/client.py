@@ -36,11 +36,15 @@ def eos_ids(folder: Path, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
+def _check_role(meta: NLAMeta, role: str) -> None:
     if meta.kind != "nla_model" or meta.role != role:
         other = {"av": "NLAClient", "ar": "NLACritic"}
         raise NLAConfigError(f"{meta.source}: role is {meta.role!r} but this loader needs {role!r}. Fix: point "
                              f"{other[role]} at the {role.upper()} folder (the AV explains, the AR reconstructs).")
+
+
+def _check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
+    _check_role(meta, role)
     d = model_config.get_text_config().hidden_size
     if d != meta.d_model:
         raise NLAConfigError(f"{meta.source}: key 'd_model' is {meta.d_model} but the model's hidden size is {d}. "
@@ -72,6 +76,7 @@ def check_checkpoint(checkpoint_dir: str | Path, role: str) -> NLAMeta:
 
     folder = hf.check_folder(checkpoint_dir)
     meta = NLAMeta.load(folder)
+    _check_role(meta, role)  # before the tokenizer loads: the AR given as the AV is refused at once
     key = checked.stamp(folder, role)
     if not checked.passed(key):  # this exact folder has not passed this exact check before (nla/checked.py)
         _check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))

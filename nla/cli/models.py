@@ -72,26 +72,32 @@ def _base_for(args: argparse.Namespace, meta: Any) -> Path:
 def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nla.client import NLAClient, NLACritic
+    from nla.client import NLAClient, NLACritic, check_checkpoint
     from nla.extract import ExtractConfig, Extractor
+    from nla.prompt import av_content
 
+    # every input is checked against the sidecar before a model loads: a bad one is refused in a second, not after
+    # the load (transformers' import alone is 3-4 s on 2 cores)
     if args.samples < 1:
         raise NLAInputError(f"--samples {args.samples}: must be >= 1.")
-    client = NLAClient(args.av)
+    meta = check_checkpoint(args.av, "av")
+    if args.ar:
+        check_checkpoint(args.ar, "ar")
+    av_content(meta.av_template, meta.tokens.injection_char, args.prompt)  # a custom --prompt must hold <INJECT>
     labels: list[str]
     if args.vectors:
         rows = parse_int_list(args.row, "--row") if args.row else None
-        vectors = read_vectors(args.vectors, rows, d=client.meta.d_model)
+        vectors = read_vectors(args.vectors, rows, d=meta.d_model)
         labels = [f"row {r}" for r in (rows or range(len(vectors)))]
     else:
         if not args.text.strip():
             raise NLAInputError("--text is empty. Fix: pass a document, e.g. --text 'The cat sat on the mat.'")
-        cfg = ExtractConfig(layer=client.meta.layer, min_position=0, all_positions=True)
-        ext = Extractor.from_pretrained(_base_for(args, client.meta), cfg)
+        wanted = parse_int_list(args.positions, "--positions") if args.positions else None
+        cfg = ExtractConfig(layer=meta.layer, min_position=0, all_positions=True)
+        ext = Extractor.from_pretrained(_base_for(args, meta), cfg)
         got = ext([args.text], ["cli"])
         keep = np.arange(len(got["position"]))
-        if args.positions:
-            wanted = parse_int_list(args.positions, "--positions")
+        if wanted is not None:
             missing = sorted(set(wanted) - set(got["position"].tolist()))
             if missing:
                 raise NLAInputError(f"--positions {missing}: not in the text (it has positions "
@@ -99,14 +105,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
             keep = np.array([int(np.flatnonzero(got["position"] == w)[0]) for w in wanted])
         vectors = got["vector"][keep]
         labels = [f"{int(got['position'][k])} {got['token'][k]!r}" for k in keep]
+    critic = NLACritic(args.ar) if args.ar else None
+    client = NLAClient(args.av)
     sampling = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                     seed=args.seed)
     reps = np.repeat(vectors, args.samples, axis=0)
     gens = client.explain(reps, prompt=args.prompt, **sampling)
     table = [{"input": labels[i // args.samples], "status": g.status, "explanation": g.explanation or g.raw_output}
              for i, g in enumerate(gens)]
-    if args.ar:
-        critic = NLACritic(args.ar)
+    if critic is not None:
         ok = [i for i, g in enumerate(gens) if g.status == "ok"]
         if ok:
             mse, cos = critic.score_batch([gens[i].explanation for i in ok], reps[ok])
@@ -118,11 +125,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from nla.client import NLACritic
+    from nla.client import NLACritic, check_checkpoint
+    from nla.prompt import ar_text
 
-    critic = NLACritic(args.ar)
-    vector = read_vectors(args.vectors, [args.row], d=critic.meta.d_model)[0]
-    mse, cos = critic.score(args.explanation, vector)
+    meta = check_checkpoint(args.ar, "ar")  # the inputs first, against the sidecar: then the model loads
+    ar_text(meta.ar_template, args.explanation)  # an empty explanation is refused here
+    vector = read_vectors(args.vectors, [args.row], d=meta.d_model)[0]
+    mse, cos = NLACritic(args.ar).score(args.explanation, vector)
     print(f"mse_nrm {mse:.4f}  cos {cos:.4f}   (0 / 1 perfect, 2 / 0 orthogonal)")
     return 0
 
