@@ -134,11 +134,20 @@ class Lake:
                 raise NLASchemaError(f"table {name!r} stores vectors of d={have}, not d={d}. Fix: write these vectors "
                                      "to another lake, or extract them with the model the table was made with.")
             return
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
         desc = json.dumps({"schema": spec.name, "schema_version": spec.version, "d": d, "vector_dtype": vector_dtype})
-        with self._writing(name):
-            write_deltalake(self.uri(name), schema.empty_table(), mode="error",
-                            partition_by=list(spec.partition_by) or None, name=name, description=desc,
-                            storage_options=self.storage_options)
+        try:
+            with self._writing(name):
+                write_deltalake(self.uri(name), schema.empty_table(), mode="error",
+                                partition_by=list(spec.partition_by) or None, name=name, description=desc,
+                                storage_options=self.storage_options)
+        except (CommitFailedError, DeltaError) as e:
+            # two jobs starting on a fresh lake both create `runs`: the one that lost finds the table there and
+            # checks its layout like any other caller
+            if not ("already exists" in str(e) or isinstance(e, CommitFailedError)) or not self.exists(name):
+                raise
+            self.create(spec, name=name, d=d, vector_dtype=vector_dtype)
 
     # ---- writing ------------------------------------------------------------------------------------------------------
     def commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, config_hash: str = "",

@@ -88,6 +88,39 @@ def test_missing_table(tmp_path):
     assert "Fix" in str(e.value)
 
 
+def test_creators_racing_on_a_fresh_lake_all_succeed(tmp_path):
+    """Jobs started together on a new lake all create `runs` (and the data tables) at once: the losers of the
+    creation race find the table made and go on (two label jobs once failed here with 'A table already exists')."""
+    import threading
+
+    from schemas import RUNS
+
+    for attempt in range(6):
+        root, errors = tmp_path / f"lake{attempt}", []
+        barrier = threading.Barrier(4)
+
+        def create(root=root, errors=errors, barrier=barrier) -> None:
+            lk = Lake(root)
+            barrier.wait()
+            try:
+                lk.create(RUNS)
+                lk.create(ACTIVATIONS, d=8)
+            except Exception as e:  # noqa: BLE001 - collected, asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        lk = Lake(root)
+        # (a creator that lost the race for version 0 may have committed its empty create as version 1: harmless)
+        assert count(lk, "runs") == count(lk, "activations") == 0 and lk.layout("activations")["d"] == 8
+        with pytest.raises(NLASchemaError, match="d=8, not d=16"):
+            lk.create(ACTIVATIONS, d=16)
+
+
 def _write_shards(root: str, shards: list[int]) -> None:
     lk = Lake(root)
     for s in shards:
