@@ -57,7 +57,7 @@ def start_node(args: list[str], temp_dir: str, env: dict[str, str], ports: list[
 
 
 def stop(cluster: Cluster) -> None:
-    """End this cluster's processes and nothing else: every descendant of its two `ray start`s (GCS, raylets,
+    """End this cluster's processes and nothing else: every descendant of its `ray start`s (GCS, raylets,
     agents, and the workers, which Ray puts in process groups of their own), SIGTERM first, SIGKILL after 2 s."""
     import psutil
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from nla.client import check_checkpoint, check_weights
-from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
+from nla.errors import NLAConfigError, NLAInputError
 from nla.labeling.config import LabelConfig
 from nla.labeling.corpus import Shard, list_shards
 from nla.lake.store import Lake
@@ -53,11 +53,10 @@ def hidden_size(folder: str) -> int:
     model type's defaults."""
     from nla.hf import check_folder, load_config
 
-    path = check_folder(folder) / "config.json"
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise NLACheckpointError(f"{path}: unreadable ({e}). Fix: restore it from the release.") from e
+        cfg = json.loads((check_folder(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = None  # unreadable: load_config refuses it with its own message
     text = cfg.get("text_config") if isinstance(cfg, dict) and isinstance(cfg.get("text_config"), dict) else cfg
     d = text.get("hidden_size") if isinstance(text, dict) else None
     return d if isinstance(d, int) and not isinstance(d, bool) else load_config(folder).get_text_config().hidden_size

@@ -134,7 +134,7 @@ class Lake:
                 raise NLASchemaError(f"table {name!r} stores vectors of d={have}, not d={d}. Fix: write these vectors "
                                      "to another lake, or extract them with the model the table was made with.")
             return
-        from deltalake.exceptions import CommitFailedError, DeltaError
+        from deltalake.exceptions import CommitFailedError, DeltaError  # CommitFailedError is a DeltaError
 
         desc = json.dumps({"schema": spec.name, "schema_version": spec.version, "d": d, "vector_dtype": vector_dtype})
         try:
@@ -142,10 +142,11 @@ class Lake:
                 write_deltalake(self.uri(name), schema.empty_table(), mode="error",
                                 partition_by=list(spec.partition_by) or None, name=name, description=desc,
                                 storage_options=self.storage_options)
-        except (CommitFailedError, DeltaError) as e:
+        except DeltaError as e:
             # two jobs starting on a fresh lake both create `runs`: the one that lost finds the table there and
             # checks its layout like any other caller
-            if not ("already exists" in str(e) or isinstance(e, CommitFailedError)) or not self.exists(name):
+            lost_race = isinstance(e, CommitFailedError) or "already exists" in str(e)
+            if not (lost_race and self.exists(name)):
                 raise
             self.create(spec, name=name, d=d, vector_dtype=vector_dtype)
 
@@ -271,7 +272,7 @@ class Lake:
     def _writing(self, name: str) -> Iterator[None]:
         """Turn a storage failure (no space, read-only, permission, not a folder) into one NLALakeError. A Delta
         commit is atomic, so a failed write leaves the table at its previous version."""
-        from deltalake.exceptions import CommitFailedError, DeltaError
+        from deltalake.exceptions import CommitFailedError, DeltaError  # CommitFailedError is a DeltaError
 
         try:
             yield

@@ -13,6 +13,7 @@ from tests.raycluster import running
 def shared_ray():
     # 4 logical CPUs on the 2 cores: a label job asks for 1.25, a 2-worker training run for 1 plus its controller
     with running([(4, {})]) as cluster, pytest.MonkeyPatch.context() as env:
-        for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-            env.setenv(k, cluster.address if k == "RAY_ADDRESS" else cluster.env[k])
+        env.setenv("RAY_ADDRESS", cluster.address)
+        for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+            env.setenv(k, cluster.env[k])
         yield cluster
