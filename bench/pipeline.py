@@ -2,13 +2,21 @@
 
     .venv/bin/python bench/pipeline.py                  # 5,000 activations (1x) and 25,000 (5x)
     .venv/bin/python bench/pipeline.py --activations 2000 --scale 3
+    ray start --head --num-cpus 2 --include-dashboard false && \
+      .venv/bin/python bench/pipeline.py --ray-address auto --scale 1 --out bench/results/pipeline_warm.json
 
 Pure model time: the same rows through ReadShard -> ExtractStage -> ExplainStage -> ScoreStage in this process, one
 after another, no Ray, timed per stage. End to end: `python -m jobs.label` (local Ray, the toy config) on a fresh
 lake, timed by the job itself (Ray start, actor start-up and model loads included). overhead = end-to-end seconds /
 sum of pure stage seconds (1.0 = no overhead; < 1 = the pipeline overlaps stages), against both the standalone
-run and the model time the stages measured inside the pipeline (which includes their contention for the cores). Peak RSS is the driver's
-(VmHWM); flat from 1x to 5x means the driver streams. Prints a table, writes bench/results/pipeline.json.
+run and the model time the stages measured inside the pipeline (which includes their contention for the cores).
+Peak RSS is the driver's (VmHWM); flat from 1x to 5x means the driver streams.
+
+Start-up: the same job on 2 documents (12 activations): Ray's start (none with --ray-address), the actors' processes
+and model loads, the first and last commits. floor = (start-up + the one-thread model seconds / cores) / standalone
+model seconds: the overhead of a pipeline that, once started, kept every core busy with one-thread model work (the
+best any layout can do here); a goal below the floor cannot be met on this machine at that size.
+Prints a table, writes bench/results/pipeline.json.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 POSITIONS = 6  # the toy config's positions_per_doc
 
 
-def pure_stage_seconds(corpus: Path) -> dict[str, float]:
+def pure_stage_seconds(corpus: Path, threads: int) -> dict[str, float]:
     import numpy as np
+    import torch
 
     from nla.config import load_config
     from nla.labeling.config import LabelConfig
@@ -42,6 +51,7 @@ def pure_stage_seconds(corpus: Path) -> dict[str, float]:
 
     cfg = load_config(LabelConfig, ROOT / "jobs/configs/toy.yaml")
     kit = ensure_toy_kit()
+    torch.set_num_threads(threads)
     s = cfg.sampling
     read = ReadShard(text_column="text", id_column="id", batch_docs=cfg.read.batch_size)
     extract = ExtractStage(base=str(kit / "base"), base_id="bench", config={
@@ -67,10 +77,12 @@ def pure_stage_seconds(corpus: Path) -> dict[str, float]:
     return {**t, "activations": rows}
 
 
-def end_to_end(corpus: Path, lake: Path, overrides: list[str]) -> dict:
+def end_to_end(corpus: Path, lake: Path, overrides: list[str], address: str) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if address:
+        env["RAY_ADDRESS"] = address
     p = subprocess.run([sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={corpus}",
-                        f"lake={lake}", *overrides], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                        f"lake={lake}", *overrides], cwd=ROOT, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
     from nla.lake.query import LakeQuery
@@ -87,29 +99,49 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=5, help="the memory check reruns at this multiple of the rows")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for the job, e.g. fuse=false (the chained stages)")
+    ap.add_argument("--ray-address", default="", metavar="ADDR",
+                    help="run the jobs on this running Ray cluster (e.g. auto after `ray start --head`); default: "
+                         "each job starts its own local Ray, as `nla label` does")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
     args = ap.parse_args()
     from nla.toy.build import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
     ensure_toy_kit()
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "overrides": args.set, "runs": []}
+    cores = os.cpu_count() or 1
+    from nla.config import load_config
+    from nla.labeling.config import LabelConfig
+
+    cfg = load_config(LabelConfig, ROOT / "jobs/configs/toy.yaml", args.set)
+    layout = (f"{'fused' if cfg.fuse else 'chained'}, {cfg.explainer.concurrency} "
+              f"{'fused' if cfg.fuse else 'AV'} actor(s) of {cfg.explainer.threads or 'default'} torch thread(s)")
+    results = {"machine": f"{platform.machine()}, {cores} cores", "layout": layout, "overrides": args.set,
+               "ray": args.ray_address or "local Ray per job", "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
+        write_corpus(Path(tmp) / "tiny", docs=2, shards=1, seed=9)
+        # on a running cluster the first job also starts Ray Data's helper actors, which stay: time the second
+        for i in range(2 if args.ray_address else 1):
+            tiny = end_to_end(Path(tmp) / "tiny", Path(tmp) / f"lake_tiny{i}", args.set, args.ray_address)
+        startup = results["startup_seconds"] = tiny["seconds"]
         for mult in dict.fromkeys((1, args.scale)):
             docs = args.activations * mult // POSITIONS
             corpus = Path(tmp) / f"corpus{mult}"
             write_corpus(corpus, docs=docs, shards=max(4, 8 * mult), seed=9)
             load_before = os.getloadavg()[0]
-            e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}", args.set)
+            e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}", args.set, args.ray_address)
             in_pipeline = sum(e2e["activations"] / e2e[f"{k}_activations_per_s"] for k in ("extract", "explain", "score"))
             run = {"scale": mult, "documents": docs, "activations": e2e["activations"],
                    "e2e_seconds": e2e["seconds"], "e2e_activations_per_s": e2e["activations_per_s"],
                    "driver_peak_rss_mb": e2e["driver_peak_rss_mb"], "fve_nrm": e2e["fve_nrm"],
                    "in_pipeline_model_seconds": in_pipeline, "overhead_vs_in_pipeline": e2e["seconds"] / in_pipeline,
                    "load_average_before": load_before}
-            pure = pure_stage_seconds(corpus)
+            pure = pure_stage_seconds(corpus, threads=cores)
             model = pure["extract"] + pure["explain"] + pure["score"]
-            run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model)
+            one = pure_stage_seconds(corpus, threads=1)
+            one_thread = one["extract"] + one["explain"] + one["score"]
+            run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model,
+                       one_thread_model_seconds=one_thread, floor=(startup + one_thread / cores) / model,
+                       overhead_past_startup=(e2e["seconds"] - startup) / model)
             results["runs"].append(run)
     one = results["runs"][0]
     results["overhead"] = one["overhead"]
@@ -117,20 +149,25 @@ def main() -> None:
     results["rss_growth"] = results["runs"][-1]["driver_peak_rss_mb"] / one["driver_peak_rss_mb"]
     if args.scale == 1:
         results.pop("rss_growth")
-    print(f"\nlabeling pipeline on the toy kit, {results['machine']}")
+    print(f"\nlabeling pipeline on the toy kit, {results['machine']}, {results['ray']}; start-up (12 activations) "
+          f"{startup:.1f} s")
     print(f"{'scale':>5} {'activations':>11} {'e2e s':>7} {'act/s':>7} {'standalone model s':>19} {'overhead':>9} "
-          f"{'in-pipeline model s':>20} {'overhead':>9} {'driver RSS MiB':>15}")
+          f"{'floor':>6} {'in-pipeline model s':>20} {'overhead':>9} {'driver RSS MiB':>15}")
     for r in results["runs"]:
         print(f"{r['scale']:>5} {r['activations']:>11} {r['e2e_seconds']:>7.1f} {r['e2e_activations_per_s']:>7.0f} "
-              f"{r['pure_model_seconds']:>19.1f} {r['overhead']:>9.2f} "
+              f"{r['pure_model_seconds']:>19.1f} {r['overhead']:>9.2f} {r['floor']:>6.2f} "
               f"{r['in_pipeline_model_seconds']:>20.1f} {r['overhead_vs_in_pipeline']:>9.2f} "
               f"{r['driver_peak_rss_mb']:>15.0f}")
     for r in results["runs"]:
         p = r["pure_seconds"]
         print(f"pure stage seconds ({r['scale']}x): extract {p['extract']:.1f}, explain {p['explain']:.1f}, "
-              f"score {p['score']:.1f}")
+              f"score {p['score']:.1f}; one thread: {r['one_thread_model_seconds']:.1f} s in all")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    results.update(command=" ".join([".venv/bin/python", "bench/pipeline.py", *sys.argv[1:]]),
+                   date=time.strftime("%Y-%m-%d"))
+    old = json.loads(out.read_text()) if out.exists() else {}
+    results["history"] = old.pop("history", []) + ([old] if old.get("runs") else [])  # earlier runs, oldest first
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
 
