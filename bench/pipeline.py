@@ -129,7 +129,8 @@ def main() -> None:
             write_corpus(corpus, docs=docs, shards=max(4, 8 * mult), seed=9)
             load_before = os.getloadavg()[0]
             e2e = end_to_end(corpus, Path(tmp) / f"lake{mult}", args.set, args.ray_address)
-            in_pipeline = sum(e2e["activations"] / e2e[f"{k}_activations_per_s"] for k in ("extract", "explain", "score"))
+            in_pipeline = sum(e2e["activations"] / e2e[f"{k}_activations_per_s"]
+                              for k in ("extract", "explain", "score"))
             run = {"scale": mult, "documents": docs, "activations": e2e["activations"],
                    "e2e_seconds": e2e["seconds"], "e2e_activations_per_s": e2e["activations_per_s"],
                    "driver_peak_rss_mb": e2e["driver_peak_rss_mb"], "fve_nrm": e2e["fve_nrm"],
