@@ -28,8 +28,7 @@ def _folder(value: str, role: str) -> str:
 def resolve_models(m: ModelsConfig) -> dict[str, Any]:
     """What the ingress knows about the models: folders, ids, sidecars, d_model and layer K (checked to agree)."""
     from nla.client import check_checkpoint, check_weights
-    from nla.hf import load_config
-    from nla.labeling.plan import checkpoint_id
+    from nla.labeling.plan import checkpoint_id, hidden_size
 
     av = _folder(m.av, "av")
     if not av:
@@ -46,7 +45,7 @@ def resolve_models(m: ModelsConfig) -> dict[str, Any]:
                                  f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
         info["ar"] = {"path": ar, "id": checkpoint_id(ar), "sidecar": jsonable(ar_meta.to_dict())}
     if base:
-        base_d = load_config(base).get_text_config().hidden_size
+        base_d = hidden_size(base)  # config.json read directly: importing transformers here is 2-3 s of start-up
         if base_d != d:
             raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base at "
                                  f"the AV's base ({av_meta.base_checkpoint}).")

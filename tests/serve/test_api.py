@@ -137,7 +137,8 @@ def test_concurrent_requests_are_batched_without_mixing(server):
 
 def test_reconstruct_score_compare(server, library):
     _, critic = library
-    texts = ["The text is about weather.\n\nIt mentions oslo.\n\nIt ends with \"heavy storm\".", "The text is about music."]
+    texts = ["The text is about weather.\n\nIt mentions oslo.\n\nIt ends with \"heavy storm\".",
+             "The text is about music."]
     rec = ok(server, "/v1/reconstruct", {"explanations": texts})
     np.testing.assert_allclose(rec["vectors"], critic.reconstruct_batch(texts).numpy(), atol=1e-4)
     rec64 = ok(server, "/v1/reconstruct", {"explanations": texts, "encoding": "base64"})
@@ -256,10 +257,14 @@ def test_transport_errors_are_4xx(server):
     assert status == 400 and "cut off after 2s" in err["error"]
 
 
-def test_cli_refuses_bad_config_before_starting(server):
+def test_cli_refuses_bad_config_before_starting(server, tmp_path):
     taken = int(server.url.rsplit(":", 1)[1])  # the running server's port
+    narrow = tmp_path / "narrow-base"  # a base 32 wide beside the toy AV's 128: refused from its config.json alone
+    narrow.mkdir()
+    (narrow / "config.json").write_text('{"model_type": "llama", "hidden_size": 32}')
     for args, words in ((["modles.av=x"], "unknown key 'modles'"), (["limits.max_vectors=0"], "must be positive"),
                         (["--port", "70000"], "not a TCP port"), (["models.av=/nowhere/av"], "/nowhere/av"),
+                        ([f"models.base={narrow}"], f"models.base {narrow} has d=32 but the AV reads d=128"),
                         (["--port", str(taken)], f"cannot listen on 127.0.0.1:{taken}")):
         p = subprocess.run([sys.executable, "-m", "nla.cli.main", "serve", *args], capture_output=True, text=True,
                            timeout=60)
