@@ -31,7 +31,8 @@ def add_commands(sub: Any, formatter: Any) -> None:
                               "  nla query \"SELECT feature, count(*) n FROM features WHERE rank = 1 GROUP BY 1 "
                               "ORDER BY n DESC\"\n"
                               "  nla query \"SELECT * FROM search_explanations('rain|storm') LIMIT 5\"\n"
-                              "  nla query \"SELECT * FROM labels ORDER BY mse DESC\" --format parquet --out worst.parquet\n"
+                              "  nla query \"SELECT * FROM labels ORDER BY mse DESC\" --format parquet "
+                              "--out worst.parquet\n"
                               "  nla query \"SELECT count(*) FROM activations\" --at activations=3   # time travel")
     q.add_argument("sql", help="one SELECT statement")
     q.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -67,7 +68,8 @@ def add_commands(sub: Any, formatter: Any) -> None:
                        description="Select labeled activations with a SQL condition over the `labels` columns "
                                    "(act_id, av, ar, sample, explanation, status, mse, cos, context, ...) and write "
                                    "them with their vectors to training_sets/NAME (each run is a new version).",
-                       epilog="example:\n  nla mine --where \"mse > 0.8 AND status = 'ok'\" --limit 5000 --name hard_v1")
+                       epilog="example:\n  nla mine --where \"mse > 0.8 AND status = 'ok'\" --limit 5000 "
+                              "--name hard_v1")
     m.add_argument("--where", required=True, help="SQL boolean condition")
     m.add_argument("--name", required=True, help="training-set name (letters, digits, _ - .)")
     m.add_argument("--limit", type=int, default=None, help="at most this many rows (hardest first)")
@@ -169,9 +171,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             t = q.keyword(args.text, limit=args.k)
             print_table(t.to_pylist(), ["act_id", "mse", "context", "explanation"], width=70)
             return 0
-        from nla.client import NLACritic
+        from nla.client import NLACritic, check_checkpoint
 
-        vector = NLACritic(args.ar or _toy_ar()).reconstruct(args.text).numpy()
+        ar = args.ar or _toy_ar()
+        q.check_width(check_checkpoint(ar, "ar").d_model, f"--ar {ar}")  # before the AR loads
+        vector = NLACritic(ar).reconstruct(args.text).numpy()
         t = q.nearest(vector, k=args.k)
     print_table(t.to_pylist(), [c for c in ("similarity", "act_id", "mse", "context", "explanation")
                                 if c in t.column_names], width=70)

@@ -92,7 +92,7 @@ class LakeQuery:
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
-    # ---- the user path -------------------------------------------------------------------------------------------------
+    # ---- the user path -----------------------------------------------------------------------------------------------
     def check(self, sql: str) -> None:
         """Refuse anything but one read-only SELECT."""
         import duckdb
@@ -168,17 +168,23 @@ class LakeQuery:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # ---- search ---------------------------------------------------------------------------------------------------------
+    # ---- search ------------------------------------------------------------------------------------------------------
+    def check_width(self, d: int, what: str) -> None:
+        """Refuse a search by vectors of width d (`what` names where they come from) before any is computed: the
+        lake needs activations of that width."""
+        if self.d is None:
+            raise NLAQueryError(f"lake {self.lake.root} has no activations table to search. Fix: run `nla label` "
+                                "first.")
+        if d != self.d:
+            raise NLAInputError(f"{what} has d={d} but the activations table stores d={self.d}. Fix: use the AR (or "
+                                "base model) that matches this lake's activations.")
+
     def nearest(self, vector: Any, k: int = 10) -> pa.Table:
         """Top-k activations by cosine to `vector`, each joined with its explanations (best mse first)."""
         import numpy as np
 
-        if self.d is None:
-            raise NLAQueryError(f"lake {self.lake.root} has no activations table to search. Fix: run `nla label` first.")
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if v.shape[0] != self.d:
-            raise NLAInputError(f"query vector has d={v.shape[0]} but the activations table stores d={self.d}. Fix: "
-                                "use the AR (or base model) that matches this lake's activations.")
+        self.check_width(v.shape[0], "query vector")
         if not np.isfinite(v).all() or not np.any(v):
             raise NLAInputError("query vector is zero or has NaN/inf. Fix: pass a real reconstruction.")
         from nla.lake.search import top_k_cosine
@@ -211,7 +217,7 @@ class LakeQuery:
         return self.run("SELECT * FROM search_explanations($p) ORDER BY mse ASC NULLS LAST LIMIT $n",
                         {"p": pattern, "n": int(limit)}, checked=True, limit=None)
 
-    # ---- helpers ---------------------------------------------------------------------------------------------------------
+    # ---- helpers -----------------------------------------------------------------------------------------------------
     def _timeout(self) -> Any:
         query = self
 

@@ -271,6 +271,10 @@ CLI = [  # (case, `nla` arguments, words the error line must hold; {name} = a Be
      ["explanation", "Tables here:", "Fix:"]),
     ("a time-travel version that does not exist", "query 'SELECT 1' --at explanations=999 --lake {lake}",
      ["table 'explanations' has no version 999", "Fix:"]),
+    ("search a lake with no activations", "search weather --lake {fresh}",
+     ["lake {fresh} has no activations table to search", "Fix: run `nla label` first"]),
+    ("search with an AR of another width", "search weather --ar {narrow_ar} --lake {lake}",
+     ["--ar {narrow_ar} has d=32 but the activations table stores d=128", "Fix:"]),
     ("serve a truncated AR", "serve --port {port} models.ar={trunc_ar}",
      ["{trunc_ar}/value_head.safetensors: unreadable", "Fix: the file is truncated or corrupt"]),
 ]
