@@ -32,8 +32,31 @@ class ExtractConfig:
     batch_size: int = 8  # documents per forward
 
 
+# A document longer than max_length * CUT_CHARS_PER_TOKEN characters is tokenized from a prefix of that many
+# characters when the prefix alone reaches CUT_MARGIN tokens past max_length (see bounded_texts).
+CUT_CHARS_PER_TOKEN = 32
+CUT_MARGIN = 64
+
+
 class _StopForward(Exception):
     pass
+
+
+def bounded_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[str]:
+    """The texts to tokenize for the first max_length tokens of each: a fast tokenizer encodes a whole document
+    before it truncates, so a 10 MB document would cost 10 MB of tokenizing for 1,024 tokens. A long document is cut
+    to its first max_length * 32 characters when that prefix alone holds max_length + 64 tokens: the cut can change
+    only the prefix's last tokens, far past the ones kept, so the rows are the whole document's. A prefix with fewer
+    tokens (long runs a token covers many characters of) keeps the whole document."""
+    limit = max_length * CUT_CHARS_PER_TOKEN
+    out = []
+    for t in texts:
+        if len(t) > limit:
+            head = t[:limit]
+            if len(tokenizer(head, add_special_tokens=False)["input_ids"]) >= max_length + CUT_MARGIN:
+                t = head
+        out.append(t)
+    return out
 
 
 def doc_id_for(text: str) -> str:
@@ -113,8 +136,8 @@ class Extractor:
             if not isinstance(t, str):
                 raise NLAInputError(f"document {doc!r}: text is {type(t).__name__}, expected str. "
                                     "Fix: decode the corpus as UTF-8 text first.")
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length,
-                             padding=True, return_tensors="pt")
+        enc = self.tokenizer(bounded_texts(self.tokenizer, texts, self.cfg.max_length), add_special_tokens=True,
+                             truncation=True, max_length=self.cfg.max_length, padding=True, return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, T)
         per_doc = []
         for b, doc in enumerate(doc_ids):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nla.errors import NLAInputError
-from nla.extract import ExtractConfig, Extractor, doc_id_for
+from nla.extract import ExtractConfig, Extractor, bounded_texts, doc_id_for
 from nla.fast_attention import causal_attention
 from nla.fast_blocks import Blocks
 
@@ -167,8 +167,8 @@ class FastExtractor(Extractor):
             if not isinstance(t, str):
                 raise NLAInputError(f"document {doc!r}: text is {type(t).__name__}, expected str. "
                                     "Fix: decode the corpus as UTF-8 text first.")
-        ids = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length)[
-            "input_ids"]
+        ids = self.tokenizer(bounded_texts(self.tokenizer, texts, self.cfg.max_length), add_special_tokens=True,
+                             truncation=True, max_length=self.cfg.max_length)["input_ids"]
         picked = [self.positions(row, doc) for row, doc in zip(ids, doc_ids)]
         rows = np.repeat(np.arange(len(ids)), [len(p) for p in picked])
         positions = np.fromiter((p for pos in picked for p in pos), dtype=np.int64, count=len(rows))

@@ -89,3 +89,41 @@ def test_bad_layer_and_text(make_base):
     ext = Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=1))
     with pytest.raises(NLAInputError, match="expected str"):
         ext([b"bytes"], ["x"])
+
+
+def long_documents() -> list[str]:
+    """Documents of 40-200k characters: prose with punctuation, accents and emoji; one long word; runs of spaces."""
+    from nla.toy.corpus import generate_corpus
+
+    prose = " ".join(d.text for d in generate_corpus(400, 7))
+    mixed = " ".join(f"{w} Zürich, naïve café — 東京 🙂 x{i}!" for i, w in enumerate(prose.split()[:3000]))
+    return [prose, mixed, "a" * 60_000 + " end", " " * 80_000 + "word", "\n\n".join([prose[:20_000]] * 5)]
+
+
+@pytest.mark.parametrize("max_length", [64, 100])
+def test_long_documents_tokenize_from_a_prefix_to_the_same_tokens(max_length):
+    """A real byte-level BPE (SmolLM2's): the first max_length tokens of the cut document are the whole one's."""
+    from nla.bases import smollm2_folder
+    from nla.extract import bounded_texts
+
+    tok = hf.load_tokenizer(smollm2_folder())
+    docs = long_documents()
+    cut = bounded_texts(tok, docs, max_length)
+    assert sum(len(c) < len(d) for c, d in zip(cut, docs)) >= 3  # the prose ones were cut
+    for c, d in zip(cut, docs):
+        whole = tok(d, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+        assert tok(c, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] == whole
+
+
+def test_long_documents_give_the_rows_of_the_whole_document(make_base, monkeypatch):
+    import nla.extract as E
+
+    ext = Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=1, positions_per_doc=5, min_position=8,
+                                                                      max_length=64, batch_size=2))
+    docs = long_documents()
+    rows = ext(docs, list("abcde"))
+    monkeypatch.setattr(E, "CUT_CHARS_PER_TOKEN", 10**9)  # no cut: every document tokenized whole
+    whole = ext(docs, list("abcde"))
+    for k in ("doc_id", "position", "token_id", "token", "context"):
+        assert rows[k].tolist() == whole[k].tolist(), k
+    np.testing.assert_array_equal(rows["vector"], whole["vector"])
