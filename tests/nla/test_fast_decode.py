@@ -108,7 +108,9 @@ def test_decode_kernel_is_cascade_attention():
 def test_fast_extractor_matches_the_extractor(qwen, tokenizer):
     from nla.toy.corpus import generate_corpus
 
-    texts = [d.text * 3 for d in generate_corpus(7, 11)]
+    from tests.nla.test_extract import long_documents
+
+    texts = [d.text * 3 for d in generate_corpus(7, 11)] + long_documents()  # long ones: tokenized from a prefix
     cfg = ExtractConfig(layer=1, positions_per_doc=4, min_position=5, max_length=120)
     plain = Extractor(qwen, tokenizer, cfg)(texts)
     fast = FastExtractor(qwen, tokenizer, cfg, max_tokens=256)(texts)  # several length buckets
