@@ -47,7 +47,10 @@ def bounded_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[str
     before it truncates, so a 10 MB document would cost 10 MB of tokenizing for 1,024 tokens. A long document is cut
     to its first max_length * 32 characters when that prefix alone holds max_length + 64 tokens: the cut can change
     only the prefix's last tokens, far past the ones kept, so the rows are the whole document's. A prefix with fewer
-    tokens (long runs a token covers many characters of) keeps the whole document."""
+    tokens (long runs a token covers many characters of) keeps the whole document, and so does a tokenizer that
+    truncates on the left (it keeps the last tokens)."""
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        return list(texts)
     limit = max_length * CUT_CHARS_PER_TOKEN
     out = []
     for t in texts:

@@ -113,6 +113,8 @@ def test_long_documents_tokenize_from_a_prefix_to_the_same_tokens(max_length):
     for c, d in zip(cut, docs):
         whole = tok(d, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
         assert tok(c, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] == whole
+    tok.truncation_side = "left"  # it keeps the last tokens: no prefix would do
+    assert bounded_texts(tok, docs, max_length) == docs
 
 
 def test_long_documents_give_the_rows_of_the_whole_document(make_base, monkeypatch):
