@@ -74,7 +74,7 @@ def pure_stage_seconds(corpus: Path, threads: int) -> dict[str, float]:
             t[name] += time.perf_counter() - t1
         rows += int((docs["status"] == "ok").sum())
         t0 = time.perf_counter()
-    return {**t, "activations": rows}
+    return {**t, "activations": rows, "model": t["extract"] + t["explain"] + t["score"]}
 
 
 def end_to_end(corpus: Path, lake: Path, overrides: list[str], address: str) -> dict:
@@ -137,9 +137,8 @@ def main() -> None:
                    "in_pipeline_model_seconds": in_pipeline, "overhead_vs_in_pipeline": e2e["seconds"] / in_pipeline,
                    "load_average_before": load_before}
             pure = pure_stage_seconds(corpus, threads=cores)
-            model = pure["extract"] + pure["explain"] + pure["score"]
-            one = pure_stage_seconds(corpus, threads=1)
-            one_thread = one["extract"] + one["explain"] + one["score"]
+            model = pure["model"]
+            one_thread = pure_stage_seconds(corpus, threads=1)["model"]
             run.update(pure_seconds=pure, pure_model_seconds=model, overhead=e2e["seconds"] / model,
                        one_thread_model_seconds=one_thread, floor=(startup + one_thread / cores) / model,
                        overhead_past_startup=(e2e["seconds"] - startup) / model)
