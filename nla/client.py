@@ -168,8 +168,8 @@ class NLACritic:
         self.meta = _check_meta(meta, "ar", self.tokenizer, self.model.lm.config)
         blocks = len(self.model.backbone.layers)
         if blocks != self.meta.layer + 1:
-            raise NLAConfigError(f"{self.meta.source}: extraction_layer_index {self.meta.layer} means {self.meta.layer + 1}"
-                                 f" blocks, but config.json has {blocks}. Fix: use the sidecar shipped with this AR.")
+            raise NLAConfigError(f"{self.meta.source}: says K = {self.meta.layer}, so the AR keeps {self.meta.layer + 1} "
+                                 f"blocks, but its weights have {blocks}. Fix: use the sidecar shipped with this AR.")
         self.mse_scale = float(self.meta.mse_scale)
         self.device, self.batch_size = device, batch_size
 

@@ -4,13 +4,13 @@ shards still to do. Every mismatch is caught here, with nothing written. No Ray.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from nla.client import check_checkpoint, check_weights
 from nla.errors import NLAConfigError, NLAInputError
+from nla.hfconfig import hidden_size
 from nla.labeling.config import LabelConfig
 from nla.labeling.corpus import Shard, list_shards
 from nla.lake.store import Lake
@@ -45,21 +45,6 @@ def checkpoint_id(folder: str) -> str:
     """A short stable id for a checkpoint folder: its last two path parts (e.g. 'c32c06f5f7e2/av')."""
     p = Path(folder).resolve()
     return f"{p.parent.name}/{p.name}"
-
-
-def hidden_size(folder: str) -> int:
-    """The base's residual width, read from its config.json (the text config's, for multimodal configs) without
-    importing transformers, 3 s of the driver's start on 2 cores; through AutoConfig when the file leaves it to the
-    model type's defaults."""
-    from nla.hf import check_folder, load_config
-
-    try:
-        cfg = json.loads((check_folder(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cfg = None  # unreadable: load_config refuses it with its own message
-    text = cfg.get("text_config") if isinstance(cfg, dict) and isinstance(cfg.get("text_config"), dict) else cfg
-    d = text.get("hidden_size") if isinstance(text, dict) else None
-    return d if isinstance(d, int) and not isinstance(d, bool) else load_config(folder).get_text_config().hidden_size
 
 
 def _toy(part: str) -> str:

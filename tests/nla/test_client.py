@@ -89,7 +89,8 @@ def test_d_model_mismatch(pair, tmp_path):
 def test_layer_mismatch(pair, tmp_path):
     ar = _copy(pair[1], tmp_path / "ar")
     _edit_sidecar(ar, lambda d: (d.update(extraction_layer_index=0), d["critic"].update(extraction_layer_index=0)))
-    with pytest.raises(NLAConfigError, match="2 blocks|1 blocks"):
+    with pytest.raises(NLAConfigError, match=r"'extraction_layer_index' says K = 0, so the AR keeps 1 blocks, but "
+                                             r"config.json has 2\. Fix"):
         NLACritic(ar)
 
 
