@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 
@@ -84,22 +86,58 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
 def summary(stats: RunStats, seconds: float) -> dict:
     acts = stats.activations
     per_stage = {f"{k}_activations_per_s": acts / v for k, v in stats.stage_seconds.items() if v > 0}
+    scores = {"mean_mse": stats.mean_mse, "mean_cos": stats.mean_cos, "fve_nrm": stats.fve_nrm} if stats.scored else {}
     return {"shards_committed": stats.shards_committed, "shards_failed": len(stats.shards_failed),
+            "shards_empty": len(stats.shards_empty), "shards_to_retry": len(stats.shards_retry),
             "documents": stats.documents, "bad_documents": stats.bad_documents,
             "short_documents": stats.short_documents, "activations": acts, "explanations": stats.explanations,
-            "explanations_ok": stats.samples_ok, "seconds": seconds, "activations_per_s": acts / seconds if seconds
-            else 0.0, **per_stage, "mean_mse": stats.mean_mse, "mean_cos": stats.mean_cos, "fve_nrm": stats.fve_nrm,
+            "explanations_ok": stats.samples_ok, "explanations_error": stats.explanations_error, "seconds": seconds,
+            "activations_per_s": acts / seconds if seconds else 0.0, **per_stage, **scores,
             "driver_peak_rss_mb": peak_rss_mb()}
 
 
 def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:
     print(f"\nrun {run_id} ({plan.mode}) -> lake {plan.lake.root}")
+    for table, recipe in plan.recipes.items():
+        print(f"  {'recipe ' + table:<32} {recipe.hash}")
     for k, v in s.items():
         print(f"  {k:<32} {v:.4g}" if isinstance(v, float) else f"  {k:<32} {v}")
     for shard, msg in stats.shards_failed:
         print(f"  skipped shard {shard}: {msg}")
+    for shard, msg in stats.shards_empty:
+        print(f"  empty shard {shard}: {msg}")
     for f in stats.failures[:5]:
         print(f"  bad document {f}")
+
+
+class JobInterrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM on the driver: what was committed stays, the rest is left for a rerun."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NothingDone(Exception):
+    """The run committed nothing that was asked of it (every shard empty, every AV batch failed)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def describe_plan(plan: Plan) -> None:
+    print(f"[plan] {len(plan.shards)} shards, {len(plan.shards) - len(plan.todo) - len(plan.skipped_changed)} already "
+          f"committed under this recipe, {len(plan.todo)} to do; layer {plan.layer}, d {plan.d}; writing "
+          f"{', '.join(f'{t} (recipe {r.hash})' for t, r in plan.recipes.items() if t in plan.writes)}")
+    for s in plan.skipped_changed:
+        print(f"[plan] skipped: {s.name} changed since it was committed (on_changed=skip)")
+    if plan.legacy:
+        print(f"[plan] {plan.legacy} of these shards were committed by an older nla (no fingerprint or recipe): they "
+              "are labeled again under this recipe, beside the old rows")
+    if not plan.todo:
+        print("[plan] nothing to do: every shard is committed under this recipe. Another AV, AR, sampling or "
+              "extraction setting is another recipe and labels again; changed files are found by content.")
 
 
 def run(cfg: LabelConfig, mode: str = "label") -> dict:
@@ -109,14 +147,18 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
     run_id = new_run_id(mode)
     config = {**asdict(cfg), "mode": mode, "resolved": {"base": plan.base, "av": plan.av, "ar": plan.ar}}
     chash = config_hash(config)
-    print(f"[plan] {len(plan.shards)} shards, {len(plan.shards) - len(plan.todo)} already committed, "
-          f"{len(plan.todo)} to do; layer {plan.layer}, d {plan.d}; writing {', '.join(plan.writes)}")
+    recipes = {t: r.describe() for t, r in plan.recipes.items() if t in plan.writes}
+    describe_plan(plan)
     started, t0 = now(), time.perf_counter()
-    record_run(plan.lake, run_id, job=mode, config=config, status="running", started_at=started)
+    record_run(plan.lake, run_id, job=mode, config=config, status="running", started_at=started, recipes=recipes)
     committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=run_id, config_hash=chash,
                                base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
-                               write_activations=mode != "from-activations", write_explanations=mode != "extract")
-    status = "failed"
+                               write_activations=mode != "from-activations", write_explanations=mode != "extract",
+                               recipes={t: r.hash for t, r in plan.recipes.items()},
+                               sources={s.id: s.source for s in plan.todo})
+    status, interrupted = "failed", None
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         if plan.todo:
             if not ray.is_initialized():
@@ -127,19 +169,44 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
                 committer.add(batch)
         committer.finish()
         status = "ok"
+    except KeyboardInterrupt as e:
+        status, interrupted = "interrupted", (143 if str(e) == "SIGTERM" else 130)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         stats = committer.stats
         s = summary(stats, time.perf_counter() - t0)
+        nothing = plan.todo and status == "ok" and not stats.shards_committed
         try:
-            record_run(plan.lake, run_id, job=mode, config=config, status=status, started_at=started,
-                       finished_at=now(), counts={k: v for k, v in s.items() if not isinstance(v, float)},
+            record_run(plan.lake, run_id, job=mode, config=config, status="empty" if nothing else status,
+                       started_at=started, finished_at=now(), recipes=recipes,
+                       counts={k: v for k, v in s.items() if not isinstance(v, float)},
                        throughput={k: v for k, v in s.items() if isinstance(v, float)})
         except NLAError as e:
             if status == "ok":
                 raise
-            print(f"[runs] the failed run could not be recorded either: {e}", file=sys.stderr)  # keep the cause
+            print(f"[runs] the {status} run could not be recorded either: {e}", file=sys.stderr)  # keep the cause
+    if interrupted:
+        left = len(plan.todo) - stats.shards_committed
+        raise JobInterrupted(f"interrupted: {stats.shards_committed} shards committed, {left} left. Rerun the same "
+                             "command to resume (committed shards are skipped).", interrupted)
     print_summary(s, plan, run_id, stats)
+    _warn(s, stats, plan)
     return {"run_id": run_id, **s}
+
+
+def _warn(s: dict, stats: RunStats, plan: Plan) -> None:
+    """Say in plain words when the run did less than asked, or when the pair does not explain this data."""
+    if plan.todo and not stats.shards_committed:
+        why = "every shard was empty or unreadable" if not stats.explanations_error else "every AV batch failed"
+        raise NothingDone(f"nothing was labeled: {why} (see the lines above). Fix the cause and rerun the same "
+                          "command: nothing was marked done.")
+    if plan.todo and stats.explanations and stats.explanations_error == stats.explanations:
+        raise NothingDone(f"every AV batch failed ({stats.explanations_error} explanations with status error; the "
+                          "first message is in raw_output). The shards are not marked done: fix the cause and rerun.")
+    if s.get("fve_nrm", 0.0) < 0:
+        print(f"warning: fve_nrm {s['fve_nrm']:.3f} < 0: this pair does not explain this data (its reconstructions "
+              "are worse than predicting the mean activation). Use an AV/AR pair trained for this base and text.")
 
 
 def nla_message(e: BaseException) -> str | None:
@@ -168,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(LabelConfig, args.config, args.overrides)
         run(cfg, args.mode)
+    except JobInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except NothingDone as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - bad input (also when an actor hit it) is one line; the rest a traceback
         message = nla_message(e)
         if message is None:

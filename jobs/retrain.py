@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict:
     import jobs.teach
     import jobs.train
     from nla.config import load_config
-    from nla.labeling.plan import checkpoint_id
+    from nla.pair import checkpoint_id
     from nla.lake.mine import mine
     from nla.lake.query import LakeQuery
     from nla.lake.runs import new_run_id, record_run
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict:
     heldout = f"(hash(doc_id) % 1000) < {int(args.heldout * 1000)}"
     mine_base = f"status = 'ok' AND av = '{av_id}' AND ar = '{ar_id}'"
     with LakeQuery(lake) as q:
-        if "labels" not in q._views():
+        if "labels" not in q.views():
             raise NLAInputError(f"--lake {lake.root}: no labeled activations. Fix: run `nla label` first.")
         stat = q.run(f"SELECT count(*) n, quantile_cont(mse, {args.quantile}) t FROM labels WHERE {mine_base}")
         n, threshold = stat.column("n")[0].as_py(), stat.column("t")[0].as_py()

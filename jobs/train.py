@@ -110,7 +110,7 @@ def register(cfg: TrainJobConfig, out: Path, run_id: str, summary: dict) -> list
     """Add the new checkpoint folders to the lake's checkpoints table; returns their ids."""
     import pyarrow as pa
 
-    from nla.labeling.plan import checkpoint_id
+    from nla.pair import checkpoint_id
     from nla.lake.store import Lake, now
     from schemas import CHECKPOINTS
     from nla.lake.schema import arrow_schema

@@ -3,7 +3,7 @@
 from schemas.spec import Column, TableSpec
 
 ACTIVATIONS = TableSpec(
-    name="activations", version=1,
+    name="activations", version=2,
     doc="Raw block-K activations with where they came from. Written by `nla extract` / `nla label`.",
     columns=(
         Column("act_id", "string", "stable hash of (base_model, layer, doc_id, position)", nullable=False),
@@ -16,7 +16,9 @@ ACTIVATIONS = TableSpec(
         Column("context", "string", "detokenised prefix ending at the token (truncated from the left)"),
         Column("vector", "vector", "raw activation, not normalised", nullable=False),
         Column("norm", "float32", "L2 norm of the vector"),
-        Column("shard", "string", "input shard the row came from"),
+        Column("shard", "string", "the input shard's unit id (name@content fingerprint) the row came from"),
+        Column("recipe", "string", "hash of the extraction recipe that made the row (base content, layer, settings); "
+               "runs.recipes holds its fields"),
         Column("run_id", "string", "the run that wrote the row"),
     ),
     key=("act_id",), shard_column="shard", partition_by=("shard",),

@@ -3,8 +3,8 @@
 from schemas.spec import Column, TableSpec
 
 EXPLANATIONS = TableSpec(
-    name="explanations", version=1,
-    doc="AV explanations and AR scores; one row per (act_id, av, ar, sample). Failed samples are kept with a status.",
+    name="explanations", version=2,
+    doc="AV explanations and AR scores; one row per (act_id, av, ar, recipe, sample): another AV, AR or sampling adds rows beside the old ones. Failed samples are kept with a status.",
     columns=(
         Column("act_id", "string", "the activation explained (activations.act_id)", nullable=False),
         Column("av", "string", "AV checkpoint id", nullable=False),
@@ -16,9 +16,11 @@ EXPLANATIONS = TableSpec(
         Column("status", "string", "ok | no_tags | truncated | error"),
         Column("mse", "float32", "mse_nrm = 2(1 - cos) of the AR reconstruction; null unless scored"),
         Column("cos", "float32", "cosine of the AR reconstruction and the activation"),
-        Column("shard", "string", "input shard the row came from"),
+        Column("shard", "string", "the unit id of the activations' shard the row came from"),
+        Column("recipe", "string", "hash of the labeling recipe (AV, AR and sidecar content, sampling settings); "
+               "runs.recipes holds its fields"),
         Column("run_id", "string", "the run that wrote the row"),
         Column("created_at", "timestamp", "UTC time the row was written"),
     ),
-    key=("act_id", "av", "ar", "sample"), shard_column="shard", partition_by=("shard",),
+    key=("act_id", "av", "ar", "recipe", "sample"), shard_column="shard", partition_by=("shard",),
 )

@@ -12,45 +12,22 @@ from typing import Any
 
 from ray import serve
 
-from nla.errors import NLAConfigError
 from serve.codec import jsonable
 from serve.config import DeploymentSettings, ModelsConfig, ServeConfig
 
 
-def _folder(value: str, role: str) -> str:
-    if value == "toy":
-        from nla.toy.build import ensure_toy_kit
-
-        return str(ensure_toy_kit() / role)
-    return str(Path(value).expanduser().resolve()) if value else ""
-
-
 def resolve_models(m: ModelsConfig) -> dict[str, Any]:
-    """What the ingress knows about the models: folders, ids, sidecars, d_model and layer K (checked to agree)."""
-    from nla.client import check_checkpoint, check_weights
-    from nla.labeling.plan import checkpoint_id, hidden_size
+    """What the ingress knows about the models: folders, ids, sidecars, d_model and layer K (nla.pair checks that they
+    form a pair, exactly as the labeling planner does)."""
+    from nla.pair import resolve_pair
 
-    av = _folder(m.av, "av")
-    if not av:
-        raise NLAConfigError("models.av is empty: the server explains with an AV. Fix: set models.av=DIR (or toy).")
-    av_meta = check_checkpoint(av, "av")  # a bad folder fails here, before the toy kit is looked up for the others
-    ar, base = _folder(m.ar, "ar"), _folder(m.base, "base")
-    d, layer = av_meta.d_model, av_meta.layer
-    info: dict[str, Any] = {"d_model": d, "layer": layer, "ar": None, "base": None,
-                            "av": {"path": av, "id": checkpoint_id(av), "sidecar": jsonable(av_meta.to_dict())}}
-    if ar:
-        ar_meta = check_checkpoint(ar, "ar")
-        if (ar_meta.layer, ar_meta.d_model) != (layer, d):
-            raise NLAConfigError(f"models.ar {ar} reads layer {ar_meta.layer} (d={ar_meta.d_model}) but models.av {av} "
-                                 f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
-        info["ar"] = {"path": ar, "id": checkpoint_id(ar), "sidecar": jsonable(ar_meta.to_dict())}
-    if base:
-        base_d = hidden_size(base)  # config.json read directly: importing transformers here is 2-3 s of start-up
-        if base_d != d:
-            raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base at "
-                                 f"the AV's base ({av_meta.base_checkpoint}).")
-        check_weights(base)
-        info["base"] = {"path": base, "id": checkpoint_id(base)}
+    pair = resolve_pair(av=m.av, ar=m.ar, base=m.base, what="the server")
+    ck = {"av": pair.av, "ar": pair.ar, "base": pair.base}
+    info: dict[str, Any] = {"d_model": pair.d, "layer": pair.layer}
+    for role, c in ck.items():
+        meta = {"av": pair.av_meta, "ar": pair.ar_meta}.get(role)
+        info[role] = None if c is None else {"path": c.path, "id": c.id, **({"sidecar": jsonable(meta.to_dict())}
+                                                                          if meta is not None else {})}
     return info
 
 

@@ -64,6 +64,32 @@ def add_commands(sub: Any, formatter: Any) -> None:
     _lake_arg(s)
     s.set_defaults(func=cmd_search)
 
+    c = sub.add_parser("compare", formatter_class=formatter, help="two labeling recipes side by side: the paired "
+                       "difference on shared activations",
+                       description="Pair two recipes (another AV, AR or sampling) on the activations both scored: "
+                                   "n, each one's mean mse (per activation, the mean over its samples), the paired "
+                                   "mean difference B - A with its 95%% interval, wins and losses, and the rows that "
+                                   "changed most. A recipe is named by its hash (a prefix of 4+ characters; the job's "
+                                   "summary prints it) or by the id of the run that wrote it. In SQL: "
+                                   "SELECT * FROM compare('HASH_A', 'HASH_B').",
+                       epilog="examples:\n  nla compare 3fa2c1 9c01aa\n"
+                              "  nla compare label-20261206-0612-ab12 label-20261206-0630-cd34 --top 5\n"
+                              "  nla query \"SELECT recipe, av, count(*), avg(mse) FROM explanations GROUP BY ALL\"")
+    c.add_argument("a", help="recipe hash (prefix) or run id: the baseline")
+    c.add_argument("b", help="recipe hash (prefix) or run id: the candidate")
+    c.add_argument("--top", type=int, default=10, help="rows that changed most to show (default 10)")
+    c.add_argument("--format", choices=("table", "json"), default="table")
+    _lake_arg(c)
+    c.set_defaults(func=cmd_compare)
+
+    g = sub.add_parser("migrate", formatter_class=formatter, help="upgrade a lake written by an older nla",
+                       description="Upgrade the lake's tables to this nla's schema in place: one atomic commit per "
+                                   "table, streamed; rerun it if it was interrupted. Old versions stay readable "
+                                   "by time travel until vacuumed. Rows of the old lake get recipe 'legacy'.",
+                       epilog="example:\n  nla migrate --lake ./lake")
+    _lake_arg(g)
+    g.set_defaults(func=cmd_migrate)
+
     m = sub.add_parser("mine", formatter_class=formatter, help="write hard examples to a training-set table",
                        description="Select labeled activations with a SQL condition over the `labels` columns "
                                    "(act_id, av, ar, sample, explanation, status, mse, cos, context, ...) and write "
@@ -142,6 +168,49 @@ def _query(q: Any, args: argparse.Namespace) -> int:
             out.close()
     if args.out:
         print(f"{n} rows -> {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from nla.lake.compare import compare
+    from nla.lake.query import LakeQuery
+
+    lake = _lake(args)
+    if not lake.exists("explanations"):
+        raise NLAInputError(f"lake {lake.root} has no explanations to compare. Fix: label it (`nla label`), or pass "
+                            "--lake to the lake that has them.")
+    with LakeQuery(lake) as q:
+        c = compare(q, args.a, args.b, top=args.top)
+    if args.format == "json":
+        print(json.dumps(asdict(c), default=str))
+        return 0
+    better = "B is better" if c.diff + c.ci95 < 0 else "A is better" if c.diff - c.ci95 > 0 else "no clear difference"
+    print(f"A = recipe {c.recipe_a}, B = recipe {c.recipe_b}: {c.n} shared activations")
+    print(f"  mean mse   A {c.mse_a:.4f}   B {c.mse_b:.4f}")
+    print(f"  B - A      {c.diff:+.4f} (95% interval {c.diff - c.ci95:+.4f} .. {c.diff + c.ci95:+.4f}: {better})")
+    print(f"  B better on {c.b_better}, A better on {c.a_better}, equal on {c.n - c.b_better - c.a_better}")
+    if c.changed:
+        print("\nchanged most:")
+        print_table([{"act_id": r["act_id"], "mse_a": f"{r['mse_a']:.3f}", "mse_b": f"{r['mse_b']:.3f}",
+                      "diff": f"{r['diff']:+.3f}", "explanation_a": r["explanation_a"],
+                      "explanation_b": r["explanation_b"]} for r in c.changed],
+                    ["act_id", "mse_a", "mse_b", "diff", "explanation_a", "explanation_b"], width=40)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from nla.lake.migrate import migrate, pending
+
+    lake = _lake(args)
+    if not lake.names():
+        raise NLAInputError(f"lake {lake.root}: no tables here, nothing to migrate. Fix: pass --lake the lake's root.")
+    if not pending(lake):
+        print(f"lake {lake.root} is already at this nla's schema: nothing to migrate")
+        return 0
+    done = migrate(lake)
+    print(f"lake {lake.root}: migrated {', '.join(done)}")
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from nla.lake.rows import activation_table, explanation_table
 from nla.lake.store import Lake
-from nla.stages import OK, concat
+from nla.stages import ERROR, OK, concat
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 
@@ -27,6 +27,9 @@ from schemas import ACTIVATIONS, EXPLANATIONS
 class RunStats:
     shards_committed: int = 0
     shards_failed: list[tuple[str, str]] = field(default_factory=list)
+    shards_empty: list[tuple[str, str]] = field(default_factory=list)  # (shard, likely cause): not ledgered
+    shards_retry: list[str] = field(default_factory=list)  # shards with failed AV batches: not ledgered as explained
+    explanations_error: int = 0
     documents: int = 0
     bad_documents: int = 0
     short_documents: int = 0
@@ -71,8 +74,11 @@ class RunStats:
 class ShardCommitter:
     def __init__(self, lake: Lake, order: list[str], *, run_id: str, config_hash: str, base_id: str, layer: int,
                  d: int, av_id: str = "", ar_id: str = "", write_activations: bool = True, write_explanations: bool = True,
+                 recipes: dict[str, str] | None = None, sources: dict[str, dict] | None = None,
                  log: Any = print) -> None:
+        """recipes: table -> the recipe hash its rows are committed under; sources: unit -> its ledger record."""
         self.lake, self.order = lake, {s: i for i, s in enumerate(order)}
+        self.recipes, self.sources = recipes or {}, sources or {}
         self.run_id, self.config_hash, self.base_id, self.layer, self.d = run_id, config_hash, base_id, layer, d
         self.av_id, self.ar_id = av_id, ar_id
         self.write_activations, self.write_explanations = write_activations, write_explanations
@@ -122,12 +128,19 @@ class ShardCommitter:
         st.failures.extend(f"{shard} {d}: {m}" for d, m in bad[: max(0, 20 - len(st.failures))])
         version, conflicts = None, self.lake.conflicts
         acts = np.flatnonzero((status == OK) & first)
+        if self.write_activations and not len(acts):  # nothing labeled: reported, never ledgered as done
+            cause = self._empty_cause(len(docs_ok), bad)
+            st.shards_empty.append((shard, cause))
+            self.log(f"[empty] shard {shard}: no activations, not marked done ({cause})")
+            return
+        source = self.sources.get(shard)
         if self.write_activations:
-            cols = {k: rows[k][acts] for k in ("doc_id", "position", "token_id", "token", "context", "vector")} \
-                if len(acts) else self._empty()
-            table = activation_table(cols, base_model=self.base_id, layer=self.layer, shard=shard, run_id=self.run_id)
-            version = self.lake.commit_shard(ACTIVATIONS, table, shard=shard, run_id=self.run_id,
-                                             config_hash=self.config_hash)
+            cols = {k: rows[k][acts] for k in ("doc_id", "position", "token_id", "token", "context", "vector")}
+            recipe = self.recipes.get(ACTIVATIONS.name, "")
+            table = activation_table(cols, base_model=self.base_id, layer=self.layer, shard=shard, run_id=self.run_id,
+                                     recipe=recipe)
+            version = self.lake.commit_shard(ACTIVATIONS, table, shard=shard, run_id=self.run_id, recipe=recipe,
+                                             config_hash=self.config_hash, source=source)
         st.activations += len(acts)
         if len(acts):
             st.add_vectors(rows["vector"][acts])
@@ -135,15 +148,22 @@ class ShardCommitter:
         if self.write_explanations:
             ex = np.flatnonzero((status == OK) & (rows["sample"] >= 0)) if len(status) else np.array([], int)
             has_scores = "mse" in rows
+            recipe = self.recipes.get(EXPLANATIONS.name, "")
             table = explanation_table(
                 rows["act_id"][ex] if len(ex) else [], explanation=rows["explanation"][ex] if len(ex) else [],
                 raw_output=rows["raw_output"][ex] if len(ex) else [],
                 status=rows["expl_status"][ex] if len(ex) else [], n_tokens=rows["n_tokens"][ex] if len(ex) else [],
                 av=self.av_id, ar=self.ar_id if has_scores else "", samples=rows["sample"][ex] if len(ex) else [],
                 shard=shard, run_id=self.run_id, mse=rows["mse"][ex] if has_scores and len(ex) else None,
-                cos=rows["cos"][ex] if has_scores and len(ex) else None)
-            version = self.lake.commit_shard(EXPLANATIONS, table, shard=shard, run_id=self.run_id,
-                                             config_hash=self.config_hash)
+                cos=rows["cos"][ex] if has_scores and len(ex) else None, recipe=recipe)
+            errors = int((rows["expl_status"][ex] == ERROR).sum()) if len(ex) else 0
+            st.explanations_error += errors
+            if errors:  # the failed AV batches' rows are kept (status error) but the unit is not done: a rerun
+                st.shards_retry.append(shard)  # replaces them
+                self.log(f"[retry] shard {shard}: {errors} explanations failed (status error); not marked done, a "
+                         "rerun of the same command retries them")
+            version = self.lake.commit_shard(EXPLANATIONS, table, shard=shard, run_id=self.run_id, recipe=recipe,
+                                             config_hash=self.config_hash, source=source, ledger=not errors)
             n_expl = len(ex)
             st.explanations += n_expl
             if len(ex):
@@ -161,6 +181,13 @@ class ShardCommitter:
                  f"documents (v{version}, {time.perf_counter() - self.t0:.0f}s"
                  f"{f'; {retried} commits retried after concurrent writers won' if retried else ''})")
 
-    def _empty(self) -> dict[str, np.ndarray]:
-        return {"doc_id": [], "position": np.zeros(0, np.int32), "token_id": np.zeros(0, np.int64), "token": [],
-                "context": [], "vector": np.zeros((0, self.d), np.float32)}
+    @staticmethod
+    def _empty_cause(n_ok: int, bad: list[tuple[str, str]]) -> str:
+        if not n_ok and not bad:
+            return "the file holds no documents"
+        short = [m for _, m in bad if m.startswith("no token at")]
+        if not n_ok and len(short) == len(bad):
+            return f"all {len(bad)} documents are too short: {short[0]}"
+        if not n_ok:
+            return f"all {len(bad)} documents are bad; the first: {next(m for _, m in bad if m not in short)}"
+        return f"{n_ok} good documents gave no activation position"

@@ -61,6 +61,8 @@ class LabelConfig:
     text_column: str = "text"  # column (parquet, delta, hf) or JSON key (jsonl) holding the document text
     id_column: str = ""  # column holding a document id; "" = a content hash of the text
     lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake
+    on_changed: Literal["error", "relabel", "skip"] = "error"  # an input file committed before whose content has
+    # changed since: error = refuse the run and name it; relabel = label the new content beside the old rows; skip
     ray_address: str = ""  # "" = $RAY_ADDRESS if set, else a local Ray
     fuse: bool = False  # label mode: extract+explain+score in one actor pool (the explainer's resources); for
     # CPU-only machines and models that share one GPU: no hand-offs, no stages fighting over cores

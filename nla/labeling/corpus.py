@@ -25,9 +25,23 @@ class ShardError(Exception):
 
 @dataclass(frozen=True)
 class Shard:
-    id: str  # path relative to the input root
+    id: str  # the unit id once fingerprinted (name@fingerprint, nla.labeling.identity); the name before
     path: str  # absolute path or URI
-    format: str  # parquet | jsonl | txt | hf
+    format: str  # parquet | jsonl | txt | hf | lake
+    name: str = ""  # path relative to the input root
+    fingerprint: str = ""  # blake2b of the bytes ('' until fingerprinted)
+    size: int | None = None  # bytes
+
+    def fingerprinted(self) -> Shard:
+        from nla.labeling.identity import file_fingerprint, unit_id
+
+        fp, size = file_fingerprint(self.path)
+        return Shard(unit_id(self.id, fp), self.path, self.format, name=self.id, fingerprint=fp, size=size)
+
+    @property
+    def source(self) -> dict:
+        """The ledger's record of this shard."""
+        return {"name": self.name or self.id, "path": self.path, "fingerprint": self.fingerprint, "size": self.size}
 
 
 def list_shards(input_path: str, input_format: str = "auto") -> list[Shard]:
@@ -138,7 +152,9 @@ def _read_jsonl(shard: Shard, text_column: str, id_column: str) -> Iterator[tupl
                 yield where, "", f"line {n}: not JSON ({e.msg})"
                 continue
             if not isinstance(obj, dict) or not isinstance(obj.get(text_column), str):
-                yield where, "", f"line {n}: no string {text_column!r} key"
+                seen = f"keys seen: {', '.join(map(str, list(obj)[:10]))}" if isinstance(obj, dict) else \
+                    f"a JSON {type(obj).__name__}, not an object"
+                yield where, "", f"line {n}: no string {text_column!r} key ({seen})"
                 continue
             doc_id = str(obj[id_column]) if id_column and obj.get(id_column) is not None else ""
             yield doc_id, obj[text_column], ""

@@ -1,20 +1,20 @@
 """Plan a labeling run before any work starts: resolve models, check they fit together and fit the lake, list the
-shards still to do. Every mismatch is caught here, with nothing written. No Ray.
+units still to do: a shard's content (fingerprint) not yet committed under this run's recipe. Every mismatch is caught
+here, with nothing written. No Ray.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Literal
 
-from nla.client import check_checkpoint, check_weights
 from nla.errors import NLAConfigError, NLAInputError
-from nla.hfconfig import hidden_size
 from nla.labeling.config import LabelConfig
 from nla.labeling.corpus import Shard, list_shards
+from nla.labeling.identity import Recipe, activation_recipe, explanation_recipe
+from nla.lake.migrate import LEGACY_RECIPE
 from nla.lake.store import Lake
-from nla.meta import NLAMeta
+from nla.pair import lake_base_id, resolve_pair
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 Mode = Literal["label", "extract", "from-activations"]
@@ -24,7 +24,7 @@ Mode = Literal["label", "extract", "from-activations"]
 class Plan:
     mode: Mode
     lake: Lake
-    base: str
+    base: str  # folders ("" = not used in this mode)
     av: str
     ar: str
     base_id: str  # ids stored in the tables (activations.base_model, explanations.av/ar)
@@ -32,66 +32,77 @@ class Plan:
     ar_id: str
     layer: int
     d: int
-    shards: list[Shard]  # every input shard, in order
-    todo: list[Shard]  # not yet committed
+    recipes: dict[str, Recipe]  # table -> the recipe this run writes it under
+    shards: list[Shard]  # every input unit, in order
+    todo: list[Shard] = field(default_factory=list)  # units not yet committed under this run's recipes
+    skipped_changed: list[Shard] = field(default_factory=list)  # changed content left out (on_changed=skip)
+    legacy: int = 0  # shards of this input committed by an older nla (no fingerprint or recipe): labeled again
 
     @property
     def writes(self) -> list[str]:
         return {"label": [ACTIVATIONS.name, EXPLANATIONS.name], "extract": [ACTIVATIONS.name],
                 "from-activations": [EXPLANATIONS.name]}[self.mode]
 
-
-def checkpoint_id(folder: str) -> str:
-    """A short stable id for a checkpoint folder: its last two path parts (e.g. 'c32c06f5f7e2/av')."""
-    p = Path(folder).resolve()
-    return f"{p.parent.name}/{p.name}"
-
-
-def _toy(part: str) -> str:
-    from nla.toy.build import ensure_toy_kit
-
-    return str(ensure_toy_kit() / part)
+    def recipe_hash(self, table: str) -> str:
+        return self.recipes[table].hash
 
 
 def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
     m = cfg.models
-    base = _toy("base") if m.base == "toy" else str(Path(m.base).expanduser()) if m.base else ""
-    av = _toy("av") if m.av == "toy" else str(Path(m.av).expanduser()) if m.av else ""
-    ar = _toy("ar") if m.ar == "toy" else str(Path(m.ar).expanduser()) if m.ar else ""
     lake = Lake(cfg.lake or None)
-    if not av:
-        raise NLAConfigError("models.av is empty: extraction reads its layer K from the AV's sidecar. "
-                             "Fix: set models.av to the AV you will label with.")
-    # the AV's and AR's folders are checked as their loaders will check them (sidecar against tokenizer, weights
-    # readable) here, so a bad folder is one error before Ray starts, not a failed actor
-    av_meta = check_checkpoint(av, "av") if mode != "extract" else NLAMeta.load(av)
-    layer, d = av_meta.layer, av_meta.d_model
-    if ar and mode != "extract":
-        ar_meta = check_checkpoint(ar, "ar")
-        if (ar_meta.layer, ar_meta.d_model) != (layer, d):
-            raise NLAConfigError(f"models.ar {ar} reads layer {ar_meta.layer} (d={ar_meta.d_model}) but models.av {av} "
-                                 f"reads layer {layer} (d={d}). Fix: use the AV/AR pair trained together.")
-    if mode != "from-activations":
-        base_d = hidden_size(base)
-        if base_d != d:
-            raise NLAConfigError(f"models.base {base} has d={base_d} but the AV reads d={d}. Fix: point models.base "
-                                 f"at the AV's base ({av_meta.base_checkpoint}).")
-        check_weights(base)
+    pair = resolve_pair(av=m.av, ar=m.ar if mode != "extract" else "",
+                        base=m.base if mode != "from-activations" else "", check_av=mode != "extract")
+    layer, d = pair.layer, pair.d
+    lake.check_versions()  # a lake of an older schema is refused with the command that migrates it
     if lake.exists(ACTIVATIONS.name):
         have = lake.layout(ACTIVATIONS.name).get("d")
         if have != d:
             raise NLAConfigError(f"lake {lake.root}: its activations have d={have}, these models d={d}. Fix: use "
                                  "another lake (lake=PATH) for another model.")
+    recipes: dict[str, Recipe] = {}
+    if pair.base is not None:
+        recipes[ACTIVATIONS.name] = activation_recipe(base_fingerprint=pair.base.fingerprint, layer=layer,
+                                                      extract=cfg.extract)
+    if mode != "extract":
+        recipes[EXPLANATIONS.name] = explanation_recipe(av_fingerprint=pair.av.fingerprint, ar_fingerprint=(
+            pair.ar.fingerprint if pair.ar else ""), sampling=cfg.sampling)
+    ledger = lake.ledger()
     if mode == "from-activations":
         if not lake.exists(ACTIVATIONS.name):
             raise NLAInputError(f"lake {lake.root} has no activations to label. Fix: run `nla extract` first.")
-        shards = [Shard(s, "", "lake") for s in sorted(lake.committed_shards(ACTIVATIONS.name))]
+        units = sorted({r["shard"] for r in ledger if r["table_name"] == ACTIVATIONS.name})
+        shards = [Shard(u, "", "lake", name=u) for u in units]
     else:
-        shards = list_shards(cfg.input, cfg.input_format)
+        shards = [s.fingerprinted() for s in list_shards(cfg.input, cfg.input_format)]
     lake.check_writable()
-    plan = Plan(mode=mode, lake=lake, base=base, av=av, ar=ar, base_id=checkpoint_id(base) if m.base == "toy"
-                else m.base, av_id=checkpoint_id(av), ar_id=checkpoint_id(ar) if ar else "", layer=layer, d=d,
-                shards=shards, todo=[])
-    done = set.intersection(*(lake.committed_shards(t) for t in plan.writes))
-    plan.todo = [s for s in shards if s.id not in done]
+    plan = Plan(mode=mode, lake=lake, base=pair.base.path if pair.base else "", av=pair.av.path,
+                ar=pair.ar.path if pair.ar else "", base_id=lake_base_id(m.base, pair.base) if pair.base else "",
+                av_id=pair.av.id, ar_id=pair.ar.id if pair.ar else "", layer=layer, d=d, recipes=recipes,
+                shards=shards)
+    done = {(r["table_name"], r["shard"], r["recipe"]) for r in ledger}
+    todo = [s for s in shards if any((t, s.id, plan.recipe_hash(t)) not in done for t in plan.writes)]
+    plan.todo = _changed(todo, ledger, cfg.on_changed, plan) if mode != "from-activations" else todo
+    legacy_names = {r["name"] for r in ledger if r["recipe"] == LEGACY_RECIPE}
+    plan.legacy = sum(1 for s in plan.todo if s.name in legacy_names)
     return plan
+
+
+def _changed(todo: list[Shard], ledger: list[dict], on_changed: str, plan: Plan) -> list[Shard]:
+    """Shards at a path whose committed content had another fingerprint: refused, skipped or labeled as new."""
+    by_path: dict[str, dict[str, dict]] = {}
+    for r in ledger:
+        if r["path"] and r["fingerprint"]:
+            by_path.setdefault(r["path"], {})[r["fingerprint"]] = r
+    changed = [(s, next(iter(by_path[s.path].values()))) for s in todo
+               if s.path in by_path and s.fingerprint not in by_path[s.path]]
+    if not changed or on_changed == "relabel":
+        return todo
+    if on_changed == "skip":
+        plan.skipped_changed = [s for s, _ in changed]
+        return [s for s in todo if s not in plan.skipped_changed]
+    s, r = changed[0]
+    more = f" ({len(changed) - 1} more shards changed too)" if len(changed) > 1 else ""
+    raise NLAInputError(f"input shard {s.name} ({s.path}) changed since run {r['run_id']} committed it: its "
+                        f"fingerprint was {r['fingerprint'][:12]}, it is now {s.fingerprint[:12]}{more}. Fix: "
+                        "on_changed=relabel labels the new content beside the old rows; on_changed=skip leaves the "
+                        "changed shards out; or restore the file.")

@@ -50,7 +50,7 @@ def mine(lake: Lake, *, where: str, name: str, limit: int | None = None, order: 
 
 def _mine(q: LakeQuery, lake: Lake, *, where: str, name: str, table: str, limit: int | None,
           order: str) -> MineResult:
-    if "labels" not in q._views():
+    if "labels" not in q.views():
         raise NLAQueryError(f"lake {lake.root} has no labeled activations (explanations + activations). "
                             "Fix: run `nla label` first.")
     run_id = new_run_id("mine")

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from nla.errors import NLAInputError, NLAQueryError
+from nla.lake.compare import compare_macro
 from nla.lake.store import Lake
 from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -82,7 +83,7 @@ class LakeQuery:
         if {"explanations", "activations"} <= set(self.tables):
             self.con.execute(f"CREATE VIEW labels AS {LABELS_SQL}")
             self.con.execute(f"CREATE VIEW features AS {FEATURES_SQL}")
-            for m in MACROS:
+            for m in (*MACROS, compare_macro()):
                 self.con.execute(m)
         if self.d:
             self.con.execute(nearest_macro(self.d))
@@ -245,7 +246,7 @@ class LakeQuery:
             return NLAQueryError(f"refused: {msg}. The query path cannot read or write files. Fix: query the lake's "
                                  "tables only.")
         if isinstance(e, duckdb.CatalogException):
-            known = ", ".join(sorted(self.tables) + (["labels", "features"] if "labels" in self._views() else []))
+            known = ", ".join(sorted(self.tables) + (["labels", "features"] if "labels" in self.views() else []))
             return NLAQueryError(f"{msg}. Tables here: {known or 'none'}. Fix: check the name (`nla tables`).")
         if isinstance(e, duckdb.BinderException):
             return NLAQueryError(f"{msg}. Fix: check column names (`nla tables` prints each table's schema).")
@@ -253,7 +254,7 @@ class LakeQuery:
             return NLAQueryError(f"query failed: {msg}")
         return e
 
-    def _views(self) -> set[str]:
+    def views(self) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
 
 

@@ -26,7 +26,7 @@ def act_id(base_model: str, layer: int, doc_id: str, position: int) -> str:
 
 
 def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int, shard: str,
-                     run_id: str) -> pa.Table:
+                     run_id: str, recipe: str = "") -> pa.Table:
     """Extractor output (doc_id, position, token_id, token, context, vector) -> rows of `activations`."""
     vectors = np.asarray(cols["vector"], dtype=np.float32)
     n, d = vectors.shape
@@ -36,7 +36,8 @@ def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int
         A.doc_id: [str(x) for x in cols["doc_id"]], A.position: np.asarray(cols["position"], np.int32),
         A.token_id: np.asarray(cols["token_id"], np.int64), A.token: list(cols["token"]),
         A.context: list(cols["context"]), A.vector: vectors_to_arrow(vectors),
-        A.norm: np.linalg.norm(vectors, axis=1).astype(np.float32), A.shard: [shard] * n, A.run_id: [run_id] * n,
+        A.norm: np.linalg.norm(vectors, axis=1).astype(np.float32), A.shard: [shard] * n, A.recipe: [recipe] * n,
+        A.run_id: [run_id] * n,
     }
     return pa.table(data, schema=arrow_schema(ACTIVATIONS, d=d))
 
@@ -44,7 +45,7 @@ def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int
 def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | None], raw_output: Sequence[str],
                       status: Sequence[str], n_tokens: Sequence[int], av: str, ar: str, samples: Sequence[int],
                       shard: str, run_id: str, mse: Sequence[float | None] | None = None,
-                      cos: Sequence[float | None] | None = None) -> pa.Table:
+                      cos: Sequence[float | None] | None = None, recipe: str = "") -> pa.Table:
     """AV outputs (per sample) + AR scores -> `explanations` rows. NaN scores are stored as null."""
     n = len(act_ids)
 
@@ -58,7 +59,7 @@ def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | Non
         E.act_id: list(act_ids), E.av: [av] * n, E.ar: [ar] * n, E.sample: np.asarray(samples, np.int32),
         E.explanation: list(explanation), E.raw_output: list(raw_output),
         E.n_tokens: np.asarray(n_tokens, np.int32), E.status: list(status),
-        E.mse: scores(mse), E.cos: scores(cos), E.shard: [shard] * n, E.run_id: [run_id] * n,
+        E.mse: scores(mse), E.cos: scores(cos), E.shard: [shard] * n, E.recipe: [recipe] * n, E.run_id: [run_id] * n,
         E.created_at: [now()] * n,
     }
     return pa.table(data, schema=arrow_schema(EXPLANATIONS))

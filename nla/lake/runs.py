@@ -43,10 +43,11 @@ def code_version() -> str:
 
 def record_run(lake: Lake, run_id: str, *, job: str, config: dict[str, Any], status: str,
                started_at: Any, finished_at: Any = None, counts: dict[str, Any] | None = None,
-               throughput: dict[str, Any] | None = None) -> None:
+               throughput: dict[str, Any] | None = None, recipes: dict[str, Any] | None = None) -> None:
     """Insert or update the run's row (jobs call it at start with status running, and at the end)."""
     row = {R.run_id: [run_id], R.job: [job], R.config: [json.dumps(config, default=str)],
            R.config_hash: [config_hash(config)], R.code_version: [code_version()], R.started_at: [started_at],
            R.finished_at: [finished_at], R.status: [status], R.counts: [json.dumps(counts or {})],
-           R.throughput: [json.dumps(throughput or {})]}
+           R.throughput: [json.dumps(throughput or {})],
+           R.recipes: [json.dumps(recipes, default=str) if recipes is not None else None]}
     lake.merge(RUNS, pa.table(row, schema=arrow_schema(RUNS)), run_id=run_id)

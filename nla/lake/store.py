@@ -113,9 +113,10 @@ class Lake:
         info = self.layout(name)
         spec = spec or ALL[info.get("schema", name)]
         if info.get("schema_version", spec.version) != spec.version:
-            raise NLASchemaError(f"table {name!r} was written with schema version {info['schema_version']} of "
-                                 f"{spec.name!r}; this code declares version {spec.version}. Fix: migrate the table "
-                                 "or use the nla version that wrote it.")
+            raise NLASchemaError(f"table {name!r} in lake {self.root} was written with schema version "
+                                 f"{info['schema_version']} of {spec.name!r}; this nla reads version {spec.version}. "
+                                 f"Fix: `nla migrate --lake {self.root}` upgrades the lake in place (one atomic "
+                                 "commit per table; rerun it if interrupted).")
         return arrow_schema(spec, d=info.get("d"), vector_dtype=info.get("vector_dtype", "float32"))
 
     def create(self, spec: TableSpec, *, name: str | None = None, d: int | None = None,
@@ -150,11 +151,22 @@ class Lake:
                 raise
             self.create(spec, name=name, d=d, vector_dtype=vector_dtype)
 
+    def check_versions(self) -> None:
+        """Refuse a lake whose tables an older nla wrote, before anything is written, naming the command that
+        migrates it."""
+        for name in self.names():
+            spec = ALL.get(self.layout(name).get("schema", name))
+            if spec is not None:
+                self.arrow_schema(name, spec)
+
     # ---- writing ------------------------------------------------------------------------------------------------------
-    def commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, config_hash: str = "",
-                     name: str | None = None) -> int:
-        """Atomically replace shard `shard` of the table with `rows`, then record it in the ledger. Returns the
-        table version. Rerunning with the same shard never duplicates rows."""
+    def commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, recipe: str = "",
+                     config_hash: str = "", name: str | None = None, source: dict[str, Any] | None = None,
+                     ledger: bool = True) -> int:
+        """Atomically replace the rows of unit `shard` made under `recipe` with `rows`, then record the unit in the
+        ledger (unless ledger=False: rows that must be redone, such as failed AV batches, are written but not marked
+        done). Rows of the same unit under other recipes stay. Returns the table version; rerunning never
+        duplicates rows. `source` holds the ledger's name, path, fingerprint and size of the unit."""
         from deltalake import write_deltalake
 
         name = name or spec.name
@@ -162,31 +174,46 @@ class Lake:
         self._ensure(spec, rows, name)
         schema = self.arrow_schema(name, spec)
         batch = check_batch(spec, rows, schema)
-        if batch.num_rows and not pc.all(pc.equal(batch.column(spec.shard_column), shard)).as_py():
-            raise NLASchemaError(f"rows for shard {shard!r} of {name!r} carry other {spec.shard_column} values. "
-                                 f"Fix: set {spec.shard_column} = {shard!r} on every row of the batch.")
-        predicate = f"{spec.shard_column} = '{_sql_str(shard)}'"
+        for col, value in ((spec.shard_column, shard), ("recipe", recipe)):
+            if batch.num_rows and not pc.all(pc.equal(batch.column(col), value)).as_py():
+                raise NLASchemaError(f"rows for shard {shard!r} of {name!r} carry other {col} values. Fix: set {col} "
+                                     f"= {value!r} on every row of the batch.")
+        predicate = f"{spec.shard_column} = '{_sql_str(shard)}' AND recipe = '{_sql_str(recipe)}'"
         version = self._retry(name, lambda props: write_deltalake(
             self.uri(name), batch, mode="overwrite", predicate=predicate, commit_properties=props,
             writer_properties=_writer(schema), storage_options=self.storage_options),
-            run_id=run_id, config_hash=config_hash, shard=shard)
-        self.record_shard(name, shard, run_id=run_id, rows=batch.num_rows, version=version)
+            run_id=run_id, config_hash=config_hash, shard=shard, recipe=recipe)
+        if ledger:
+            self.record_shard(name, shard, recipe=recipe, run_id=run_id, rows=batch.num_rows, version=version,
+                              source=source)
         return version
 
-    def record_shard(self, table_name: str, shard: str, *, run_id: str, rows: int, version: int) -> None:
-        ledger = pa.table({SHARDS.col.table_name: [table_name], SHARDS.col.shard: [shard], SHARDS.col.run_id: [run_id],
-                           SHARDS.col.rows: [rows], SHARDS.col.table_version: [version],
-                           SHARDS.col.committed_at: [now()]}, schema=arrow_schema(SHARDS))
+    def record_shard(self, table_name: str, shard: str, *, recipe: str, run_id: str, rows: int, version: int,
+                     source: dict[str, Any] | None = None) -> None:
+        src = source or {}
+        c = SHARDS.col
+        ledger = pa.table({c.table_name: [table_name], c.shard: [shard], c.recipe: [recipe],
+                           c.name: [src.get("name", shard)], c.path: [src.get("path", "")],
+                           c.fingerprint: [src.get("fingerprint", "")], c.size: [src.get("size")],
+                           c.run_id: [run_id], c.rows: [rows], c.table_version: [version],
+                           c.committed_at: [now()]}, schema=arrow_schema(SHARDS))
         self.merge(SHARDS, ledger, run_id=run_id)
 
-    def committed_shards(self, table_name: str) -> set[str]:
+    def ledger(self, table_name: str | None = None) -> list[dict[str, Any]]:
+        """The ledger's rows (without timestamps), optionally for one table. Small: one row per committed unit."""
         if not self.exists(SHARDS.name):
-            return set()
+            return []
         import pyarrow.dataset as pds
 
-        ds = self.table(SHARDS.name).to_pyarrow_dataset()
-        got = ds.to_table(columns=[SHARDS.col.shard], filter=pds.field(SHARDS.col.table_name) == table_name)
-        return set(got.column(0).to_pylist())
+        self.arrow_schema(SHARDS.name, SHARDS)  # a ledger of another schema version is refused with the fix
+        c = SHARDS.col
+        cols = [c.table_name, c.shard, c.recipe, c.name, c.path, c.fingerprint, c.size, c.run_id, c.rows]
+        flt = pds.field(c.table_name) == table_name if table_name else None
+        return self.table(SHARDS.name).to_pyarrow_dataset().to_table(columns=cols, filter=flt).to_pylist()
+
+    def committed_shards(self, table_name: str, recipe: str | None = None) -> set[str]:
+        """Unit ids committed to `table_name` (under `recipe`, or any)."""
+        return {r["shard"] for r in self.ledger(table_name) if recipe is None or r["recipe"] == recipe}
 
     def merge(self, spec: TableSpec, rows: pa.Table, *, run_id: str, name: str | None = None,
               config_hash: str = "") -> int:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 OK = "ok"
+ERROR = "error"  # an AV batch that raised: its rows keep the message as raw_output
 
 
 def require(batch: dict[str, Any], columns: dict[str, str], stage: str) -> None:

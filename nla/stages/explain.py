@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla.stages import OK, objects, require, set_threads, take
+from nla.stages import ERROR, OK, objects, require, set_threads, take
 
 COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "status": "ok | why the row failed"}
 
@@ -55,7 +55,7 @@ class ExplainStage:
                         expl[r], raw[r], ntok[r], status[r] = g.explanation, g.raw_output, g.n_tokens, g.status
             except Exception as e:  # a failed batch is stored as failed rows, never stops the job
                 for r in range(n_ok):
-                    expl[r], raw[r], status[r] = None, f"{type(e).__name__}: {e}"[:500], "error"
+                    expl[r], raw[r], status[r] = None, f"{type(e).__name__}: {e}"[:500], ERROR
         out.update(explanation=objects(expl), raw_output=objects(raw), n_tokens=np.asarray(ntok, np.int32),
                    expl_status=objects(status))
         out["t_explain"] = np.full(len(index), (time.perf_counter() - t0) / max(1, len(index)))

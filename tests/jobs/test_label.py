@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from nla.labeling.identity import name_of
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
 
@@ -58,13 +59,13 @@ def test_label_end_to_end_then_rerun(corpus, tmp_path):
     assert run[0]["status"] == "ok" and '"bad_documents": 2' in run[0]["counts"]
     ok = q.run("SELECT avg(mse) m, count(*) FILTER (WHERE status = 'ok') k, count(*) n FROM explanations").to_pylist()
     assert ok[0]["k"] / ok[0]["n"] > 0.95 and ok[0]["m"] < 1.0  # the toy AV explains; the AR reconstructs
-    assert set(Lake(lake).committed_shards("explanations")) == {f"part-000{i}.jsonl" for i in range(5)}
+    assert {name_of(u) for u in Lake(lake).committed_shards("explanations")} == {f"part-000{i}.jsonl" for i in range(5)}
     query = 'The text is about weather.\n\nIt mentions oslo.\n\nIt ends with "heavy storm".'  # the AV's own form
     found = job("search", query, "-k", "5", "--lake", str(lake))
     assert found.returncode == 0 and found.stdout.count("about weather") >= 3, found.stdout + found.stderr
     # a rerun skips what is committed and duplicates nothing (the corrupt shard is tried again and skipped again)
     p2 = job("label", f"input={corpus}", "--lake", str(lake))
-    assert p2.returncode == 0 and "5 already committed, 1 to do" in p2.stdout
+    assert p2.returncode == 0 and "5 already committed under this recipe, 1 to do" in p2.stdout
     assert counts(lake) == c
 
 

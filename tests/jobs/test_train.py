@@ -248,7 +248,7 @@ def test_retrain_loop(lake, tmp_path):
     p = nla("retrain", "--lake", str(lake), "--input", str(lake.parent / "corpus"), "--steps", "6", "--k", "2",
             "--eval-rows", "40", "--quantile", "0.6", "--out", str(tmp_path / "retrained"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "3 already committed, 0 to do" in p.stdout  # --input labels first; the fixture's shards are skipped
+    assert "3 already committed under this recipe, 0 to do" in p.stdout  # --input labels first; the fixture's shards are skipped
     assert "hard_heldout" in p.stdout and "random_heldout" in p.stdout
     assert (tmp_path / "retrained" / "av" / "nla_meta.yaml").is_file()
     with LakeQuery(Lake(lake)) as q:

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     shards = list(dict.fromkeys(s for b in batches for s in b["shard"].tolist()))
     if args.shards:
         shards = [s for s in shards if s in args.shards.split(",")]
-    done = lake.committed_shards(ACTIVATIONS.name) & lake.committed_shards(EXPLANATIONS.name)
+    recipes = recorded["ids"]["recipes"]
+    done = (lake.committed_shards(ACTIVATIONS.name, recipes[ACTIVATIONS.name])
+            & lake.committed_shards(EXPLANATIONS.name, recipes[EXPLANATIONS.name]))
     todo = [s for s in shards if s not in done]
     committer = ShardCommitter(lake, todo, run_id="replay", config_hash="reference", log=lambda *_: None,
                                **recorded["ids"])

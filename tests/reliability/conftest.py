@@ -61,7 +61,8 @@ def reference(tmp_path_factory, toy_kit) -> Reference:
     threads = torch.get_num_threads()
     fused = FusedStage(extract=kw["extract"], explain=kw["explain"], score=kw["score"], threads=cfg.explainer.threads)
     read = ReadShard(text_column=cfg.text_column, id_column=cfg.id_column, batch_docs=cfg.read.batch_size)
-    ids = dict(base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id)
+    ids = dict(base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
+               recipes={t: r.hash for t, r in plan.recipes.items()}, sources={s.id: s.source for s in plan.todo})
     committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="reference", config_hash="reference",
                                log=lambda *_: None, **ids)
     items = {k: np.array([getattr(s, a) for s in plan.todo], object)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nla.labeling.identity import name_of
 from tests.jobs.test_label import job
 from tests.reliability.conftest import JOB_ARGS, duplicates, kill_tree, report, snapshot, tree
 
@@ -39,14 +40,14 @@ def ledger_backed(lake: Path) -> dict[str, set[str]]:
     from nla.lake.store import Lake
 
     with LakeQuery(Lake(lake)) as q:
-        data = [f"SELECT '{t}' t, shard FROM {t}" for t in ("activations", "explanations") if t in q.tables]
+        data = [f"SELECT '{t}' t, shard, recipe FROM {t}" for t in ("activations", "explanations") if t in q.tables]
         if "shards" not in q.tables:
             return {}
         rows = q.run(f"SELECT s.table_name t, s.shard, s.rows, count(x.shard) n FROM shards s LEFT JOIN "
-                     f"({' UNION ALL '.join(data)}) x ON x.t = s.table_name AND x.shard = s.shard GROUP BY ALL",
-                     limit=None).to_pylist()
+                     f"({' UNION ALL '.join(data)}) x ON x.t = s.table_name AND x.shard = s.shard AND "
+                     f"x.recipe = s.recipe GROUP BY ALL", limit=None).to_pylist()
     assert all(r["rows"] == r["n"] for r in rows), rows
-    return {t: {r["shard"] for r in rows if r["t"] == t} for t in ("activations", "explanations")}
+    return {t: {name_of(r["shard"]) for r in rows if r["t"] == t} for t in ("activations", "explanations")}
 
 
 def test_driver_killed_mid_commit_then_rerun(reference, tmp_path):
@@ -181,3 +182,38 @@ def test_actors_then_driver_killed_chained(reference, tmp_path):
     report(f"chained job (fuse=false, two AV actors): SIGKILL of {'; '.join(tried)}; then a rerun",
            "every key once; act_ids, tokens, explanations and statuses identical to the reference; vectors, mse "
            "and cos within 1e-5 (other batch shapes)")
+
+
+def test_sigint_then_resume(reference, tmp_path):
+    """Ctrl-C on the driver after its first commit: one line (shards committed, shards left, how to resume), exit
+    130, the run recorded as interrupted; the rerun completes the lake byte-identical to the undisturbed run."""
+    lake = tmp_path / "lake"
+    run = Run(lake, reference.corpus)
+    try:
+        run.until(lambda: any(line.startswith("[commit]") for line in run.lines))
+        os.kill(run.p.pid, signal.SIGINT)
+        rc = run.p.wait(120)
+    finally:
+        kill_tree(tree(run.p.pid))
+    time.sleep(0.5)  # the output thread drains the pipe
+    out = "".join(run.lines)
+    assert rc == 130, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    said = [ln for ln in run.lines if ln.startswith("interrupted: ")]
+    assert len(said) == 1 and said[0].rstrip().endswith("left. Rerun the same command to resume (committed shards "
+                                                         "are skipped)."), out[-3000:]
+    committed = int(said[0].split()[1])
+    assert 1 <= committed < 8 and f"{8 - committed} left" in said[0]
+    from nla.lake.query import LakeQuery
+    from nla.lake.store import Lake
+
+    with LakeQuery(Lake(lake)) as q:
+        assert q.run("SELECT status FROM runs").column("status").to_pylist() == ["interrupted"]
+    assert len(ledger_backed(lake)["explanations"]) == committed
+    out = Run(lake, reference.corpus).finish()
+    assert f"{committed} already committed under this recipe, {8 - committed} to do" in out
+    assert snapshot(lake) == snapshot(reference.lake)
+    assert duplicates(lake) == {"activations": 0, "explanations": 0}
+    report(f"SIGINT to the driver after {committed} of 8 shards were committed, then the same command again",
+           "exit 130 with one line and no traceback, the run recorded as interrupted; the rerun resumed and the lake "
+           "is byte-identical to the undisturbed run")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from nla.errors import NLACheckpointError
-from nla.labeling.plan import hidden_size
+from nla.hfconfig import hidden_size
 
 
 def write(folder, config) -> str:
