@@ -192,7 +192,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
                              "command to resume (committed shards are skipped).", interrupted)
     print_summary(s, plan, run_id, stats)
     _warn(s, stats, plan)
-    return {"run_id": run_id, **s}
+    return {"run_id": run_id, "recipes": {t: r.hash for t, r in plan.recipes.items()}, **s}
 
 
 def _warn(s: dict, stats: RunStats, plan: Plan) -> None:

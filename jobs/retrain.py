@@ -11,8 +11,10 @@ fills first from a corpus (`--input`).
    held-out docs -> <run>_hard_heldout; and a random held-out set -> <run>_random_heldout;
 3. targets for <run>_hard_train (jobs.teach: best-of-k ranked by the AR, or a teacher endpoint);
 4. SFT the AV on them (jobs.train, Ray Train) -> a new AV, registered in the checkpoints table;
-5. relabel both held-out sets greedily with the old and the new AV, scored by the same AR: mse before/after with
-   95% intervals of the paired difference, printed and stored in the runs table.
+5. relabel the lake with the old and the new AV (`nla label --from-activations`, the label config's sampling), as
+   rows under their own recipes (one already labeled is skipped); the held-out sets' mse before/after with 95%
+   intervals of the paired difference is a query over them (`nla compare BEFORE AFTER` shows the whole lake's),
+   printed and stored in the runs table.
 """
 
 from __future__ import annotations
@@ -35,16 +37,29 @@ def paired(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
             "mse_before_std": float(before.std()), "mse_after_std": float(after.std())}
 
 
-def relabel_mse(av: str, ar: str, vectors, max_new_tokens: int) -> np.ndarray:
-    from nla.client import NLAClient, NLACritic
+def relabel(lake_arg: str | None, label_config: str | None, av: str, ar: str, max_new_tokens: int | None) -> str:
+    """Label every activation of the lake with `av` (scored by `ar`) as rows under its own recipe, as
+    `nla label --from-activations models.av=AV` does (a recipe already in the lake is skipped); its recipe hash."""
+    import jobs.label
+    from nla.cli.jobs import default_config
+    from nla.config import load_config
+    from nla.labeling.config import LabelConfig
 
-    client, critic = NLAClient(av, batch_size=128), NLACritic(ar, batch_size=128)
-    gens = client.explain(vectors, temperature=0, max_new_tokens=max_new_tokens)
-    mse, _ = critic.score_batch([g.explanation or g.raw_output or "(empty)" for g in gens], vectors)
-    failed = np.array([g.status != "ok" for g in gens])
-    out = mse.numpy().astype(np.float64)
-    out[failed] = 2.0  # a failed sample explains nothing: count it as an orthogonal guess
-    return out
+    cfg = load_config(LabelConfig, label_config or default_config(), [])
+    cfg.models.av, cfg.models.ar = av, ar
+    cfg.lake = lake_arg or cfg.lake
+    if max_new_tokens is not None:
+        cfg.sampling.max_new_tokens = max_new_tokens
+    return jobs.label.run(cfg, "from-activations")["recipes"]["explanations"]
+
+
+PAIRED_SQL = """
+WITH s AS (SELECT DISTINCT act_id FROM {set}),
+m AS (SELECT act_id, recipe, avg(CASE WHEN status = 'ok' AND mse IS NOT NULL THEN mse ELSE 2.0 END) mse
+      FROM explanations WHERE recipe IN ('{before}', '{after}') AND act_id IN (SELECT act_id FROM s) GROUP BY ALL)
+SELECT b.mse AS before, a.mse AS after FROM m b JOIN m a USING (act_id)
+WHERE b.recipe = '{before}' AND a.recipe = '{after}' ORDER BY act_id
+"""  # a failed sample explains nothing: it counts as an orthogonal guess (mse 2)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -58,7 +73,6 @@ def run(args: argparse.Namespace) -> dict:
     from nla.lake.store import Lake, now
     from nla.toy.build import ensure_toy_kit
     from nla.train.config import TrainJobConfig
-    from nla.train.data import load_examples
 
     lake = Lake(args.lake or None)
     kit = ensure_toy_kit() if "toy" in (args.av, args.ar) else None
@@ -110,14 +124,17 @@ def run(args: argparse.Namespace) -> dict:
         f"scaling.workers={args.workers}", "eval_fraction=0.1", *([f"lake={args.lake}"] if args.lake else [])])
     trained = jobs.train.run(cfg)
     new_av = str(trained["out"]) + "/av"
+    # relabel the lake with the old and the new AV under one sampling recipe: rows, so before/after is a query
+    recipes = {w: relabel(args.lake, args.label_config, folder, ar, args.max_new_tokens)
+               for w, folder in (("before", av), ("after", new_av))}
     results = {}
-    for k in ("hard_heldout", "random_heldout"):
-        ex = load_examples(lake, sets[k].table, d=load_d(av), need_explanations=False)
-        before = relabel_mse(av, ar, ex.vectors, args.max_new_tokens)
-        after = relabel_mse(new_av, ar, ex.vectors, args.max_new_tokens)
-        results[k] = paired(before, after)
+    with LakeQuery(lake) as q:
+        for k in ("hard_heldout", "random_heldout"):
+            t = q.run(PAIRED_SQL.format(set=sets[k].table.replace("/", "_"), **recipes), limit=None)
+            results[k] = paired(t.column("before").to_numpy(), t.column("after").to_numpy())
     record_run(lake, run_id, job="retrain", status="ok", started_at=started, finished_at=now(),
                config={**vars(args), "av": av, "ar": ar, "threshold": threshold, "new_av": new_av},
+               recipes={"explanations_before": recipes["before"], "explanations_after": recipes["after"]},
                counts={k: r.rows for k, r in sets.items()} | {"targets": targets["rows"]},
                throughput={"seconds": time.perf_counter() - t0, **{f"{k}_{m}": v for k, r in results.items()
                                                                      for m, v in r.items()}})
@@ -126,14 +143,9 @@ def run(args: argparse.Namespace) -> dict:
     for k, r in results.items():
         print(f"  {k:<16} {r['n']:>5} {r['mse_before']:>11.4f} {r['mse_after']:>10.4f} {r['diff']:>+8.4f} "
               f"{r['diff_ci95']:>8.4f}")
+    print(f"  the whole lake: nla compare {recipes['before']} {recipes['after']}")
     return {"run_id": run_id, "new_av": new_av, "threshold": threshold, **results,
             "sets": {k: asdict(r) for k, r in sets.items()}}
-
-
-def load_d(folder: str) -> int:
-    from nla.meta import NLAMeta
-
-    return NLAMeta.load(folder).d_model
 
 
 def parser() -> argparse.ArgumentParser:
@@ -157,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--max-new-tokens", type=int, default=64, help="relabel cap (toy: 64; released pairs: 200)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="relabel cap (default: the label config's)")
     ap.add_argument("--out", default=None, help="folder of the new AV (default ./checkpoints/<run_id>)")
     return ap
 

@@ -252,11 +252,20 @@ def test_retrain_loop(lake, tmp_path):
     assert "hard_heldout" in p.stdout and "random_heldout" in p.stdout
     assert (tmp_path / "retrained" / "av" / "nla_meta.yaml").is_file()
     with LakeQuery(Lake(lake)) as q:
-        row = q.run("SELECT status, throughput FROM runs WHERE job = 'retrain'").to_pylist()[0]
+        row = q.run("SELECT status, throughput, recipes FROM runs WHERE job = 'retrain'").to_pylist()[0]
+        recipes = json.loads(row["recipes"])
+        before, after = recipes["explanations_before"], recipes["explanations_after"]
+        n_acts = q.run("SELECT count(*) n FROM activations").column("n")[0].as_py()
+        # the relabels are rows under their own recipes: every activation has the new AV's explanation
+        per = {r["recipe"]: r["a"] for r in q.run("SELECT recipe, count(DISTINCT act_id) a FROM explanations "
+                                                   "GROUP BY ALL").to_pylist()}
+        assert per[after] == n_acts and per[before] == n_acts and before != after
     t = json.loads(row["throughput"])
     assert row["status"] == "ok"
+    assert f"nla compare {before} {after}" in p.stdout
     for k in ("hard_heldout", "random_heldout"):
-        assert t[f"{k}_n"] > 1 and 0 <= t[f"{k}_mse_before"] <= 4 and 0 <= t[f"{k}_mse_after"] <= 4
+        assert t[f"{k}_n"] > 1 and t[f"{k}_mse_after"] != t[f"{k}_mse_before"]
+        assert abs(t[f"{k}_diff"] - (t[f"{k}_mse_after"] - t[f"{k}_mse_before"])) < 1e-9
 
 
 def test_retrain_refuses_a_missing_input(tmp_path):

@@ -49,16 +49,22 @@ def write_v1_lake(root) -> Lake:
     return lake
 
 
-def test_v1_lake_is_refused_with_the_command_then_migrated(tmp_path):
+def test_v1_lake_is_refused_with_the_command_then_migrated(tmp_path, capsys):
     lake = write_v1_lake(tmp_path / "lake")
     with pytest.raises(NLASchemaError, match=rf"Fix: `nla migrate --lake {lake.root}` upgrades the lake in place"):
         lake.check_versions()
     before = {t: lake.table(t).to_pyarrow_dataset().count_rows() for t in lake.names()}
     assert pending(lake) == {t: 1 for t in (ACTIVATIONS.name, EXPLANATIONS.name, SHARDS.name, RUNS.name)}
-    said: list[str] = []
-    assert sorted(migrate(lake, log=said.append)) == sorted(before)
+    from nla.cli.main import main
+
+    assert main(["migrate", "--lake", lake.root]) == 0
+    out = capsys.readouterr().out
+    assert f"lake {lake.root}: migrated activations, explanations, shards, runs" in out
+    assert "[migrate] activations: 80 rows rewritten at schema v2" in out
     lake.check_versions()
     assert pending(lake) == {} and migrate(lake) == []
+    assert main(["migrate", "--lake", lake.root]) == 0
+    assert "already at this nla's schema: nothing to migrate" in capsys.readouterr().out
     with LakeQuery(lake) as q:
         assert {t: q.run(f"SELECT count(*) n FROM {t}").column("n")[0].as_py() for t in before} == before
         assert q.run("SELECT DISTINCT recipe FROM explanations").column(0).to_pylist() == [LEGACY_RECIPE]
