@@ -93,6 +93,37 @@ def end_to_end(corpus: Path, lake: Path, overrides: list[str], address: str) -> 
     return {**json.loads(row["counts"]), **json.loads(row["throughput"])}
 
 
+def fingerprint_cost(folder: Path, corpus: Path | None = None, mib: int = 1024) -> dict:
+    """What knowing shards by content costs the driver: streamed blake2b of one `mib` MiB file (median of 3, warm
+    page cache, as a rerun sees it) and of the run's corpus; peak RSS stays flat (4 MiB pieces)."""
+    import resource
+    import statistics
+
+    from nla.labeling.corpus import list_shards
+    from nla.labeling.identity import file_fingerprint
+
+    big = folder / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(2**20))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        file_fingerprint(str(big))
+        times.append(time.perf_counter() - t)
+    big.unlink()
+    out = {"file_mib": mib, "file_seconds_median": statistics.median(times),
+           "mib_per_s": mib / statistics.median(times),
+           "peak_rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
+    if corpus is not None:
+        t = time.perf_counter()
+        shards = [s.fingerprinted() for s in list_shards(str(corpus))]
+        out.update(corpus_shards=len(shards), corpus_bytes=sum(s.size or 0 for s in shards),
+                   corpus_seconds=time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--activations", type=int, default=5000)
@@ -103,7 +134,25 @@ def main() -> None:
                     help="run the jobs on this running Ray cluster (e.g. auto after `ray start --head`); default: "
                          "each job starts its own local Ray, as `nla label` does")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
+    ap.add_argument("--fingerprint-only", action="store_true",
+                    help="measure only what fingerprinting shards costs, into the results' 'fingerprint' entry")
     args = ap.parse_args()
+    if args.fingerprint_only:
+        out = Path(args.out)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            from nla.toy.shards import write_corpus
+
+            write_corpus(Path(tmp) / "corpus", docs=4000, shards=8, seed=9)
+            fp = fingerprint_cost(Path(tmp), Path(tmp) / "corpus")
+        results["fingerprint"] = {**fp, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                                  "date": time.strftime("%Y-%m-%d"),
+                                  "command": ".venv/bin/python bench/pipeline.py --fingerprint-only"}
+        print(f"fingerprint: {fp['file_mib']} MiB in {fp['file_seconds_median']:.2f} s ({fp['mib_per_s']:.0f} MiB/s, "
+              f"peak RSS +{fp['peak_rss_growth_mib']:.0f} MiB); the toy corpus ({fp['corpus_shards']} shards, "
+              f"{fp['corpus_bytes'] / 2**20:.1f} MiB) in {fp['corpus_seconds']:.3f} s")
+        out.write_text(json.dumps(results, indent=2))
+        return
     from nla.toy.build import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
@@ -143,6 +192,7 @@ def main() -> None:
                        one_thread_model_seconds=one_thread, floor=(startup + one_thread / cores) / model,
                        overhead_past_startup=(e2e["seconds"] - startup) / model)
             results["runs"].append(run)
+        results["fingerprint"] = fingerprint_cost(Path(tmp), Path(tmp) / f"corpus{args.scale}")
     one = results["runs"][0]
     results["overhead"] = one["overhead"]
     results["overhead_at_scale"] = results["runs"][-1]["overhead"]

@@ -17,7 +17,7 @@ SHARDS = TableSpec(
                nullable=False),
         Column("name", "string", "the shard's path relative to the input root (or the activations' unit id)"),
         Column("path", "string", "the shard's absolute path or URI when it was committed"),
-        Column("fingerprint", "string", "streamed blake2b of the shard's bytes ('' for migrated v1 rows)"),
+        Column("fingerprint", "string", "streamed sha256 of the shard's bytes ('' for migrated v1 rows)"),
         Column("size", "int64", "the shard's size in bytes (null when the source gives none)"),
         Column("run_id", "string", "the run that committed it"),
         Column("rows", "int64", "rows committed for the shard"),

@@ -63,9 +63,12 @@ def test_label_end_to_end_then_rerun(corpus, tmp_path):
     query = 'The text is about weather.\n\nIt mentions oslo.\n\nIt ends with "heavy storm".'  # the AV's own form
     found = job("search", query, "-k", "5", "--lake", str(lake))
     assert found.returncode == 0 and found.stdout.count("about weather") >= 3, found.stdout + found.stderr
-    # a rerun skips what is committed and duplicates nothing (the corrupt shard is tried again and skipped again)
+    # a rerun skips what is committed and duplicates nothing; the corrupt shard, tried again and unreadable again,
+    # was all it had to do: it did nothing, and says so with exit 1
     p2 = job("label", f"input={corpus}", "--lake", str(lake))
-    assert p2.returncode == 0 and "5 already committed under this recipe, 1 to do" in p2.stdout
+    assert p2.returncode == 1 and "5 already committed under this recipe, 1 to do" in p2.stdout, p2.stdout[-2000:]
+    assert p2.stderr.strip().splitlines()[-1].startswith("error: nothing was labeled: every shard was empty or "
+                                                         "unreadable"), p2.stderr[-2000:]
     assert counts(lake) == c
 
 
