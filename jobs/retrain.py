@@ -66,19 +66,19 @@ def run(args: argparse.Namespace) -> dict:
     import jobs.teach
     import jobs.train
     from nla.config import load_config
-    from nla.pair import checkpoint_id
+    from nla.pair import resolve_pair
     from nla.lake.mine import mine
     from nla.lake.query import LakeQuery
     from nla.lake.runs import new_run_id, record_run
     from nla.lake.store import Lake, now
-    from nla.toy.build import ensure_toy_kit
     from nla.train.config import TrainJobConfig
 
     lake = Lake(args.lake or None)
-    kit = ensure_toy_kit() if "toy" in (args.av, args.ar) else None
-    av = str(kit / "av") if args.av == "toy" else args.av
-    ar = str(kit / "ar") if args.ar == "toy" else args.ar
-    av_id, ar_id = checkpoint_id(av), checkpoint_id(ar)
+    pair = resolve_pair(av=args.av, ar=args.ar, what="retraining")  # checked as the labeling job checks them
+    if pair.ar is None:
+        raise NLAInputError("--ar is empty: retraining ranks targets and scores relabels with the AR. Fix: pass --ar "
+                            "(or toy).")
+    av, ar, av_id, ar_id = pair.av.path, pair.ar.path, pair.av.id, pair.ar.id
     run_id, started, t0 = new_run_id("retrain"), now(), time.perf_counter()
     if args.input:  # step 0: label the corpus into the lake with this pair (committed shards are skipped)
         import jobs.label

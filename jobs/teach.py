@@ -42,7 +42,6 @@ def run(args: argparse.Namespace) -> dict:
     from nla.lake.runs import new_run_id, record_run
     from nla.lake.store import Lake, now
     from nla.stages.teach import ReadTrainingFile, TeachStage
-    from nla.toy.build import ensure_toy_kit
     from schemas import TRAINING_SET
 
     lake = Lake(args.lake or None)
@@ -60,9 +59,10 @@ def run(args: argparse.Namespace) -> dict:
         Teacher(TeacherSettings(url=args.teacher_url, model=args.teacher_model, timeout_s=10)).explain("probe .")
     av = ar = ""
     if args.method == "best-of-k":
-        kit = ensure_toy_kit() if "toy" in (args.av, args.ar) else None
-        av = str(kit / "av") if args.av == "toy" else args.av
-        ar = str(kit / "ar") if args.ar == "toy" else args.ar
+        from nla.pair import resolve_pair
+
+        pair = resolve_pair(av=args.av, ar=args.ar, what="best-of-k targets")
+        av, ar = pair.av.path, pair.ar.path if pair.ar else ""
     run_id, started, t0 = new_run_id("teach"), now(), time.perf_counter()
     config = {k: v for k, v in vars(args).items() if k != "func"}
     record_run(lake, run_id, job="teach", config=config, status="running", started_at=started)

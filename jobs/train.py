@@ -77,18 +77,12 @@ def resolve(cfg: TrainJobConfig) -> TrainJobConfig:
     """Toy paths, defaults and the checks that must fail before Ray starts (every input named with its fix)."""
     from nla.client import check_checkpoint
     from nla.meta import NLAMeta
+    from nla.pair import resolve_folder
 
-    def toy(part: str) -> str:
-        from nla.toy.build import ensure_toy_kit
-
-        return str(ensure_toy_kit() / part)
-
-    if cfg.algo == "sft":
-        cfg.init = toy(cfg.role) if cfg.init == "toy" else str(Path(cfg.init).expanduser().resolve())
-    else:
+    if cfg.algo != "sft":
         cfg.role = "av"
-        cfg.init = toy("av") if cfg.init == "toy" else str(Path(cfg.init).expanduser().resolve())
-        cfg.ar = toy("ar") if cfg.ar == "toy" else str(Path(cfg.ar).expanduser().resolve())
+        cfg.ar = resolve_folder(cfg.ar, "ar")
+    cfg.init = resolve_folder(cfg.init, cfg.role)
     if not cfg.data:
         raise NLAConfigError("--data is missing. Fix: name a table, e.g. --data hard_v1 (a training set from "
                              "`nla mine`) or --data activations (GRPO).")
