@@ -31,9 +31,10 @@ A = ACTIVATIONS.col
 @dataclass(frozen=True)
 class IndexParams:
     flat_below: int = 20_000  # fewer rows than this at the first build: an exact flat index (no training)
+    pca_dims: int = 256  # project unit vectors onto their top principal components first (0 or >= d: no PCA)
     nlist: int = 0  # IVF lists; 0 = sqrt(rows) rounded to a power of two (16..4096)
-    pq_dsub: int = 28  # dimensions per PQ sub-quantizer: m = d / pq_dsub bytes of code a vector (128 at d = 3584)
-    train_rows: int = 50_000  # rows sampled across the whole table to train the coarse quantizer and PQ
+    pq_dsub: int = 4  # dimensions per PQ sub-quantizer: m = dims / pq_dsub bytes of code a vector (64 after PCA256)
+    train_rows: int = 40_000  # rows sampled across the whole table to train PCA, the coarse quantizer and PQ
     train_iters: int = 10  # k-means iterations for the coarse quantizer
     nprobe: int = 32  # IVF lists visited per search
     rerank: int = 200  # candidates the codes propose; the exact cosine of their stored vectors ranks them
@@ -104,13 +105,17 @@ def _train(files: IndexFiles, dataset: Any, frags: list[Any], total: int, *, d: 
         kind = "ivfpq"
         nlist = params.nlist or int(min(4096, max(16, 2 ** round(math.log2(math.sqrt(total))))))
         nlist = min(nlist, max(1, params.train_rows // 39))
-        m = max(x for x in range(1, d + 1) if d % x == 0 and d // x >= min(params.pq_dsub, d))
+        dims = params.pca_dims if 0 < params.pca_dims < d else d
+        m = max(x for x in range(1, dims + 1) if dims % x == 0 and dims // x >= min(params.pq_dsub, dims))
         params = IndexParams(**{**asdict(params), "nlist": nlist})
-        index = faiss.index_factory(d, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = params.train_iters
-        index.do_polysemous_training = False  # the factory's default: slow, and only serves Hamming filtering
+        factory = (f"PCA{dims}," if dims < d else "") + f"IVF{nlist},PQ{m}"
+        # L2 between unit vectors ranks as cosine does (|x - q|^2 = 2 - 2 cos), and PCA keeps L2 meaningful
+        index = faiss.index_factory(d, factory, faiss.METRIC_L2)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # IndexIVFPQ
+        ivf.cp.niter = params.train_iters
+        ivf.do_polysemous_training = False  # the factory's default: slow, and only serves Hamming filtering
         sample = _sample(frags, dataset.schema, total, params, progress=progress)  # (train_rows, d) unit vectors
-        _say(progress, f"training IVF{nlist},PQ{m} on {len(sample):,} rows")
+        _say(progress, f"training {factory} on {len(sample):,} rows")
         index.train(sample)
         del sample
     trained = files.new_name("trained") + ".faiss"
@@ -201,9 +206,11 @@ class LoadedIndex:
                                    f"says {s.rows}. Fix: `nla index --rebuild`.")
             if index is None:
                 index = seg
-            else:
-                # IVF lists carry each segment's own 0..n-1 ids: shift them; a flat index numbers rows in order
-                index.merge_from(seg, index.ntotal if manifest.kind == "ivfpq" else 0)
+            elif manifest.kind == "ivfpq":  # IVF lists carry each segment's own 0..n-1 ids: shift them
+                faiss.extract_index_ivf(index).merge_from(faiss.extract_index_ivf(seg), index.ntotal)
+                index.ntotal = faiss.extract_index_ivf(index).ntotal  # a PCA wrapper counts its inner index's rows
+            else:  # a flat index numbers rows in order
+                index.merge_from(seg, 0)
             t = pq.read_table(pa.BufferReader(files.read_bytes(f"{s.name}.ids.parquet")))
             ids.append(t.column(A.act_id).combine_chunks())
             file_of_row.append(t.column("file").to_numpy() + len(self.paths))
@@ -235,8 +242,11 @@ class LoadedIndex:
         if live is not None:
             bitmap = np.packbits(live, bitorder="little")  # faiss reads bit (i & 7) of byte i >> 3
             kw["sel"] = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap))
-        params = (faiss.SearchParametersIVF(nprobe=self.params.nprobe, **kw) if self.manifest.kind == "ivfpq"
-                  else faiss.SearchParameters(**kw) if kw else None)
+        params = faiss.SearchParameters(**kw) if kw else None
+        if self.manifest.kind == "ivfpq":
+            params = faiss.SearchParametersIVF(nprobe=self.params.nprobe, **kw)
+            if isinstance(self.index, faiss.IndexPreTransform):
+                params = faiss.SearchParametersPreTransform(index_params=params)
         _, found = self.index.search(q[None, :].astype(np.float32), max(self.params.rerank, k), params=params)
         del bitmap  # the selector read it until here
         cand = np.sort(found[0][found[0] >= 0])

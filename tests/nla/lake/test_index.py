@@ -19,7 +19,7 @@ from tests.nla.lake.conftest import shard_rows
 
 D = 32
 # IVF-PQ at toy size: 8 lists, all probed, so the rerank decides and results must equal exact search
-IVF = IndexParams(flat_below=0, nlist=8, pq_dsub=4, train_rows=2_000, nprobe=8, rerank=300)
+IVF = IndexParams(flat_below=0, pca_dims=16, nlist=8, pq_dsub=2, train_rows=2_000, nprobe=8, rerank=300)
 
 
 def clustered(s: int, n: int, d: int = D) -> dict:
