@@ -36,7 +36,7 @@ class IndexParams:
     pq_dsub: int = 4  # dimensions per PQ sub-quantizer: m = dims / pq_dsub bytes of code a vector (64 after PCA256)
     train_rows: int = 40_000  # rows sampled across the whole table to train PCA, the coarse quantizer and PQ
     train_iters: int = 10  # k-means iterations for the coarse quantizer
-    nprobe: int = 32  # IVF lists visited per search
+    nprobe: int = 0  # IVF lists visited per search; 0 = nlist / 8 (at least 32)
     rerank: int = 200  # candidates the codes propose; the exact cosine of their stored vectors ranks them
     batch_rows: int = 16_384  # rows encoded per step while building (bounded memory)
 
@@ -107,7 +107,7 @@ def _train(files: IndexFiles, dataset: Any, frags: list[Any], total: int, *, d: 
         nlist = min(nlist, max(1, params.train_rows // 39))
         dims = params.pca_dims if 0 < params.pca_dims < d else d
         m = max(x for x in range(1, dims + 1) if dims % x == 0 and dims // x >= min(params.pq_dsub, dims))
-        params = IndexParams(**{**asdict(params), "nlist": nlist})
+        params = IndexParams(**{**asdict(params), "nlist": nlist, "nprobe": params.nprobe or max(32, nlist // 8)})
         factory = (f"PCA{dims}," if dims < d else "") + f"IVF{nlist},PQ{m}"
         # L2 between unit vectors ranks as cosine does (|x - q|^2 = 2 - 2 cos), and PCA keeps L2 meaningful
         index = faiss.index_factory(d, factory, faiss.METRIC_L2)
