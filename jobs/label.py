@@ -22,6 +22,8 @@ from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
 from nla.labeling.config import LabelConfig, StageResources
 from nla.labeling.plan import Plan, make_plan
+from nla.lake.ann import update_index_if_present
+from nla.lake.rows import storage_dtype
 from nla.lake.runs import config_hash, new_run_id, record_run
 from nla.lake.store import now
 from nla.sysinfo import peak_rss_mb
@@ -115,7 +117,8 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
     record_run(plan.lake, run_id, job=mode, config=config, status="running", started_at=started)
     committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=run_id, config_hash=chash,
                                base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
-                               write_activations=mode != "from-activations", write_explanations=mode != "extract")
+                               write_activations=mode != "from-activations", write_explanations=mode != "extract",
+                               vector_dtype=storage_dtype(plan.lake, cfg.models.dtype))
     status = "failed"
     try:
         if plan.todo:
@@ -126,6 +129,10 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)
         committer.finish()
+        if plan.todo and mode != "from-activations":
+            index = update_index_if_present(plan.lake)  # the search index takes in the shards just committed
+            if index is not None:
+                print(f"[index] {index.note}; covers activations version {index.table_version}")
         status = "ok"
     finally:
         stats = committer.stats

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nla.lake.rows import activation_table, explanation_table
+from nla.lake.schema import VectorDtype
 from nla.lake.store import Lake
 from nla.stages import OK, concat
 from schemas import ACTIVATIONS, EXPLANATIONS
@@ -71,7 +72,8 @@ class RunStats:
 class ShardCommitter:
     def __init__(self, lake: Lake, order: list[str], *, run_id: str, config_hash: str, base_id: str, layer: int,
                  d: int, av_id: str = "", ar_id: str = "", write_activations: bool = True, write_explanations: bool = True,
-                 log: Any = print) -> None:
+                 log: Any = print, vector_dtype: VectorDtype = "float32") -> None:
+        self.vector_dtype = vector_dtype  # how activations are stored (nla.lake.rows.storage_dtype)
         self.lake, self.order = lake, {s: i for i, s in enumerate(order)}
         self.run_id, self.config_hash, self.base_id, self.layer, self.d = run_id, config_hash, base_id, layer, d
         self.av_id, self.ar_id = av_id, ar_id
@@ -125,7 +127,8 @@ class ShardCommitter:
         if self.write_activations:
             cols = {k: rows[k][acts] for k in ("doc_id", "position", "token_id", "token", "context", "vector")} \
                 if len(acts) else self._empty()
-            table = activation_table(cols, base_model=self.base_id, layer=self.layer, shard=shard, run_id=self.run_id)
+            table = activation_table(cols, base_model=self.base_id, layer=self.layer, shard=shard, run_id=self.run_id,
+                                     vector_dtype=self.vector_dtype)
             version = self.lake.commit_shard(ACTIVATIONS, table, shard=shard, run_id=self.run_id,
                                              config_hash=self.config_hash)
         st.activations += len(acts)

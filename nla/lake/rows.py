@@ -25,6 +25,14 @@ def act_id(base_model: str, layer: int, doc_id: str, position: int) -> str:
     return hashlib.blake2b(f"{base_model}\x1f{layer}\x1f{doc_id}\x1f{position}".encode(), digest_size=12).hexdigest()
 
 
+def storage_dtype(lake: Any, compute_dtype: str) -> VectorDtype:
+    """How a job's activations are stored: bfloat16 when the model ran in bf16 (2 bytes a value, no loss), else
+    float32; an existing table keeps the dtype it was created with (a lake's vectors have one dtype)."""
+    if lake.exists(ACTIVATIONS.name):
+        return lake.layout(ACTIVATIONS.name).get("vector_dtype", "float32")
+    return "bfloat16" if compute_dtype == "bfloat16" else "float32"
+
+
 def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int, shard: str,
                      run_id: str, vector_dtype: VectorDtype = "float32") -> pa.Table:
     """Extractor output (doc_id, position, token_id, token, context, vector) -> rows of `activations`. vector_dtype
