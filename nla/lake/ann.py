@@ -247,7 +247,12 @@ class LoadedIndex:
             params = faiss.SearchParametersIVF(nprobe=self.params.nprobe, **kw)
             if isinstance(self.index, faiss.IndexPreTransform):
                 params = faiss.SearchParametersPreTransform(index_params=params)
-        _, found = self.index.search(q[None, :].astype(np.float32), max(self.params.rerank, k), params=params)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # one query: threads only add barrier waits (costly on a busy machine)
+        try:
+            _, found = self.index.search(q[None, :].astype(np.float32), max(self.params.rerank, k), params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         del bitmap  # the selector read it until here
         cand = np.sort(found[0][found[0] >= 0])
         if not len(cand):
