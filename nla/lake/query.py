@@ -203,8 +203,8 @@ class LakeQuery:
                 return top
             # filter both sides to the k ids before joining: hash tables stay k rows, whatever the lake's size
             ids = ", ".join(f"'{h[0]}'" for h in hits) or "NULL"
-            sql = (f"SELECT n.{A.act_id}, n.similarity, n.method, e.{E.explanation}, e.{E.mse}, e.{E.cos}, e.{E.sample}, "
-                   f"a.{A.context} FROM _top_hits n "
+            sql = (f"SELECT n.{A.act_id}, n.similarity, n.method, e.{E.explanation}, e.{E.mse}, e.{E.cos}, "
+                   f"e.{E.sample}, a.{A.context} FROM _top_hits n "
                    f"LEFT JOIN (SELECT * FROM explanations WHERE {E.act_id} IN ({ids})) e USING ({A.act_id}) "
                    f"LEFT JOIN (SELECT {A.act_id}, {A.context} FROM activations WHERE {A.act_id} IN ({ids})) a "
                    f"USING ({A.act_id}) ORDER BY n.similarity DESC, e.{E.mse} ASC NULLS LAST")

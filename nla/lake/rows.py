@@ -1,7 +1,7 @@
 """Row builders: pipeline outputs (extractor columns, AV generations, AR scores) -> Arrow tables of the lake's schemas.
 
-The only place that turns numpy/Python values into the tables' types (vectors as fixed-size float32 or bfloat16 lists). It does
-not write (store.py does).
+The only place that turns numpy/Python values into the tables' types (vectors as fixed-size float32 or bfloat16
+lists). It does not write (store.py does).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Vectors are fixed-size lists of d float32, or of d bfloat16 for activations extracted in bf16 (stored losslessly at 2
 bytes a value as their int16 bit patterns: Delta and DuckDB have no bfloat16 type); d and the dtype are fixed when a
-table is created and stored in its metadata. Readers go through vectors_from_arrow and get float32 back either way. A batch that does not match exactly is refused with a
-message naming the columns: never a silent cast or drop. This module does not read or write tables (store.py does).
+table is created and stored in its metadata. Readers go through vectors_from_arrow and get float32 back either
+way. A batch that does not match exactly is refused with a message naming the columns: never a silent cast or drop. This module does not read or write tables (store.py does).
 """
 
 from __future__ import annotations
