@@ -24,6 +24,8 @@ from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
 from nla.labeling.config import LabelConfig, StageResources
 from nla.labeling.plan import Plan, make_plan
+from nla.lake.ann import update_index_if_present
+from nla.lake.rows import storage_dtype
 from nla.lake.runs import config_hash, new_run_id, record_run
 from nla.lake.store import now
 from nla.sysinfo import peak_rss_mb
@@ -155,7 +157,8 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
                                base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
                                write_activations=mode != "from-activations", write_explanations=mode != "extract",
                                recipes={t: r.hash for t, r in plan.recipes.items()},
-                               sources={s.id: s.source for s in plan.todo})
+                               sources={s.id: s.source for s in plan.todo},
+                               vector_dtype=storage_dtype(plan.lake, cfg.models.dtype))
     status, interrupted = "failed", None
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
         else None
@@ -168,6 +171,10 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)
         committer.finish()
+        if plan.todo and mode != "from-activations":
+            index = update_index_if_present(plan.lake)  # the search index takes in the shards just committed
+            if index is not None:
+                print(f"[index] {index.note}; covers activations version {index.table_version}")
         status = "ok"
     except KeyboardInterrupt as e:
         status, interrupted = "interrupted", (143 if str(e) == "SIGTERM" else 130)

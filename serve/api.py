@@ -103,6 +103,8 @@ class SearchRequest(Request):
     vector: Vector | None = Field(None, description=f"by vector: {VECTOR_DOC}")
     keyword: str | None = Field(None, description="by keyword: a case-insensitive regex over explanations")
     k: int = Field(10, ge=1, description="results (capped by the server's max_k)")
+    exact: bool = Field(False, description="scan every vector instead of using the index; the answer's `method` "
+                                           "says which was used (index | index+scan | exact)")
 
     @model_validator(mode="after")
     def one_source(self) -> SearchRequest:

@@ -211,8 +211,8 @@ class Ingress:
             vector = (await self._need(self.ar, "AR").reconstruct.remote([text]))[0]
         else:
             vector = decode_vector(req.vector, self.d)
-        return {"mode": "text" if req.text is not None else "vector",
-                "results": await self.lake.nearest.remote(vector, req.k)}
+        found = await self.lake.nearest.remote(vector, req.k, req.exact)
+        return {"mode": "text" if req.text is not None else "vector", **found}
 
     @app.post("/v1/query", summary="one read-only SQL SELECT over the lake, with a row limit and a timeout")
     async def query(self, req: api.QueryRequest) -> dict[str, Any]:

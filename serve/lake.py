@@ -60,9 +60,16 @@ class LakeReader:
 
         return await self._call(run)
 
-    async def nearest(self, vector: Any, k: int) -> list[dict[str, Any]]:
-        """The k activations nearest by cosine, each with its explanations (best mse first)."""
-        return await self._call(lambda q: jsonable(q.nearest(vector, k).to_pylist()))
+    async def nearest(self, vector: Any, k: int, exact: bool = False) -> dict[str, Any]:
+        """{results: the k activations nearest by cosine, each with its explanations (best mse first), method: how
+        they were found (index | index+scan | exact), indexed_rows, scanned_rows, index_version}."""
+        def run(q: LakeQuery) -> dict[str, Any]:
+            rows = jsonable(q.nearest(vector, k, exact=exact).to_pylist())
+            r = q.last_search
+            return {"results": rows, "method": r.method, "indexed_rows": r.indexed_rows,
+                    "scanned_rows": r.scanned_rows, "index_version": r.index_version}
+
+        return await self._call(run)
 
     async def keyword(self, pattern: str, k: int) -> list[dict[str, Any]]:
         """Explanations matching a case-insensitive regex, best mse first."""

@@ -25,7 +25,8 @@ def add_commands(sub: Any, formatter: Any) -> None:
                                    "shards, checkpoints, labels (explanations + where each activation came from), "
                                    "features (one row per ranked feature of each explanation), training_sets_<name>. "
                                    "Macros: search_explanations(regex), search_features(regex), "
-                                   "nearest(vector::FLOAT[d], k). Writes, files, extensions and settings are refused.",
+                                   "nearest(vector::FLOAT[d], k [, exact := true]) (through the index; its `method` "
+                                   "column says how). Writes, files, extensions and settings are refused.",
                        epilog="examples:\n"
                               "  nla query \"SELECT status, count(*), avg(mse) FROM explanations GROUP BY status\"\n"
                               "  nla query \"SELECT feature, count(*) n FROM features WHERE rank = 1 GROUP BY 1 "
@@ -56,9 +57,12 @@ def add_commands(sub: Any, formatter: Any) -> None:
                                    "the activations nearest by cosine, with their explanations. With --keyword: "
                                    "explanations matching TEXT as a case-insensitive regex.",
                        epilog="examples:\n  nla search \"The text is about weather.\" --ar KIT/ar -k 5\n"
+                              "  nla search \"The text is about weather.\" --exact --format json\n"
                               "  nla search --keyword \"paris|tokyo\"")
     s.add_argument("text", help="what to look for")
     s.add_argument("--keyword", action="store_true", help="regex/keyword search over explanations instead")
+    s.add_argument("--exact", action="store_true", help="scan every vector instead of using the index (`nla index`)")
+    s.add_argument("--format", choices=FORMATS[:3], default="table", help="output format (default: table)")
     s.add_argument("--ar", help="AR checkpoint that turns TEXT into a vector (default: the toy kit's AR)")
     s.add_argument("-k", type=int, default=10, help="results (default 10)")
     _lake_arg(s)
@@ -89,6 +93,16 @@ def add_commands(sub: Any, formatter: Any) -> None:
                        epilog="example:\n  nla migrate --lake ./lake")
     _lake_arg(g)
     g.set_defaults(func=cmd_migrate)
+
+    x = sub.add_parser("index", formatter_class=formatter, help="build or catch up the activations' search index",
+                       description="Build the ANN index (faiss: PCA + IVF-PQ, exact rerank) over the activations, "
+                                   "or add the rows committed since it was last built. It lives under "
+                                   "LAKE/_index/activations and records the table version it covers; searches scan "
+                                   "newer rows exactly, so an index that is behind is slower, never incomplete.",
+                       epilog="examples:\n  nla index --lake ./lake\n  nla index --rebuild   # retrain from scratch")
+    x.add_argument("--rebuild", action="store_true", help="train a new index instead of extending the current one")
+    _lake_arg(x)
+    x.set_defaults(func=cmd_index)
 
     m = sub.add_parser("mine", formatter_class=formatter, help="write hard examples to a training-set table",
                        description="Select labeled activations with a SQL condition over the `labels` columns "
@@ -238,16 +252,44 @@ def cmd_search(args: argparse.Namespace) -> int:
     with LakeQuery(_lake(args)) as q:
         if args.keyword:
             t = q.keyword(args.text, limit=args.k)
-            print_table(t.to_pylist(), ["act_id", "mse", "context", "explanation"], width=70)
-            return 0
+            return _print_hits(t, ["act_id", "mse", "context", "explanation"], args.format)
         from nla.client import NLACritic, check_checkpoint
 
         ar = args.ar or _toy_ar()
         q.check_width(check_checkpoint(ar, "ar").d_model, f"--ar {ar}")  # before the AR loads
         vector = NLACritic(ar).reconstruct(args.text).numpy()
-        t = q.nearest(vector, k=args.k)
-    print_table(t.to_pylist(), [c for c in ("similarity", "act_id", "mse", "context", "explanation")
-                                if c in t.column_names], width=70)
+        t = q.nearest(vector, k=args.k, exact=args.exact)
+        r = q.last_search
+    _print_hits(t, ["similarity", "act_id", "mse", "context", "explanation", "method"], args.format)
+    if args.format == "table" and r is not None:
+        how = {"exact": f"exact scan of {r.scanned_rows:,} rows",
+               "index": f"index (activations version {r.index_version}, {r.indexed_rows:,} rows)",
+               "index+scan": f"index (activations version {r.index_version}, {r.indexed_rows:,} rows) + exact scan "
+                             f"of {r.scanned_rows:,} newer rows (`nla index` adds them)"}[r.method]
+        print(f"(searched by {how})")
+    return 0
+
+
+def _print_hits(t: Any, columns: list[str], fmt: str) -> int:
+    """Search results as a table, CSV or JSON lines (all columns for csv/json)."""
+    import pyarrow.csv as pcsv
+
+    if fmt == "table":
+        print_table(t.to_pylist(), [c for c in columns if c in t.column_names], width=70)
+    elif fmt == "csv":
+        pcsv.write_csv(t, sys.stdout.buffer)
+    else:
+        for row in t.to_pylist():
+            print(json.dumps(row, default=str))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from nla.lake.ann import update_index
+
+    r = update_index(_lake(args), rebuild=args.rebuild, progress=True)
+    print(f"index ({r.kind}): {r.note}; {r.rows_indexed:,} rows in {r.segments} segment(s), covers activations "
+          f"version {r.table_version} ({r.seconds:.1f}s)")
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nla.lake.rows import activation_table, explanation_table
+from nla.lake.schema import VectorDtype
 from nla.lake.store import Lake
 from nla.stages import ERROR, OK, concat
 from schemas import ACTIVATIONS, EXPLANATIONS
@@ -75,8 +76,9 @@ class ShardCommitter:
     def __init__(self, lake: Lake, order: list[str], *, run_id: str, config_hash: str, base_id: str, layer: int,
                  d: int, av_id: str = "", ar_id: str = "", write_activations: bool = True, write_explanations: bool = True,
                  recipes: dict[str, str] | None = None, sources: dict[str, dict] | None = None,
-                 log: Any = print) -> None:
+                 log: Any = print, vector_dtype: VectorDtype = "float32") -> None:
         """recipes: table -> the recipe hash its rows are committed under; sources: unit -> its ledger record."""
+        self.vector_dtype = vector_dtype  # how activations are stored (nla.lake.rows.storage_dtype)
         self.lake, self.order = lake, {s: i for i, s in enumerate(order)}
         self.recipes, self.sources = recipes or {}, sources or {}
         self.run_id, self.config_hash, self.base_id, self.layer, self.d = run_id, config_hash, base_id, layer, d
@@ -138,7 +140,7 @@ class ShardCommitter:
             cols = {k: rows[k][acts] for k in ("doc_id", "position", "token_id", "token", "context", "vector")}
             recipe = self.recipes.get(ACTIVATIONS.name, "")
             table = activation_table(cols, base_model=self.base_id, layer=self.layer, shard=shard, run_id=self.run_id,
-                                     recipe=recipe)
+                                     recipe=recipe, vector_dtype=self.vector_dtype)
             version = self.lake.commit_shard(ACTIVATIONS, table, shard=shard, run_id=self.run_id, recipe=recipe,
                                              config_hash=self.config_hash, source=source)
         st.activations += len(acts)

@@ -56,13 +56,13 @@ class Recipe:
         return {"hash": self.hash, "fields": self.fields}
 
 
-def activation_recipe(*, base_fingerprint: str, layer: int, extract: Any) -> Recipe:
-    """What makes an activations row: the base's content, layer K and the extraction settings (positions policy
-    and its seed, max length, context kept)."""
-    return Recipe({"base": base_fingerprint, "layer": layer, **asdict(extract)})
+def activation_recipe(*, base_fingerprint: str, layer: int, extract: Any, dtype: str) -> Recipe:
+    """What makes an activations row: the base's content, layer K, the weights' dtype and the extraction settings
+    (positions policy and its seed, max length, context kept)."""
+    return Recipe({"base": base_fingerprint, "layer": layer, "dtype": dtype, **asdict(extract)})
 
 
-def explanation_recipe(*, av_fingerprint: str, ar_fingerprint: str, sampling: Any) -> Recipe:
+def explanation_recipe(*, av_fingerprint: str, ar_fingerprint: str, sampling: Any, dtype: str) -> Recipe:
     """What makes an explanations row: the AV's content (its sidecar, so its prompt, included), the AR's ('' when
-    unscored) and the sampling settings (temperature, top_p, samples, max_new_tokens, seed)."""
-    return Recipe({"av": av_fingerprint, "ar": ar_fingerprint, "sampling": asdict(sampling)})
+    unscored), the weights' dtype and the sampling settings (temperature, top_p, samples, max_new_tokens, seed)."""
+    return Recipe({"av": av_fingerprint, "ar": ar_fingerprint, "dtype": dtype, "sampling": asdict(sampling)})

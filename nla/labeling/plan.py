@@ -62,10 +62,10 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
     recipes: dict[str, Recipe] = {}
     if pair.base is not None:
         recipes[ACTIVATIONS.name] = activation_recipe(base_fingerprint=pair.base.fingerprint, layer=layer,
-                                                      extract=cfg.extract)
+                                                      extract=cfg.extract, dtype=m.dtype)
     if mode != "extract":
         recipes[EXPLANATIONS.name] = explanation_recipe(av_fingerprint=pair.av.fingerprint, ar_fingerprint=(
-            pair.ar.fingerprint if pair.ar else ""), sampling=cfg.sampling)
+            pair.ar.fingerprint if pair.ar else ""), sampling=cfg.sampling, dtype=m.dtype)
     ledger = lake.ledger()
     if mode == "from-activations":
         if not lake.exists(ACTIVATIONS.name):

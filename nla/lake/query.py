@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from nla.errors import NLAInputError, NLAQueryError
 from nla.lake.compare import compare_macro
+from nla.lake.search import SearchResult, Searcher, table_dataset
 from nla.lake.store import Lake
 from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -42,10 +42,11 @@ MACROS = (
 )
 
 
-def nearest_macro(d: int) -> str:
-    """Top-k activations by cosine to a query vector: SELECT * FROM nearest([..]::FLOAT[d], 10)."""
-    return (f"CREATE MACRO nearest(q, k) AS TABLE SELECT {A.act_id}, array_cosine_similarity({A.vector}, "
-            f"q::FLOAT[{d}]) AS similarity FROM activations ORDER BY similarity DESC LIMIT k")
+# Top-k activations by cosine to a query vector, through the index (exact := true scans every row):
+# SELECT * FROM nearest([..]::FLOAT[d], 10). `method` says how each answer was found (search.SearchResult).
+NEAREST_MACRO = ("CREATE MACRO nearest(q, k, exact := false) AS TABLE SELECT r.act_id, r.similarity, r.method "
+                 "FROM (SELECT unnest(nla_nearest(q::FLOAT[], k::INTEGER, exact::BOOLEAN)) AS r)")
+NEAREST_TYPE = f"STRUCT({A.act_id} VARCHAR, similarity FLOAT, method VARCHAR)[]"
 
 
 class LakeQuery:
@@ -66,18 +67,18 @@ class LakeQuery:
         self.tables: dict[str, int] = {}
         self.datasets: dict[str, Any] = {}  # the registered pyarrow datasets, by view name
         self.d: int | None = None
+        self.searcher: Searcher | None = None
+        self.last_search: SearchResult | None = None  # how the latest nearest() was answered
+        self._udf_error: Exception | None = None
         for name in lake.names():
-            version = (versions or {}).get(name)
-            t = lake.table(name, version=version)
-            schema = lake.arrow_schema(name)
             view = name.replace("/", "_")
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
-            fs = (filesystem_for or (_local_filesystem if lake.is_local else _default_filesystem))(lake.uri(name))
-            self.datasets[view] = t.to_pyarrow_dataset(schema=schema, filesystem=fs)
+            self.datasets[view], self.tables[view] = table_dataset(lake, name, version=(versions or {}).get(name),
+                                                                   filesystem_for=filesystem_for)
             self.con.register(view, self.datasets[view])
-            self.tables[view] = t.version()
             if name == ACTIVATIONS.name:
-                self.d = schema.field(A.vector).type.list_size
+                self.d = self.datasets[view].schema.field(A.vector).type.list_size
+                self.searcher = Searcher(lake, self.datasets[view])
         for missing in set(versions or {}) - set(lake.names()):
             raise NLAQueryError(f"--at {missing}: no such table in {lake.root}. Fix: see `nla tables`.")
         if {"explanations", "activations"} <= set(self.tables):
@@ -86,7 +87,9 @@ class LakeQuery:
             for m in (*MACROS, compare_macro()):
                 self.con.execute(m)
         if self.d:
-            self.con.execute(nearest_macro(self.d))
+            self.con.create_function("nla_nearest", self._nearest_udf, ["FLOAT[]", "INTEGER", "BOOLEAN"],
+                                     NEAREST_TYPE, side_effects=True)
+            self.con.execute(NEAREST_MACRO)
         # The sandbox: no files, no extensions, no settings changes from here on.
         if memory_limit:
             self.con.execute("SET memory_limit = ?", [memory_limit])
@@ -162,6 +165,8 @@ class LakeQuery:
 
     def close(self) -> None:
         self.con.close()
+        if self.searcher is not None:
+            self.searcher.close()
 
     def __enter__(self) -> LakeQuery:
         return self
@@ -180,26 +185,27 @@ class LakeQuery:
             raise NLAInputError(f"{what} has d={d} but the activations table stores d={self.d}. Fix: use the AR (or "
                                 "base model) that matches this lake's activations.")
 
-    def nearest(self, vector: Any, k: int = 10) -> pa.Table:
-        """Top-k activations by cosine to `vector`, each joined with its explanations (best mse first)."""
-        import numpy as np
+    def search(self, vector: Any, k: int = 10, *, exact: bool = False) -> SearchResult:
+        """The k activations nearest by cosine (through the index unless exact); last_search records how."""
+        if self.searcher is None:
+            self.check_width(0, "query vector")  # raises: no activations table
+        self.last_search = self.searcher.nearest(vector, int(k), exact=exact)  # type: ignore[union-attr]
+        return self.last_search
 
-        v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        self.check_width(v.shape[0], "query vector")
-        if not np.isfinite(v).all() or not np.any(v):
-            raise NLAInputError("query vector is zero or has NaN/inf. Fix: pass a real reconstruction.")
-        from nla.lake.search import top_k_cosine
-
-        hits = top_k_cosine(self.datasets[ACTIVATIONS.name], v, int(k))
-        top = pa.table({A.act_id: [h[0] for h in hits], "similarity": pa.array([h[1] for h in hits], pa.float32())})
+    def nearest(self, vector: Any, k: int = 10, *, exact: bool = False) -> pa.Table:
+        """Top-k activations by cosine to `vector`, each joined with its explanations (best mse first); the
+        `method` column says whether the index answered (search.SearchResult.method)."""
+        hits = self.search(vector, k, exact=exact).hits
+        top = pa.table({A.act_id: [h[0] for h in hits], "similarity": pa.array([h[1] for h in hits], pa.float32()),
+                        "method": [self.last_search.method] * len(hits)})  # type: ignore[union-attr]
         self.con.register("_top_hits", top)
         try:
             if "explanations" not in self.tables:
                 return top
             # filter both sides to the k ids before joining: hash tables stay k rows, whatever the lake's size
             ids = ", ".join(f"'{h[0]}'" for h in hits) or "NULL"
-            sql = (f"SELECT n.{A.act_id}, n.similarity, e.{E.explanation}, e.{E.mse}, e.{E.cos}, e.{E.sample}, "
-                   f"a.{A.context} FROM _top_hits n "
+            sql = (f"SELECT n.{A.act_id}, n.similarity, n.method, e.{E.explanation}, e.{E.mse}, e.{E.cos}, "
+                   f"e.{E.sample}, a.{A.context} FROM _top_hits n "
                    f"LEFT JOIN (SELECT * FROM explanations WHERE {E.act_id} IN ({ids})) e USING ({A.act_id}) "
                    f"LEFT JOIN (SELECT {A.act_id}, {A.context} FROM activations WHERE {A.act_id} IN ({ids})) a "
                    f"USING ({A.act_id}) ORDER BY n.similarity DESC, e.{E.mse} ASC NULLS LAST")
@@ -217,6 +223,15 @@ class LakeQuery:
             raise NLAInputError(f"pattern {pattern!r} is not a valid regex ({e}). Fix: escape special characters.")
         return self.run("SELECT * FROM search_explanations($p) ORDER BY mse ASC NULLS LAST LIMIT $n",
                         {"p": pattern, "n": int(limit)}, checked=True, limit=None)
+
+    def _nearest_udf(self, q: list[float] | None, k: int | None, exact: bool | None) -> list[dict[str, Any]]:
+        """The `nearest` macro's body: DuckDB hands over the query vector, gets the hits back."""
+        try:
+            r = self.search(q if q is not None else [], int(k or 0), exact=bool(exact))
+        except Exception as e:
+            self._udf_error = e  # _explain returns it as it was (DuckDB wraps it in its own words)
+            raise
+        return [{A.act_id: a, "similarity": s, "method": r.method} for a, s in r.hits]
 
     # ---- helpers -----------------------------------------------------------------------------------------------------
     def _timeout(self) -> Any:
@@ -236,6 +251,9 @@ class LakeQuery:
         import duckdb
 
         msg = _first_line(e)
+        if self._udf_error is not None and isinstance(e, duckdb.Error):
+            udf_error, self._udf_error = self._udf_error, None
+            return udf_error
         if isinstance(e, duckdb.InterruptException):
             return NLAQueryError(f"query cut off after {self.timeout_s:.0f}s. Fix: add a WHERE/LIMIT, or select "
                                  "fewer columns (vectors are large).")
@@ -256,19 +274,6 @@ class LakeQuery:
 
     def views(self) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-
-
-def _local_filesystem(table_uri: str) -> Any:
-    """Arrow's own filesystem for a local table. With deltalake's default (its object store bridged through Python),
-    Arrow's read-ahead threads were still calling into it after a query stopped early (LIMIT), and the process then
-    crashed or hung at exit: `nla query "... LIMIT 1"` ended in a segfault in about half the runs."""
-    import pyarrow.fs as pafs
-
-    return pafs.SubTreeFileSystem(str(Path(table_uri).expanduser().resolve()), pafs.LocalFileSystem())
-
-
-def _default_filesystem(table_uri: str) -> None:
-    return None  # object stores: deltalake's own filesystem
 
 
 def _first_line(e: Exception) -> str:

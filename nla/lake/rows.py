@@ -1,7 +1,7 @@
 """Row builders: pipeline outputs (extractor columns, AV generations, AR scores) -> Arrow tables of the lake's schemas.
 
-The only place that turns numpy/Python values into the tables' types (vectors as fixed-size float32 lists). It does
-not write (store.py does).
+The only place that turns numpy/Python values into the tables' types (vectors as fixed-size float32 or bfloat16
+lists). It does not write (store.py does).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from nla.lake.schema import arrow_schema, vectors_to_arrow
+from nla.lake.schema import VectorDtype, arrow_schema, vectors_to_arrow
 from nla.lake.store import now
 from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -25,9 +25,18 @@ def act_id(base_model: str, layer: int, doc_id: str, position: int) -> str:
     return hashlib.blake2b(f"{base_model}\x1f{layer}\x1f{doc_id}\x1f{position}".encode(), digest_size=12).hexdigest()
 
 
+def storage_dtype(lake: Any, compute_dtype: str) -> VectorDtype:
+    """How a job's activations are stored: bfloat16 when the model ran in bf16 (2 bytes a value, no loss), else
+    float32; an existing table keeps the dtype it was created with (a lake's vectors have one dtype)."""
+    if lake.exists(ACTIVATIONS.name):
+        return lake.layout(ACTIVATIONS.name).get("vector_dtype", "float32")
+    return "bfloat16" if compute_dtype == "bfloat16" else "float32"
+
+
 def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int, shard: str,
-                     run_id: str, recipe: str = "") -> pa.Table:
-    """Extractor output (doc_id, position, token_id, token, context, vector) -> rows of `activations`."""
+                     run_id: str, recipe: str = "", vector_dtype: VectorDtype = "float32") -> pa.Table:
+    """Extractor output (doc_id, position, token_id, token, context, vector) -> rows of `activations`. vector_dtype
+    "bfloat16" stores vectors a bf16 model produced at 2 bytes a value, without loss."""
     vectors = np.asarray(cols["vector"], dtype=np.float32)
     n, d = vectors.shape
     ids = [act_id(base_model, layer, str(doc), int(p)) for doc, p in zip(cols["doc_id"], cols["position"])]
@@ -35,11 +44,11 @@ def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int
         A.act_id: ids, A.base_model: [base_model] * n, A.layer: np.full(n, layer, np.int32),
         A.doc_id: [str(x) for x in cols["doc_id"]], A.position: np.asarray(cols["position"], np.int32),
         A.token_id: np.asarray(cols["token_id"], np.int64), A.token: list(cols["token"]),
-        A.context: list(cols["context"]), A.vector: vectors_to_arrow(vectors),
+        A.context: list(cols["context"]), A.vector: vectors_to_arrow(vectors, vector_dtype),
         A.norm: np.linalg.norm(vectors, axis=1).astype(np.float32), A.shard: [shard] * n, A.recipe: [recipe] * n,
         A.run_id: [run_id] * n,
     }
-    return pa.table(data, schema=arrow_schema(ACTIVATIONS, d=d))
+    return pa.table(data, schema=arrow_schema(ACTIVATIONS, d=d, vector_dtype=vector_dtype))
 
 
 def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | None], raw_output: Sequence[str],

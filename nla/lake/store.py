@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLATableNotFound
-from nla.lake.schema import VectorDtype, arrow_schema, check_batch
+from nla.lake.schema import VectorDtype, arrow_schema, check_batch, vector_dtype_of
 from schemas import ALL, SHARDS, TRAINING_SET, TableSpec
 
 DEFAULT_LAKE = "./lake"
@@ -125,9 +125,9 @@ class Lake:
         from deltalake import write_deltalake
 
         name = name or spec.name
-        if vector_dtype != "float32":
+        if vector_dtype == "float16":
             raise NLASchemaError(f"vector_dtype {vector_dtype!r}: Delta Lake (delta-rs) and DuckDB cannot store or read "
-                                 "float16 arrays yet. Fix: keep vector_dtype float32.")
+                                 "float16 arrays yet. Fix: use float32, or bfloat16 for vectors a bf16 model made.")
         schema = arrow_schema(spec, d=d, vector_dtype=vector_dtype)
         if self.exists(name):
             have = self.layout(name).get("d")
@@ -258,6 +258,8 @@ class Lake:
                 raise NLASchemaError(f"table {name!r}: column {vcol!r} must be a fixed-size list of float32, got {t}. "
                                      "Fix: build it with nla.lake.schema.vectors_to_arrow.")
             d = t.list_size
+            self.create(spec, name=name, d=d, vector_dtype=vector_dtype_of(t))
+            return
         self.create(spec, name=name, d=d)
 
     def _retry(self, name: str, write: Any, **metadata: str) -> int:

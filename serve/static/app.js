@@ -129,7 +129,8 @@ async function explainToken(span, tok) {
   try {
     const near = await api("/v1/search", { vector: result.vector, k: 8 });
     table($("nearest"), near.results, [["similarity", (r) => r.similarity, "num"], ...LABEL_COLUMNS]);
-    say($("nearest-status"), near.results.length ? "" : "the lake has no activations yet (nla label fills it)");
+    say($("nearest-status"), near.results.length ? `found by ${near.method}` :
+        "the lake has no activations yet (nla label fills it)");
   } catch (e) {
     say($("nearest-status"), e.message, true);
   }
@@ -142,9 +143,10 @@ async function lakeView(label, call) {
   say($("lake-status"), label + "…");
   $("lake-results").replaceChildren();
   try {
-    const rows = await call();
+    const got = await call();
+    const rows = got.rows ?? got;
     table($("lake-results"), rows, [["act_id", (r) => (r.act_id || "").slice(0, 10)], ...LABEL_COLUMNS]);
-    say($("lake-status"), `${label}: ${rows.length} rows`);
+    say($("lake-status"), `${label}: ${rows.length} rows` + (got.method ? ` (found by ${got.method})` : ""));
   } catch (e) {
     say($("lake-status"), e.message, true);
   }
@@ -164,7 +166,10 @@ $("kw-form").addEventListener("submit", (ev) => {
 $("ts-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("search-text").value;
-  lakeView("nearest to the text", async () => (await api("/v1/search", { text, k: 10 })).results);
+  lakeView("nearest to the text", async () => {
+    const near = await api("/v1/search", { text, k: 10 });
+    return { rows: near.results, method: near.method };
+  });
 });
 
 loadModels();

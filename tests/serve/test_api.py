@@ -163,7 +163,10 @@ def test_search_and_query(server):
     sims = [r["similarity"] for r in by_text]
     assert sims == sorted(sims, reverse=True)
     vec = ok(server, "/v1/extract", {"text": TEXT, "positions": [3]})["activations"][0]["vector"]
-    assert len(ok(server, "/v1/search", {"vector": b64(vec), "k": 3})["results"]) >= 3
+    near = ok(server, "/v1/search", {"vector": b64(vec), "k": 3})
+    exact = ok(server, "/v1/search", {"vector": b64(vec), "k": 3, "exact": True})
+    assert len(near["results"]) >= 3 and exact["method"] == "exact" and near["method"] in ("exact", "index")
+    assert [r["act_id"] for r in near["results"]] == [r["act_id"] for r in exact["results"]]
     kw = ok(server, "/v1/search", {"keyword": "weather|music", "k": 7})["results"]
     assert 0 < len(kw) <= 7 and all("weather" in r["explanation"] or "music" in r["explanation"] for r in kw)
     q = ok(server, "/v1/query", {"sql": "SELECT act_id, mse, explanation FROM labels ORDER BY mse DESC", "limit": 5})

@@ -60,3 +60,25 @@ def test_bad_lake_input(lake, args, match):
 def test_missing_lake_is_clear(tmp_path):
     p = run("query", "SELECT * FROM explanations", "--lake", str(tmp_path / "none"), check=False)
     assert p.returncode == 2 and "explanations" in p.stderr
+
+
+def test_index_then_search_matches_exact(toy_kit, tmp_path):
+    from nla.client import check_checkpoint
+    from nla.lake.store import Lake
+    from schemas import ACTIVATIONS, EXPLANATIONS
+    from tests.nla.lake.conftest import shard_rows
+
+    d = check_checkpoint(toy_kit / "ar", "ar").d_model
+    lake = Lake(tmp_path / "lake")
+    for s in range(2):
+        acts, expl = shard_rows(s, d=d)
+        lake.commit_shard(ACTIVATIONS, acts, shard=f"s{s}", run_id="r1")
+        lake.commit_shard(EXPLANATIONS, expl, shard=f"s{s}", run_id="r1")
+    assert "covers activations version 2" in run("index", "--lake", lake.root).stdout
+    search = ["search", "The text is about weather.", "--ar", str(toy_kit / "ar"), "-k", "5", "--lake", lake.root]
+    fast = [json.loads(x) for x in run(*search, "--format", "json").stdout.splitlines()]
+    exact = [json.loads(x) for x in run(*search, "--format", "json", "--exact").stdout.splitlines()]
+    assert [r["act_id"] for r in fast] == [r["act_id"] for r in exact] and len({r["act_id"] for r in fast}) == 5
+    assert {r["method"] for r in fast} == {"index"} and {r["method"] for r in exact} == {"exact"}
+    table = run(*search).stdout
+    assert "searched by index (activations version 2, 80 rows)" in table
