@@ -163,6 +163,7 @@ class NLACritic:
                  batch_size: int = 64) -> None:
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
         meta = NLAMeta.load(self.checkpoint_dir)
+        _check_role(meta, "ar")  # an AV folder is refused before anything loads
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = ARModel.from_pretrained(self.checkpoint_dir, dtype=dtype, device=device)
         self.meta = _check_meta(meta, "ar", self.tokenizer, self.model.lm.config)
