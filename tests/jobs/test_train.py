@@ -169,7 +169,16 @@ def test_grpo_two_workers_fsdp(lake, toy_kit, tmp_path):
     assert len(NLAClient(out / "av").explain(torch.randn(1, ar.d_model), temperature=0, max_new_tokens=8)) == 1
 
 
-def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path):
+def _cmdline(proc) -> str:
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:  # it ended meanwhile
+        return ""
+
+
+def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path, shared_ray):
     out = tmp_path / "kill"
     p = nla("train", "sft", "--role", "ar", "--data", "all_ok", "--from", str(toy_kit / "ar"), "--out", str(out),
             "--lake", str(lake), "--steps", "120", "scaling.checkpoint_every=10", "sft.batch_size=8", wait=False)
@@ -179,8 +188,11 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path):
         line = p.stdout.readline()
         lines.append(line)
         if "[ckpt] step 20 saved" in line and not killed:
-            ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-            killed = [int(ln.split()[0]) for ln in ps.splitlines() if "RayTrainWorker" in ln]
+            import psutil
+
+            # only this package's cluster's workers (descendants of its `ray start`s, by pid): nothing else here
+            ours = [c for node in shared_ray.nodes for c in psutil.Process(node.pid).children(recursive=True)]
+            killed = [c.pid for c in ours if "RayTrainWorker" in _cmdline(c)]
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
     out_text = "".join(lines) + p.stdout.read()
