@@ -109,7 +109,8 @@ def stream_generations(backend: HFBackend, embeds: list[torch.Tensor], params: S
                     finished[row] = True
                     continue
                 tokens[row].append(tok)
-                text = backend.tokenizer.decode(tokens[row], skip_special_tokens=True)
+                # a glyph split over byte-level tokens decodes to U+FFFD until its last byte arrives: hold it back
+                text = backend.tokenizer.decode(tokens[row], skip_special_tokens=True).rstrip("\ufffd")
                 if text != texts[row]:
                     texts[row] = changed[row] = text
             if changed:

@@ -161,7 +161,7 @@ class AVModel:
         from nla.client import NLAClient
 
         self.client = NLAClient(folder, device=device, dtype=_dtype(dtype))
-        _setup(settings, self.explain, self.explain_stream)
+        _setup(settings, self.explain, self._explain_stream_batch)
 
     def _run(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
         out: list[Any] = [None] * len(items)
@@ -180,11 +180,18 @@ class AVModel:
         """items: ((n, d) float32 vectors, sampling kwargs) -> n dicts (explanation, raw_output, status, n_tokens)."""
         return self._run(items)
 
+    async def explain_stream(self, item: tuple[np.ndarray, dict]) -> AsyncIterator[Any]:
+        """`explain`, streamed (call with handle.options(stream=True)): {"partial": {row: raw text so far}} while
+        tokens are decoded, then {"results": the n dicts `explain` gives}; None when a step had nothing for this
+        request; an NLAInputError when its sampling is refused. (A plain async generator in front of the batched one:
+        Serve runs a @serve.batch generator method itself in a thread, where it cannot stream.)"""
+        async for out in self._explain_stream_batch(item):
+            yield out
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def explain_stream(self, items: list[tuple[np.ndarray, dict]]) -> AsyncIterator[list[Any]]:
-        """`explain`, streamed: per request {"partial": {row: raw text so far}} while tokens are decoded, then
-        {"results": n dicts as `explain` gives}; None when a step has nothing for that request, an NLAInputError for a
-        request whose sampling is refused. Requests with equal sampling generate together, groups one after another."""
+    async def _explain_stream_batch(self, items: list[tuple[np.ndarray, dict]]) -> AsyncIterator[list[Any]]:
+        """One yield per decoding step, one entry per request. Requests with equal sampling generate together,
+        groups one after another."""
         from nla.av_stream import Partial
 
         for idx in _sampling_groups(items):
