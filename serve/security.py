@@ -91,7 +91,8 @@ class Guard:
             return await self.app(scope, receive, send)
         digest, max_bytes, at_root = self.settings()
         if at_root and not scope["path"].startswith(OWN_PATHS):  # Neuronpedia's API at the root: /explain, / ...
-            scope = {**scope, "path": MOUNT + scope["path"], "raw_path": MOUNT.encode() + scope.get("raw_path", b"")}
+            raw = scope.get("raw_path") or scope["path"].encode()
+            scope = {**scope, "path": MOUNT + scope["path"], "raw_path": MOUNT.encode() + raw}
         mount = on_mount(scope["path"])
         if digest and mount and (refused := self._mount_refusal(scope, digest)):
             return await _send_json(send, *refused)
@@ -152,9 +153,9 @@ class Guard:
 
     @staticmethod
     def _too_large(size: int, max_bytes: int, mount: bool = False) -> tuple[int, bytes]:
+        base64 = "" if mount else ", or base64 vectors (about a third of the size of float lists)"
         return _body(413, f"request body of {size} bytes is over this server's limit of {max_bytes}. Fix: send fewer "
-                          "vectors per request, or base64 vectors (about a third of the size of float lists).",
-                     "RequestTooLarge", mount=mount)
+                          f"vectors per request{base64}.", "RequestTooLarge", mount=mount)
 
 
 def _matches(token: str, digest: str) -> bool:
