@@ -133,7 +133,7 @@ def test_explain_all_positions_reversed_and_chat_messages(server):
 
 def test_explain_streams_frame_by_frame(server):
     got = list(frames(server, "/explain", {"text": TEXT, "positions": [3, -1], "temperature": 0,
-                                           "max_new_tokens": 48}))
+                                           "max_new_tokens": 64}))
     meta, *body, done = got
     assert set(meta) == EXPLAIN_META and meta["total"] == 2 and meta["layer_index"] == 1 and done == "[DONE]"
     progress = [f for f in body if "description" not in f]
@@ -145,7 +145,7 @@ def test_explain_streams_frame_by_frame(server):
     for pos in (3, n - 1):  # each position's text grew token by token: a real stream, not one reply cut up
         texts = [f["text"] for f in progress if f["position"] == pos]
         assert len(texts) > 3 and all(b.startswith(a[:-1]) and len(b) >= len(a) for a, b in zip(texts, texts[1:]))
-    plain = ok(server, "/explain", {"text": TEXT, "positions": [3, -1], "temperature": 0, "max_new_tokens": 48})
+    plain = ok(server, "/explain", {"text": TEXT, "positions": [3, -1], "temperature": 0, "max_new_tokens": 64})
     assert finals == plain["results"]
 
 
@@ -158,9 +158,9 @@ def test_describe_score_compare_extract_plain_and_streamed(server):
     v1 = ok_v1(server, "/v1/extract", {"text": TEXT, "positions": [1]})["activations"][0]["vector"]
     assert np.allclose(v1, acts[0], atol=1e-6)
 
-    described = ok(server, "/describe", {"activations": acts[:2], "temperature": 0, "max_new_tokens": 48})
+    described = ok(server, "/describe", {"activations": acts[:2], "temperature": 0, "max_new_tokens": 64})
     assert [set(r) for r in described["results"]] == [DESCRIPTION] * 2
-    got = list(frames(server, "/describe", {"activations": acts[:2], "temperature": 0, "max_new_tokens": 48}))
+    got = list(frames(server, "/describe", {"activations": acts[:2], "temperature": 0, "max_new_tokens": 64}))
     assert got[-1] == "[DONE]"
     progress = [f for f in got[:-1] if "description" not in f]
     assert progress and all(set(f) == DESCRIBE_PROGRESS for f in progress) and {f["index"] for f in progress} == {0, 1}
