@@ -149,6 +149,19 @@ def test_explain_streams_frame_by_frame(server):
     assert finals == plain["results"]
 
 
+def test_the_web_apps_own_bodies(server):
+    """What Neuronpedia's web app sends its NLA server (app/api/nla/explain, explain-saelens, the autointerp scorer)."""
+    got = list(frames(server, "/explain", {"text": TEXT, "temperature": 0.7, "stream": True, "positions": [5, 6],
+                                           "max_new_tokens": 256}))
+    assert set(got[0]) == EXPLAIN_META and got[-1] == "[DONE]"
+    assert sorted(f["position"] for f in got[1:-1] if "description" in f) == [5, 6]
+    vector = ok(server, "/extract", {"text": TEXT})["tokens"][3]["activation"]
+    body = {"activations": [vector], "temperature": 0.7, "max_new_tokens": 200}
+    streamed = list(frames(server, "/describe", {**body, "stream": True}))
+    assert [set(f) for f in streamed[:-1] if "description" in f] == [DESCRIPTION] and streamed[-1] == "[DONE]"
+    assert ok(server, "/describe", {**body, "stream": False})["results"][0]["description"]
+
+
 def test_describe_score_compare_extract_plain_and_streamed(server):
     ext = ok(server, "/extract", {"text": TEXT, "modelId": "ignored"})
     assert ext["layer_index"] == 1 and ext["tokens"][0]["position"] == 1
