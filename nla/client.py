@@ -6,6 +6,7 @@ validate the sidecar against the folder's own tokenizer before the first call. N
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from nla import checked, hf
 from nla.ar import ARModel
 from nla.av import AVPrompter, Generation, HFBackend, SamplingParams, decode_generations
+from nla.av_stream import Partial, stream_generations
 from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
 from nla.injection import as_vectors
 from nla.meta import NLAMeta
@@ -137,6 +139,26 @@ class NLAClient:
             embeds = self.prompt_embeds(vectors[start:start + self.batch_size], prompt=prompt)
             gens.extend(decode_generations(self.tokenizer, self.backend.generate(embeds, params)))
         return gens
+
+    def explain_stream(self, activations: Any, *, prompt: str | None = None, **sampling: Any
+                       ) -> Iterator[Partial | list[Generation]]:
+        """`explain`, streamed (HF backend): Partial updates (row index -> raw text so far) while tokens are decoded,
+        then the list of Generations, the same as `explain` gives for the same seed. Closing it early stops the
+        generation."""
+        if not isinstance(self.backend, HFBackend):
+            raise NLAConfigError("explain_stream needs the 'hf' backend: the vLLM backend does not stream here. Fix: "
+                                 "use explain(), or load the AV with backend='hf'.")
+        params = SamplingParams.from_kwargs(**sampling)
+        vectors = as_vectors(activations, self.meta.d_model)
+        gens: list[Generation] = []
+        for start in range(0, vectors.shape[0], self.batch_size):
+            embeds = self.prompt_embeds(vectors[start:start + self.batch_size], prompt=prompt)
+            for event in stream_generations(self.backend, embeds, params):
+                if isinstance(event, Partial):
+                    yield Partial({start + i: t for i, t in event.texts.items()})
+                else:
+                    gens.extend(event)
+        yield gens
 
     def generate(self, activation: Any, *, prompt: str | None = None, extract_explanation: bool = True,
                  **sampling: Any) -> str:

@@ -6,6 +6,7 @@
   security.py: bearer token, body limit, error mapping.
 - app.py: resolve checkpoints and bind the deployments; __main__.py: `python -m serve` (= `nla serve`).
 - static/: the web page (plain HTML + JS, no build step).
+- neuronpedia/: Neuronpedia's NLA API (their request and stream shapes) over the same deployments, at /neuronpedia.
 
 Ray is imported here and in jobs/, never in nla/.
 """

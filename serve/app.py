@@ -68,4 +68,15 @@ def build_app(cfg: ServeConfig, info: dict[str, Any], token_digest: str | None) 
         resolve_lake(cfg.lake), timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s,
         memory_limit=lim.query_memory_limit, max_bytes=lim.query_max_bytes)
     return serve.deployment(Ingress, **_options("ingress", cfg.ingress)).bind(
-        extractor, av, ar, lake, info=info, limits=lim, token_digest=token_digest)
+        extractor, av, ar, lake, info=info, limits=lim, token_digest=token_digest, mount=mount_settings(cfg))
+
+
+def mount_settings(cfg: ServeConfig) -> dict[str, Any]:
+    """What the Neuronpedia mount reports and needs: the root switch, the device, and what the deployments hold at
+    once (their health JSON's concurrency fields)."""
+    def in_flight(s: DeploymentSettings) -> int:
+        return s.max_ongoing_requests * s.max_replicas
+
+    return {"at_root": cfg.http.neuronpedia_at_root, "device": cfg.models.device,
+            "av_batch": cfg.av.max_batch_size * cfg.av.max_replicas, "av_in_flight": in_flight(cfg.av),
+            "extractor_in_flight": in_flight(cfg.extractor), "ar_in_flight": in_flight(cfg.ar)}

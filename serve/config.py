@@ -48,6 +48,7 @@ class HTTPSettings:
     port: int = 8000
     request_timeout_s: float = 120.0  # the proxy answers 408 past this
     access_log: bool = False  # one log line per request in the replica logs (costs CPU under load)
+    neuronpedia_at_root: bool = False  # also answer Neuronpedia's NLA API at / (its health JSON replaces the page)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Limits:
     query_timeout_s: float = 10.0  # a query is cut off after this
     query_memory_limit: str = "1GB"  # DuckDB memory one lake replica's queries may use
     query_max_bytes: int = 16 * 2**20  # a /v1/query result over this many bytes is refused
+    max_concurrent_explains: int = 4  # Neuronpedia mount: /explain requests in flight per ingress replica (429 past)
 
 
 @dataclass

@@ -20,7 +20,8 @@ from nla.errors import NLAInputError
 from serve import api
 from serve.codec import decode_vector, decode_vectors, encode_vector
 from serve.config import Limits
-from serve.security import Guard, RequestTooLarge, ServiceUnavailable, error_status
+from serve.neuronpedia.routes import NeuronpediaMount, mount_error, router
+from serve.security import MOUNT, Guard, RequestTooLarge, ServiceUnavailable, error_status, on_mount
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -29,12 +30,15 @@ app = FastAPI(title="NLA", version="1", description="Natural Language Autoencode
               "(AV), reconstruct them from the words (AR), score the round trip (mse_nrm = 2(1 - cos)) and search "
               "the labeled lake. Vectors are lists of floats or base64 little-endian float32. Errors answer "
               '`{"error": message, "type": kind}`.')
-app.state.guard = (None, Limits().max_body_bytes)  # (token digest, max body bytes): set by the replica on start
-app.add_middleware(Guard, settings=lambda: app.state.guard)
+app.state.guard = (None, Limits().max_body_bytes, False)  # (token digest, max body bytes, Neuronpedia at the root):
+app.add_middleware(Guard, settings=lambda: app.state.guard)  # set by the replica on start
+app.include_router(router, prefix=MOUNT)  # Neuronpedia's NLA API (serve/neuronpedia/), same deployments as /v1
 
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+    if on_mount(request.url.path):
+        return mount_error(request, e)
     kind = request.headers.get("content-type", "none")
     if "json" not in kind:
         return JSONResponse({"error": f"body: expected JSON, got Content-Type {kind}. Fix: send a JSON object with "
@@ -51,7 +55,9 @@ async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
 
 
 @app.exception_handler(HTTPException)
-async def _http(_request: Request, e: HTTPException) -> JSONResponse:
+async def _http(request: Request, e: HTTPException) -> JSONResponse:
+    if on_mount(request.url.path):
+        return mount_error(request, e)
     if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's answer to a body that is not UTF-8
         return JSONResponse({"error": f"body: not UTF-8 (byte {e.__cause__.start}). Fix: send the JSON body "
                                       "encoded as UTF-8.", "type": "InvalidRequest"}, status_code=400)
@@ -61,7 +67,9 @@ async def _http(_request: Request, e: HTTPException) -> JSONResponse:
 
 
 @app.exception_handler(Exception)
-async def _error(_request: Request, e: Exception) -> JSONResponse:
+async def _error(request: Request, e: Exception) -> JSONResponse:
+    if on_mount(request.url.path):
+        return mount_error(request, e)
     status, message, kind = error_status(e)
     return JSONResponse({"error": message, "type": kind}, status_code=status)
 
@@ -73,12 +81,13 @@ def _raise_if_error(result: Any) -> Any:
 
 
 @serve.ingress(app)
-class Ingress:
+class Ingress(NeuronpediaMount):
     def __init__(self, extractor: Any, av: Any, ar: Any, lake: Any, *, info: dict[str, Any], limits: Limits,
-                 token_digest: str | None) -> None:
+                 token_digest: str | None, mount: dict[str, Any]) -> None:
         self.extractor, self.av, self.ar, self.lake = extractor, av, ar, lake
         self.info, self.limits, self.d = info, limits, info["d_model"]
-        app.state.guard = (token_digest, limits.max_body_bytes)
+        self.mount = mount  # the Neuronpedia mount's settings (serve/app.py: mount_settings)
+        app.state.guard = (token_digest, limits.max_body_bytes, mount["at_root"])
 
     # ---- checks -------------------------------------------------------------------------------------------------------
     def _cap(self, value: int, limit: int, name: str) -> None:
@@ -125,10 +134,16 @@ class Ingress:
         reps = np.repeat(vectors, samples, axis=0)  # (n * samples, d)
         results = _raise_if_error(await self.av.explain.remote((reps, sampling)))
         for i, r in enumerate(results):
-            r.update(sample=i % samples, mse=None, cos=None)
+            r.update(sample=i % samples)
+        return await self._scored(results, reps)
+
+    async def _scored(self, results: list[dict[str, Any]], vectors: np.ndarray) -> list[dict[str, Any]]:
+        """Each AV result with mse/cos against its vector: scored when ok and an AR is loaded, else None."""
+        for r in results:
+            r.update(mse=None, cos=None)
         ok = [i for i, r in enumerate(results) if r["status"] == "ok"]
         if self.ar is not None and ok:
-            scores = await self.ar.score.remote([results[i]["explanation"] for i in ok], reps[ok])
+            scores = await self.ar.score.remote([results[i]["explanation"] for i in ok], vectors[ok])
             for j, i in enumerate(ok):
                 results[i].update(mse=scores["mse"][j], cos=scores["cos"][j])
         return results

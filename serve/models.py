@@ -10,7 +10,9 @@ Request validation, limits and HTTP live in serve/ingress.py; serve/app.py decid
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -22,13 +24,26 @@ from serve.config import DeploymentSettings
 _ticket = itertools.count()
 
 
-def _setup(settings: DeploymentSettings, method: Any) -> None:
+def _setup(settings: DeploymentSettings, *methods: Any) -> None:
     if settings.threads > 0:
         import torch
 
         torch.set_num_threads(settings.threads)
-    method.set_max_batch_size(settings.max_batch_size)
-    method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+    for method in methods:
+        method.set_max_batch_size(settings.max_batch_size)
+        method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+
+def _sampling_groups(items: list[tuple[np.ndarray, dict]]) -> list[list[int]]:
+    """Indices of the AV requests that can share one generate call: equal sampling; a seeded request alone, so the
+    same request gives the same samples."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, sampling) in enumerate(items):
+        key = tuple(sorted(sampling.items()))
+        if sampling.get("seed") is not None:
+            key += (("ticket", next(_ticket)),)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def _dtype(name: str) -> Any:
@@ -54,8 +69,10 @@ class ExtractorModel:
         """Tokens of `text` and the positions to read (checked): the per-request part, before the shared forward."""
         from nla.extract import doc_id_for, position_rng
 
+        from nla.chat import encode
+
         tok = self.ext.tokenizer
-        ids = tok(text, add_special_tokens=True, truncation=True, max_length=self.max_tokens)["input_ids"]
+        ids = encode(tok, text, max_length=self.max_tokens)
         special = [i in self.ext.special_ids for i in ids]
         tokens = [{"position": p, "token_id": i, "token": tok.decode([i]), "special": s}
                   for p, (i, s) in enumerate(zip(ids, special))]
@@ -114,6 +131,28 @@ class ExtractorModel:
         truncated} or an NLAInputError, per item."""
         return self._run(items)
 
+    async def tokenize(self, text: str | None, messages: list[dict[str, Any]] | None = None, *,
+                       add_generation_prompt: bool = True, continue_final_message: bool = False,
+                       enable_thinking: bool | None = None) -> dict[str, Any]:
+        """Text, or chat messages rendered by the base's chat template -> {text, truncated, tokens}: per token its
+        position, token_id, display text with byte-fragment run, special flag and chat span (None fields for text).
+        The same ids `extract` reads for that text."""
+        from nla.chat import chat_spans, encode, render_chat, token_pieces
+
+        tok = self.ext.tokenizer
+        if messages:
+            text = render_chat(tok, messages, add_generation_prompt=add_generation_prompt,
+                               continue_final_message=continue_final_message, enable_thinking=enable_thinking)
+        assert text is not None, "the caller checks that text or messages is given"
+        ids = encode(tok, text, max_length=self.max_tokens)
+        no_span = {"role": None, "section": None, "channel": None, "message_index": None}
+        spans = (chat_spans(tok, messages, text, ids, continue_final_message=continue_final_message,
+                            enable_thinking=enable_thinking) if messages else [no_span] * len(ids))
+        tokens = [{"token": piece, "token_id": i, "position": p, "fragment_index": f, "fragment_count": n,
+                   "special": i in self.ext.special_ids, **span}
+                  for p, (i, (piece, f, n), span) in enumerate(zip(ids, token_pieces(tok, ids), spans))]
+        return {"text": text, "truncated": len(ids) >= self.max_tokens, "tokens": tokens}
+
 
 class AVModel:
     """Vectors -> explanations (one Generation dict per vector), requests with equal sampling merged."""
@@ -122,17 +161,11 @@ class AVModel:
         from nla.client import NLAClient
 
         self.client = NLAClient(folder, device=device, dtype=_dtype(dtype))
-        _setup(settings, self.explain)
+        _setup(settings, self.explain, self._explain_stream_batch)
 
     def _run(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, sampling) in enumerate(items):
-            key = tuple(sorted(sampling.items()))
-            if sampling.get("seed") is not None:  # seeded: alone, so the same request gives the same samples
-                key += (("ticket", next(_ticket)),)
-            groups.setdefault(key, []).append(i)
         out: list[Any] = [None] * len(items)
-        for idx in groups.values():
+        for idx in _sampling_groups(items):
             vectors = np.concatenate([items[i][0] for i in idx])  # (sum n, d)
             gens = self.client.explain(vectors, **items[idx[0]][1])
             start = 0
@@ -146,6 +179,41 @@ class AVModel:
     async def explain(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
         """items: ((n, d) float32 vectors, sampling kwargs) -> n dicts (explanation, raw_output, status, n_tokens)."""
         return self._run(items)
+
+    async def explain_stream(self, item: tuple[np.ndarray, dict]) -> AsyncIterator[Any]:
+        """`explain`, streamed (call with handle.options(stream=True)): {"partial": {row: raw text so far}} while
+        tokens are decoded, then {"results": the n dicts `explain` gives}; None when a step had nothing for this
+        request; an NLAInputError when its sampling is refused. (A plain async generator in front of the batched one:
+        Serve runs a @serve.batch generator method itself in a thread, where it cannot stream.)"""
+        async for out in self._explain_stream_batch(item):
+            yield out
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _explain_stream_batch(self, items: list[tuple[np.ndarray, dict]]) -> AsyncIterator[list[Any]]:
+        """One yield per decoding step, one entry per request. Requests with equal sampling generate together,
+        groups one after another."""
+        from nla.av_stream import Partial
+
+        for idx in _sampling_groups(items):
+            starts = np.cumsum([0] + [len(items[i][0]) for i in idx])
+            vectors = np.concatenate([items[i][0] for i in idx])  # (sum n, d)
+            stream = self.client.explain_stream(vectors, **items[idx[0]][1])
+            try:
+                while (event := await asyncio.to_thread(next, stream, None)) is not None:
+                    out: list[Any] = [None] * len(items)
+                    for j, i in enumerate(idx):
+                        lo, hi = starts[j], starts[j + 1]
+                        if isinstance(event, Partial):
+                            texts = {int(r - lo): t for r, t in event.texts.items() if lo <= r < hi}
+                            out[i] = {"partial": texts} if texts else None
+                        else:
+                            out[i] = {"results": [vars(g) for g in event[lo:hi]]}
+                    yield out
+            except NLAInputError as e:
+                yield [e if i in idx else None for i in range(len(items))]
+            finally:
+                stream.close()
+            yield [StopIteration if i in idx else None for i in range(len(items))]
 
 
 class ARModel:

@@ -98,7 +98,8 @@ def start_server(toy_kit: Path, tmp_path_factory):
         proc = subprocess.Popen([sys.executable, "-m", "nla.cli.main", "serve", "--port", str(port), "--lake",
                                  str(lake), f"models.av={toy_kit / 'av'}", f"models.ar={toy_kit / 'ar'}",
                                  f"models.base={toy_kit / 'base'}", "lake_refresh_s=1",
-                                 "limits.query_timeout_s=2"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                 "limits.query_timeout_s=2", "limits.max_concurrent_explains=1"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     srv = Server(f"http://127.0.0.1:{port}", TOKEN, lake)
     deadline = time.monotonic() + STARTUP_S
