@@ -17,13 +17,21 @@ import torch
 import torch.nn.functional as F
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal self-attention with no mask: q (B, T, Hq, D), k and v (B, T, Hkv, D) -> (B, T, Hq * D).
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     window: int | None = None) -> torch.Tensor:
+    """Causal self-attention: q (B, T, Hq, D), k and v (B, T, Hkv, D) -> (B, T, Hq * D).
 
-    Rows are right padded, so a real token never sees a pad and SDPA can take its flash kernel."""
+    Rows are right padded, so a real token never sees a pad and SDPA can take its flash kernel. With a sliding
+    `window` shorter than T, each query sees only the keys at distance < window (an explicit mask, slower)."""
     B, T, Hq, D = q.shape
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                         scale=scale, enable_gqa=k.shape[2] != Hq)  # (B, Hq, T, D)
+    mask = None
+    if window is not None and T > window:
+        pos = torch.arange(T, device=q.device)
+        dist = pos[:, None] - pos[None]  # (T, T) query - key
+        mask = (dist >= 0) & (dist < window)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask, is_causal=mask is None, scale=scale,
+                                         enable_gqa=k.shape[2] != Hq)  # (B, Hq, T, D)
     return out.transpose(1, 2).reshape(B, T, Hq * D)
 
 

@@ -12,7 +12,8 @@ from nla.checkpoint import pair_metas
 from nla.errors import NLAInputError
 from nla.extract import ExtractConfig, Extractor
 from nla.fast_attention import cascade_attention
-from nla.fast_decode import FastGreedyBackend, shared_prefix_length
+from nla.fast_decode import FastBackend, repeat_groups, shared_prefix_length
+from nla.fast_sampling import sample_key
 from nla.fast_prefill import FastAR, FastExtractor, Ragged, length_batches
 from nla.toy.tokenizer import vocab_size_of
 from tests.conftest import SHORT_AV, tiny_config
@@ -37,7 +38,7 @@ def prompter(qwen, tokenizer):
 
 def test_greedy_tokens_equal_the_plain_path(qwen, tokenizer, prompter):
     params = SamplingParams(temperature=0, max_new_tokens=40)
-    fast = FastGreedyBackend(qwen, tokenizer, {tokenizer.eos_token_id}, bucket=16)
+    fast = FastBackend(qwen, tokenizer, {tokenizer.eos_token_id}, bucket=16)
     for seed in (1, 2):  # the second call reuses the cached prefix with other vectors
         embeds = prompter.prompt_embeds(torch.randn(6, 64, generator=torch.Generator().manual_seed(seed)))
         assert shared_prefix_length(torch.stack(embeds)) == prompter.canonical_ids.index(
@@ -56,14 +57,33 @@ def test_eos_cuts_rows_as_the_plain_path_does(qwen, tokenizer, prompter):
     eos = {tokenizer.eos_token_id, row[cut]}  # a token row 0 first emits mid-way now ends it
     plain = HFBackend(qwen, tokenizer, eos).generate(embeds, params)
     assert len(plain[0][0]) == cut and not plain[0][1]
-    assert FastGreedyBackend(qwen, tokenizer, eos, bucket=8).generate(embeds, params) == plain
+    assert FastBackend(qwen, tokenizer, eos, bucket=8).generate(embeds, params) == plain
 
 
-def test_sampling_goes_to_the_plain_backend(qwen, tokenizer, prompter):
-    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=0)
-    embeds = prompter.prompt_embeds(torch.randn(2, 64))
-    expected = HFBackend(qwen, tokenizer, {tokenizer.eos_token_id}).generate(embeds, params)
-    assert FastGreedyBackend(qwen, tokenizer, {tokenizer.eos_token_id}).generate(embeds, params) == expected
+def test_top_k_one_sampling_is_greedy(qwen, tokenizer, prompter):
+    embeds = prompter.prompt_embeds(torch.randn(4, 64, generator=torch.Generator().manual_seed(4)))
+    fast = FastBackend(qwen, tokenizer, {tokenizer.eos_token_id})
+    greedy = fast.generate(embeds, SamplingParams(temperature=0, max_new_tokens=12))
+    assert fast.generate(embeds, SamplingParams(temperature=2.0, top_k=1, max_new_tokens=12, seed=5)) == greedy
+
+
+def test_a_rows_samples_do_not_depend_on_its_batch(qwen, tokenizer, prompter):
+    """Same (seed, key, vector) -> same sample, whatever the batch: its size, its order, its neighbours, and whether
+    the vector's samples share one prefill (consecutive repeats) or not."""
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=7)
+    fast = FastBackend(qwen, tokenizer, {tokenizer.eos_token_id}, bucket=8)
+    embeds = prompter.prompt_embeds(torch.randn(3, 64, generator=torch.Generator().manual_seed(5)))
+    rows = [embeds[0], embeds[0], embeds[0], embeds[1], embeds[2]]  # three samples of vector 0
+    keys = [sample_key("a", 0), sample_key("a", 1), sample_key("a", 2), sample_key("b", 0), sample_key("c", 0)]
+    full = fast.generate(rows, params, keys)
+    assert full == fast.generate(rows, params, keys)  # repeatable
+    assert len({tuple(t) for t, _ in full[:3]}) > 1  # the samples of one vector differ
+    alone = [fast.generate([rows[i]], params, [keys[i]])[0] for i in (4, 1)]
+    assert alone == [full[4], full[1]]
+    mixed = fast.generate([rows[4], rows[2], rows[3], rows[0]], params, [keys[4], keys[2], keys[3], keys[0]])
+    assert mixed == [full[4], full[2], full[3], full[0]]
+    other_seed = fast.generate(rows, SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=8), keys)
+    assert other_seed != full
 
 
 def test_cascade_attention_is_plain_attention():
@@ -143,4 +163,4 @@ def test_gemma_is_refused_with_the_fallback_named(make_base):
     from nla import hf
 
     with pytest.raises(NLAInputError, match="plain path"):
-        FastGreedyBackend(hf.load_causal_lm(make_base("gemma3")), None, {1})
+        FastBackend(hf.load_causal_lm(make_base("gemma3")), None, {1})
