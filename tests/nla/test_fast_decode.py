@@ -159,8 +159,81 @@ def test_length_batches_cover_every_row_once_within_the_budget():
     assert seqs.padded(np.array([2, 0]), 4, 0).tolist() == [[5, 6, 0, 0], [1, 2, 3, 0]]
 
 
-def test_gemma_is_refused_with_the_fallback_named(make_base):
-    from nla import hf
+@pytest.fixture(scope="module")
+def gemma(tokenizer):
+    """A tiny Gemma-3: sliding and global layers (window 16, so long documents cross it), q/k norms, (1 + w) norms,
+    GELU-tanh, sqrt(d) embedding scale, local and global rotary tables, random norm weights."""
+    from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(0)
+    cfg = tiny_config("gemma3", vocab_size_of(tokenizer), layers=4, hidden=64)
+    cfg.sliding_window, cfg.layer_types = 16, ["sliding_attention", "full_attention"] * 2
+    cfg.initializer_range = 0.1
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.3)
+    return model
+
+
+def test_gemma_greedy_tokens_equal_the_plain_path(gemma, tokenizer):
+    av_meta, _ = pair_metas(tokenizer, d_model=64, layer=1, injection_scale=8.0, base_checkpoint="tiny",
+                            av_template=SHORT_AV)
+    prompter = AVPrompter(gemma.get_input_embeddings(), tokenizer, av_meta)
+    embeds = prompter.prompt_embeds(torch.randn(5, 64, generator=torch.Generator().manual_seed(6)))
+    fast = FastBackend(gemma, tokenizer, {tokenizer.eos_token_id})
+    plain = HFBackend(gemma, tokenizer, {tokenizer.eos_token_id})
+    gemma.config.sliding_window = 4096  # decoding inside one window: our path runs
+    fast.blocks.window = [None if w is None else 4096 for w in fast.blocks.window]
+    fallback, fast.fallback = fast.fallback, None  # proves our path ran
+    try:
+        params = SamplingParams(temperature=0, max_new_tokens=30)
+        expected = plain.generate(embeds, params)
+        assert fast.generate(embeds, params) == expected
+        assert len({tuple(t) for t, _ in expected}) > 1
+    finally:
+        fast.fallback = fallback
+        gemma.config.sliding_window = 16
+        fast.blocks.window = [None if w is None else 16 for w in fast.blocks.window]
+    params = SamplingParams(temperature=0, max_new_tokens=8)  # the prompt alone passes the window: the plain path
+    assert fast.generate(embeds, params) == plain.generate(embeds, params)
+
+
+def test_gemma_fast_extractor_and_ar_match_the_plain_path(gemma, tokenizer):
+    from nla.toy.corpus import generate_corpus
+
+    texts = [d.text * 2 for d in generate_corpus(5, 12)]  # longer than the window of 16
+    cfg = ExtractConfig(layer=2, positions_per_doc=4, min_position=5, max_length=80)
+    plain = Extractor(gemma, tokenizer, cfg)(texts)
+    fast = FastExtractor(gemma, tokenizer, cfg, max_tokens=256)(texts)
+    assert fast["position"].tolist() == plain["position"].tolist()
+    np.testing.assert_allclose(fast["vector"], plain["vector"], rtol=0, atol=2e-5)
+    ar = ARModel(_truncated(gemma, 2))
+    torch.nn.init.normal_(ar.value_head.weight, std=0.2)
+    texts = ["alpha beta", "a much longer explanation with many more words in it, longer than the window", "g"]
+    enc = ar.encode(tokenizer, "Summary: <text>{explanation}</text>", texts)
+    with torch.inference_mode():
+        expected = ar(enc["input_ids"], enc["attention_mask"])
+    ids = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+    torch.testing.assert_close(FastAR(ar, max_tokens=64).reconstruct_ids(ids), expected, rtol=0, atol=2e-5)
+
+
+def _truncated(model, layers: int):
+    """A copy of `model` cut to its first `layers` blocks (what an AR's backbone is)."""
+    import copy
+
+    cut = copy.deepcopy(model)
+    cut.model.layers = cut.model.layers[:layers]
+    cut.config.num_hidden_layers = layers
+    cut.config.layer_types = cut.config.layer_types[:layers]
+    return cut
+
+
+def test_unsupported_architectures_are_refused_with_the_fallback_named(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config("gemma3", vocab_size_of(tokenizer))
+    cfg.attn_logit_softcapping = 50.0  # Gemma-2-style capping: not on the fast path
     with pytest.raises(NLAInputError, match="plain path"):
-        FastBackend(hf.load_causal_lm(make_base("gemma3")), None, {1})
+        FastBackend(AutoModelForCausalLM.from_config(cfg), None, {1})
