@@ -64,10 +64,12 @@ class FastBackend:
     graphs: capture decode steps as CUDA graphs (default: on for CUDA). kernel: decode attention by the Triton kernel
     (default: on for CUDA), which reads each row's keys only up to the current position, so one graph per batch size
     serves every step. Without it, the cache length a step attends to is rounded up to a multiple of `bucket`, so
-    early steps read less; one graph per (batch size, bucket)."""
+    early steps read less; one graph per (batch size, bucket). refresh_prefix: recompute the shared prefix's keys
+    on every call (in place, so graphs stay valid), for a model whose weights change between calls (GRPO)."""
 
     def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], *, fuse: bool | None = None,
-                 graphs: bool | None = None, kernel: bool | None = None, bucket: int = 64) -> None:
+                 graphs: bool | None = None, kernel: bool | None = None, bucket: int = 64,
+                 refresh_prefix: bool = False) -> None:
         self.blocks = Blocks(model, fuse=fuse)
         self.lm_head = model.get_output_embeddings()
         self.fallback = HFBackend(model, tokenizer, eos_ids)
@@ -77,18 +79,13 @@ class FastBackend:
         self.graphs = dev.type == "cuda" if graphs is None else graphs
         self.fused_sampler = dev.type == "cuda" if fuse is None else fuse
         self.kernel = dev.type == "cuda" and decode_kernel_available() if kernel is None else kernel
-        self.bucket = bucket
+        self.bucket, self.refresh_prefix = bucket, refresh_prefix
         self._prefix: _Prefix | None = None
         self._cap = (0, 0)  # (rows, row positions) the buffers hold
         self._graphs: dict[tuple[int, int, Pick], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self.cos_t = self.sin_t = torch.empty(0, 0, device=dev)  # rotary tables for prefix + row positions
         self.inv_t = torch.ones(1, dtype=torch.float32, device=dev)  # 1 / temperature, read by captured steps
-
-    def forget_prefix(self) -> None:
-        """Drop the cached prefix keys: call after the model's weights change (training), before generating."""
-        self._prefix = None
-        self._graphs.clear()
 
     # ---- the AVBackend API ---------------------------------------------------------------------------------------
     def generate(self, embeds: list[torch.Tensor], params: SamplingParams,
@@ -133,7 +130,8 @@ class FastBackend:
     def _use_prefix(self, embeds: torch.Tensor) -> None:
         """Keys and values of the shared prefix (Lp, d), computed once while the prefix stays the same."""
         old = self._prefix
-        if old is not None and old.embeds.shape == embeds.shape and torch.equal(old.embeds, embeds):
+        if old is not None and old.embeds.shape == embeds.shape and torch.equal(old.embeds, embeds) \
+                and not self.refresh_prefix:
             return
         ks: list[torch.Tensor] = []
         vs: list[torch.Tensor] = []
@@ -150,6 +148,10 @@ class FastBackend:
         else:
             shape = (self.blocks.n_kv_heads, 0, self.blocks.head_dim)
             ks = vs = [embeds.new_zeros(shape) for _ in self.blocks.layers]
+        if old is not None and old.embeds.shape == embeds.shape:  # same length: refill in place, graphs stay valid
+            for dst, src in zip(old.k + old.v + [old.embeds], ks + vs + [embeds]):
+                dst.copy_(src)
+            return
         self._prefix = _Prefix(embeds.clone(), ks, vs)
         self.Lp = Lp
         self._graphs.clear()  # graphs read the prefix's tensors and its length
@@ -278,3 +280,21 @@ class FastBackend:
                 self._step(B, Lb, pick)
             self._graphs[key] = graph
         return self._graphs[key]
+
+
+def sampling_backend(model: Any, tokenizer: Any, eos_ids: set[int], *, sharded: bool = False, fast: bool = True,
+                     refresh_prefix: bool = False) -> Any:
+    """The one place that picks the AV's in-process engine: FastBackend where it applies (fast asked for, the model
+    on a GPU and not sharded, a family fast_blocks.py runs), else transformers' HFBackend."""
+    from nla.errors import NLAInputError
+    from nla.fast_blocks import check_supported
+
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if fast and on_gpu and not sharded:
+        try:
+            check_supported(model.config)
+        except NLAInputError:
+            pass
+        else:
+            return FastBackend(model, tokenizer, eos_ids, refresh_prefix=refresh_prefix)
+    return HFBackend(model, tokenizer, eos_ids, sharded=sharded)
