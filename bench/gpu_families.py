@@ -172,7 +172,10 @@ def checks(fields: dict, tok, dev, args) -> dict:
         plain.append(h[torch.from_numpy(pos[rows == i]).to(h.device)].float().cpu())
     fast = FastPrefill(model, n_blocks=3).hidden_at(seqs, rows, pos)
     out["extraction_fp32"] = {**rel_err(fast, torch.cat(plain)), "max_abs_err": float((fast - torch.cat(plain)).abs().max())}
-    ar = ARModel(build(make_config(fields, **{**over, "num_hidden_layers": 3}), dev, torch.float32)).to(dev).eval()
+    ar_over = {**over, "num_hidden_layers": 3}
+    if "layer_types" in over:
+        ar_over["layer_types"] = over["layer_types"][:3]
+    ar = ARModel(build(make_config(fields, **ar_over), dev, torch.float32)).to(dev).eval()
     ar_seqs = ar_inputs(rng, 32, cfg.vocab_size, args.tiny)
     with torch.inference_mode():
         expected = []
