@@ -62,7 +62,7 @@ class VLLMBackend:
             if keys is None:
                 return params.seed + i
             lo, hi = row_key_words(params.seed, keys[i])
-            return (hi << 31 | lo >> 1) & (2**63 - 1)
+            return hi << 31 | lo  # 62 bits: a valid vLLM seed
 
         per_prompt = [VSP(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
                           max_tokens=params.max_new_tokens, seed=seed_of(i), stop_token_ids=sorted(self.eos_ids),

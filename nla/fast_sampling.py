@@ -19,25 +19,24 @@ from typing import Any
 
 import torch
 
-MASK32 = 0xFFFFFFFF
+MASK31 = 0x7FFFFFFF  # 31-bit words: every constant fits int32, as Triton wants literals, and no product overflows
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit integer hash (lowbias32) on int64 tensors holding values in [0, 2**32).
-
-    int64 products can pass 2**63; they wrap, and only their low 32 bits are kept, which wrapping leaves exact."""
+def mix31(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 31-bit integer hash (xor-shift, multiply by odd constants mod 2**31) on int64 tensors holding
+    values in [0, 2**31)."""
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & MASK32
+    x = (x * 0x7FEB352D) & MASK31
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & MASK32
+    x = (x * 0x5BD1E995) & MASK31
     return x ^ (x >> 16)
 
 
 def row_key_words(seed: int, key: int | str) -> tuple[int, int]:
-    """Two 32-bit words naming one row's random stream: a hash of (seed, key), stable across runs and machines."""
+    """Two 31-bit words naming one row's random stream: a hash of (seed, key), stable across runs and machines."""
     digest = hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=8).digest()
     word = int.from_bytes(digest, "little")
-    return word & MASK32, word >> 32
+    return word & MASK31, (word >> 32) & MASK31
 
 
 def sample_key(act_id: Any, sample: int) -> str:
@@ -53,10 +52,10 @@ def key_tensor(seed: int, keys: Sequence[int | str], device: torch.device | str 
 def uniforms(words: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
     """(B, V) float32 in (0, 1): row b's draw for token index `step` ((1,) int64) at every vocabulary id."""
     k0, k1 = words[:, :1], words[:, 1:]  # (B, 1) each
-    s = mix32(k1 ^ mix32(k0 ^ mix32(step.view(1, 1) & MASK32)))  # (B, 1): one word per row and token index
+    s = mix31(k1 ^ mix31(k0 ^ mix31(step.view(1, 1) & MASK31)))  # (B, 1): one word per row and token index
     v = torch.arange(vocab, device=words.device, dtype=torch.int64)[None]  # (1, V)
-    x = mix32(mix32(s ^ mix32((v + 0x9E3779B9) & MASK32)) ^ k0)  # (B, V)
-    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    x = mix31(mix31(s ^ mix31((v + 0x1E3779B9) & MASK31)) ^ k0)  # (B, V)
+    return ((x >> 7).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
 def filter_logits(z: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
