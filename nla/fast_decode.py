@@ -154,14 +154,14 @@ class FastBackend:
             return
         self._prefix = _Prefix(embeds.clone(), ks, vs)
         self.Lp = Lp
-        self._graphs.clear()  # graphs read the prefix's tensors and its length
+        self._drop_graphs()  # graphs read the prefix's tensors and its length
 
     def _ensure_buffers(self, rows: int, positions: int, max_new: int) -> None:
         if rows <= self._cap[0] and positions <= self._cap[1] and max_new <= self.out.shape[1]:
             return
         rows, positions = max(rows, self._cap[0]), max(positions, self._cap[1])
         b, dev = self.blocks, self.blocks.device
-        self._graphs.clear()
+        self._drop_graphs()
         self.row_k = self.row_v = []  # free the old cache before allocating the new one
         shape = (rows, b.n_kv_heads, positions, b.head_dim)
         # zeros, not empty: masked positions still enter P @ V, and 0 * NaN from stale memory would poison it
@@ -200,7 +200,7 @@ class FastBackend:
         Lp = pre.embeds.shape[0]
         if self.cos_t.shape[1] < Lp + self._cap[1]:
             self.cos_t, self.sin_t = self.blocks.rope_table(Lp + self._cap[1])
-            self._graphs.clear()  # graphs read the tables they were captured with
+            self._drop_graphs()  # graphs read the tables they were captured with
         cos_t, sin_t = self.cos_t, self.sin_t
         steps = [(Ts + s - 1) for s in range(1, max_new)]  # row position written by each decode step
         buckets = sorted({self._bucket(t) for t in steps})
@@ -266,6 +266,13 @@ class FastBackend:
         self.cur[:B] = nxt
         self.out[:B].index_copy_(1, index, nxt[:, None])
         self.done[:B] |= (nxt[:, None] == self.eos).any(-1)
+
+    def _drop_graphs(self) -> None:
+        """Forget every captured graph and start a new memory pool: capturing into a pool whose graphs are all gone
+        while a block of it is still alive trips an allocator assertion (seen with torch 2.11)."""
+        self._graphs.clear()
+        if self.graphs:
+            self._pool = torch.cuda.graph_pool_handle()
 
     def _graph(self, B: int, Lb: int, pick: Pick) -> torch.cuda.CUDAGraph:
         key = (B, Lb, pick)
