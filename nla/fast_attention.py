@@ -89,8 +89,15 @@ def decode_attention(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Te
     _kernel()[(B, Hkv)](q, shared_k, shared_v, row_k, row_v, out, t, Lp, scale,
                         q.stride(0), shared_k.stride(0), shared_k.stride(1),
                         row_k.stride(0), row_k.stride(1), row_k.stride(2), out.stride(0),
-                        G=G, GP=max(16, _next_pow2(G)), D=D, BLOCK=64, IEEE=q.dtype == torch.float32)
+                        G=G, GP=max(16, _next_pow2(G)), D=D, IEEE=q.dtype == torch.float32,
+                        **_tiles(D * q.element_size()))
     return out
+
+
+def _tiles(row_bytes: int) -> dict[str, int]:
+    """Key block and pipeline depth that fit shared memory: 64 keys for rows of <= 512 bytes (bf16 D <= 256, fp32
+    D <= 128); Gemma-3-12B's D = 256 in fp32 (the exact checks) needs 32 keys and 2 stages (H100: 227 KiB)."""
+    return {"BLOCK": 64} if row_bytes <= 512 else {"BLOCK": 32, "num_stages": 2}
 
 
 def _next_pow2(n: int) -> int:
