@@ -237,3 +237,9 @@ def test_unsupported_architectures_are_refused_with_the_fallback_named(tokenizer
     cfg.attn_logit_softcapping = 50.0  # Gemma-2-style capping: not on the fast path
     with pytest.raises(NLAInputError, match="plain path"):
         FastBackend(AutoModelForCausalLM.from_config(cfg), None, {1})
+
+
+def test_repeat_groups_find_runs_of_equal_rows():
+    rows = torch.tensor([[1, 2], [1, 2], [3, 4], [1, 2], [1, 2], [1, 2]])  # (B, ...)
+    first, group = repeat_groups(rows)
+    assert first.tolist() == [0, 2, 3] and group.tolist() == [0, 0, 1, 2, 2, 2]
