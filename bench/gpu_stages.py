@@ -41,7 +41,7 @@ from nla.ar import ARModel  # noqa: E402
 from nla.av import AVPrompter, HFBackend, SamplingParams  # noqa: E402
 from nla.checkpoint import pair_metas  # noqa: E402
 from nla.extract import ExtractConfig, Extractor  # noqa: E402
-from nla.fast_decode import FastGreedyBackend, shared_prefix_length  # noqa: E402
+from nla.fast_decode import FastBackend, shared_prefix_length  # noqa: E402
 from nla.fast_prefill import FastAR, FastPrefill, Ragged  # noqa: E402
 from nla.meta import NLAMeta  # noqa: E402
 
@@ -296,7 +296,7 @@ def run_checks(model, ar_model, cfg_fields, tok, av_meta, eos, dev, args, rng) -
     def av_paths(m):
         embeds = AVPrompter(m.get_input_embeddings(), tok, av_meta).prompt_embeds(vectors)
         return (HFBackend(m, tok, eos).generate(embeds, params),
-                FastGreedyBackend(m, tok, eos).generate(embeds, params))
+                FastBackend(m, tok, eos).generate(embeds, params))
 
     def ex_paths(m):
         plain = plain_hidden_at(Extractor(m, tok, ex_cfg, device=str(dev)), *docs, 4)
@@ -422,7 +422,7 @@ def bench_av(model, tok, av_meta, eos, shape: Shape, ceil: dict, dev, args) -> d
     plain.generate(prompter.prompt_embeds(vectors(8, 0)), SamplingParams(temperature=0, max_new_tokens=8))  # warm-up
     big = vectors(max(args.plain_batches + args.fast_batches), 1)
     for path, backend, sizes in (("plain", plain, args.plain_batches),
-                                 ("fast", FastGreedyBackend(model, tok, eos), args.fast_batches)):
+                                 ("fast", FastBackend(model, tok, eos), args.fast_batches)):
         for B in sizes:
             if path == "fast":
                 run(backend, vectors(B, 2))  # captures this batch size's graphs
@@ -453,7 +453,7 @@ def bench_av(model, tok, av_meta, eos, shape: Shape, ceil: dict, dev, args) -> d
     limit = ceil["rate"] / (2 * (shape.block_params * shape.blocks + shape.d * shape.vocab) * args.new_tokens
                     + 2 * shape.block_params * shape.blocks * Ts)
     b = best["fast"]
-    return {"unit": "explanations/s", "path": "fast (nla.fast_decode.FastGreedyBackend)",
+    return {"unit": "explanations/s", "path": "fast (nla.fast_decode.FastBackend)",
             "throughput": b["explanations_per_s"], "explanations_per_s": b["explanations_per_s"],
             "batch_size": b["batch_size"], "roofline": b["roofline"], "roofline_ratio": b["roofline_ratio"],
             "roofline_ratio_sustained_matmul": b["roofline_ratio_sustained_matmul"],
@@ -477,7 +477,7 @@ def profile(model, ar, tok, av_meta, eos, dev, args, rng, path: Path) -> dict:
     fast = FastPrefill(model, n_blocks=args.layer + 1, max_tokens=args.max_tokens)
     ar_in = ar_inputs(rng, 256, model.config.vocab_size, args.tiny)
     fast_ar = FastAR(ar, max_tokens=args.max_tokens)
-    backend = FastGreedyBackend(model, tok, eos, graphs=False)
+    backend = FastBackend(model, tok, eos, graphs=False)
     prompter = AVPrompter(model.get_input_embeddings(), tok, av_meta)
     few = SamplingParams(temperature=0, max_new_tokens=4)
     jobs = {"extraction, 48 documents": lambda: fast.hidden_at(seqs, rows, pos),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,8 +28,9 @@ MIN_TEMPERATURE = 1e-2  # below this (but above 0), logits / T overflow float32 
 class SamplingParams:
     max_new_tokens: int = 200  # the release's cap for explanations (RL caps at 150)
     temperature: float = 1.0  # 0 = greedy; the release samples at 1.0 for training/eval, greedy for examples
-    top_p: float = 1.0
-    seed: int | None = None  # seeds torch's RNG before sampling: same batch + seed -> same samples
+    top_p: float = 1.0  # keep the smallest set of most likely tokens whose probability reaches top_p
+    top_k: int = 0  # keep the k most likely tokens (0 = all, as the release and vLLM sample)
+    seed: int | None = None  # the plain path seeds torch's RNG per call; the fast path seeds each row's own stream
 
     def __post_init__(self) -> None:
         from nla.errors import NLAInputError
@@ -39,6 +40,8 @@ class SamplingParams:
                                 f"[{MIN_TEMPERATURE}, 100] (smaller ones overflow the logits). Fix: use 0 or e.g. 1.0.")
         if not 0 < self.top_p <= 1:
             raise NLAInputError(f"top_p {self.top_p!r}: must be in (0, 1]. Fix: use e.g. 1.0 or 0.9.")
+        if self.top_k < 0:
+            raise NLAInputError(f"top_k {self.top_k!r}: must be >= 0 (0 = no top-k cut). Fix: use 0 or e.g. 50.")
         if self.max_new_tokens < 1:
             raise NLAInputError(f"max_new_tokens {self.max_new_tokens!r}: must be >= 1. Fix: use e.g. 200.")
         if self.seed is not None and not 0 <= self.seed < 2**63:
@@ -122,9 +125,13 @@ class AVPrompter:
 
 
 class AVBackend(Protocol):
-    """Generates continuations from prompt embeddings. Returns per prompt (new token ids, hit max_new_tokens)."""
+    """Generates continuations from prompt embeddings. Returns per prompt (new token ids, hit max_new_tokens).
 
-    def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]: ...
+    keys (one per prompt, e.g. nla.fast_sampling.sample_key(act_id, sample)) name each prompt's random stream, for
+    engines that sample per row (the fast path); the others seed once per call and ignore them."""
+
+    def generate(self, embeds: list[torch.Tensor], params: SamplingParams,
+                 keys: Sequence[int | str] | None = None) -> list[tuple[list[int], bool]]: ...
 
 
 class HFBackend:
@@ -138,12 +145,13 @@ class HFBackend:
         self.model, self.tokenizer, self.eos_ids, self.sharded = model, tokenizer, eos_ids, sharded
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
 
-    def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]:
+    def generate(self, embeds: list[torch.Tensor], params: SamplingParams,
+                 keys: Sequence[int | str] | None = None) -> list[tuple[list[int], bool]]:
         return [(toks, stop is None and len(toks) >= params.max_new_tokens)
                 for toks, stop in self.generate_with_stops(embeds, params)]
 
-    def generate_with_stops(self, embeds: list[torch.Tensor], params: SamplingParams
-                            ) -> list[tuple[list[int], int | None]]:
+    def generate_with_stops(self, embeds: list[torch.Tensor], params: SamplingParams,
+                            keys: Sequence[int | str] | None = None) -> list[tuple[list[int], int | None]]:
         """Per prompt: the new tokens before the stop token, and the stop token the model chose (None if it chose
         none: cut at max_new_tokens). GRPO scores that stop token as part of the response."""
         with torch.no_grad() if self.sharded else torch.inference_mode():
@@ -159,8 +167,9 @@ class HFBackend:
             mask[i, T - e.shape[0]:] = 1
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        # top_k=0: plain temperature/top-p sampling, as the release and vLLM do (HF would default to top-k 50)
-        sample = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        # top_k=0 by default: plain temperature/top-p sampling, as the release and vLLM do (HF's default is 50)
+        sample = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p,
+                                           "top_k": params.top_k}
         out = self.model.generate(
             inputs_embeds=batch, attention_mask=mask, max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy, pad_token_id=self.pad_id,

@@ -9,6 +9,7 @@ explanations are parsed and statused by the same code. GPU installs use `vllm`, 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from nla.av import SamplingParams
 from nla.errors import NLAInputError
+from nla.fast_sampling import row_key_words
 
 
 @dataclass
@@ -49,11 +51,21 @@ class VLLMBackend:
                        **({"max_model_len": s.max_model_len} if s.max_model_len else {}))
         self.eos_ids = eos_ids
 
-    def generate(self, embeds: list[torch.Tensor], params: SamplingParams) -> list[tuple[list[int], bool]]:
+    def generate(self, embeds: list[torch.Tensor], params: SamplingParams,
+                 keys: Sequence[int | str] | None = None) -> list[tuple[list[int], bool]]:
+        """keys, when given, seed each request by (seed, key), so a row's seed does not depend on its place."""
         from vllm import SamplingParams as VSP
 
-        per_prompt = [VSP(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                          seed=None if params.seed is None else params.seed + i, stop_token_ids=sorted(self.eos_ids),
+        def seed_of(i: int) -> int | None:
+            if params.seed is None:
+                return None
+            if keys is None:
+                return params.seed + i
+            lo, hi = row_key_words(params.seed, keys[i])
+            return hi << 31 | lo  # 62 bits: a valid vLLM seed
+
+        per_prompt = [VSP(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
+                          max_tokens=params.max_new_tokens, seed=seed_of(i), stop_token_ids=sorted(self.eos_ids),
                           skip_special_tokens=True) for i in range(len(embeds))]
         outs = self.llm.generate([{"prompt_embeds": e.detach().float().cpu()} for e in embeds], per_prompt,
                                  use_tqdm=False)

@@ -6,7 +6,7 @@ validate the sidecar against the folder's own tokenizer before the first call. N
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,14 +130,21 @@ class NLAClient:
         """The exact (T, d) embeddings the engine receives, one per vector."""
         return self.prompter.prompt_embeds(activations, prompt=prompt)
 
-    def explain(self, activations: Any, *, prompt: str | None = None, **sampling: Any) -> list[Generation]:
-        """Batched generation with a status per sample (ok | no_tags | truncated); nothing is dropped."""
+    def explain(self, activations: Any, *, prompt: str | None = None, keys: Sequence[int | str] | None = None,
+                **sampling: Any) -> list[Generation]:
+        """Batched generation with a status per sample (ok | no_tags | truncated); nothing is dropped.
+
+        keys: one per vector, naming its random stream where the backend samples per row (the fast path); give the
+        k samples of one vector consecutively (the vector repeated) and the fast path prefills it once."""
         params = SamplingParams.from_kwargs(**sampling)
         vectors = as_vectors(activations, self.meta.d_model)
+        if keys is not None and len(keys) != vectors.shape[0]:
+            raise NLAInputError(f"keys: {len(keys)} for {vectors.shape[0]} vectors. Fix: one key per vector.")
         gens: list[Generation] = []
         for start in range(0, vectors.shape[0], self.batch_size):
             embeds = self.prompt_embeds(vectors[start:start + self.batch_size], prompt=prompt)
-            gens.extend(decode_generations(self.tokenizer, self.backend.generate(embeds, params)))
+            row_keys = {} if keys is None else {"keys": keys[start:start + self.batch_size]}
+            gens.extend(decode_generations(self.tokenizer, self.backend.generate(embeds, params, **row_keys)))
         return gens
 
     def explain_stream(self, activations: Any, *, prompt: str | None = None, **sampling: Any

@@ -17,13 +17,21 @@ import torch
 import torch.nn.functional as F
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal self-attention with no mask: q (B, T, Hq, D), k and v (B, T, Hkv, D) -> (B, T, Hq * D).
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     window: int | None = None) -> torch.Tensor:
+    """Causal self-attention: q (B, T, Hq, D), k and v (B, T, Hkv, D) -> (B, T, Hq * D).
 
-    Rows are right padded, so a real token never sees a pad and SDPA can take its flash kernel."""
+    Rows are right padded, so a real token never sees a pad and SDPA can take its flash kernel. With a sliding
+    `window` shorter than T, each query sees only the keys at distance < window (an explicit mask, slower)."""
     B, T, Hq, D = q.shape
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                         scale=scale, enable_gqa=k.shape[2] != Hq)  # (B, Hq, T, D)
+    mask = None
+    if window is not None and T > window:
+        pos = torch.arange(T, device=q.device)
+        dist = pos[:, None] - pos[None]  # (T, T) query - key
+        mask = (dist >= 0) & (dist < window)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask, is_causal=mask is None, scale=scale,
+                                         enable_gqa=k.shape[2] != Hq)  # (B, Hq, T, D)
     return out.transpose(1, 2).reshape(B, T, Hq * D)
 
 
@@ -81,8 +89,15 @@ def decode_attention(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Te
     _kernel()[(B, Hkv)](q, shared_k, shared_v, row_k, row_v, out, t, Lp, scale,
                         q.stride(0), shared_k.stride(0), shared_k.stride(1),
                         row_k.stride(0), row_k.stride(1), row_k.stride(2), out.stride(0),
-                        G=G, GP=max(16, _next_pow2(G)), D=D, BLOCK=64, IEEE=q.dtype == torch.float32)
+                        G=G, GP=max(16, _next_pow2(G)), D=D, IEEE=q.dtype == torch.float32,
+                        **_tiles(D * q.element_size()))
     return out
+
+
+def _tiles(row_bytes: int) -> dict[str, int]:
+    """Key block and pipeline depth that fit shared memory: 64 keys for rows of <= 512 bytes (bf16 D <= 256, fp32
+    D <= 128); Gemma-3-12B's D = 256 in fp32 (the exact checks) needs 32 keys and 2 stages (H100: 227 KiB)."""
+    return {"BLOCK": 64} if row_bytes <= 512 else {"BLOCK": 32, "num_stages": 2}
 
 
 def _next_pow2(n: int) -> int:

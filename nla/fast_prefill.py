@@ -82,14 +82,14 @@ class FastPrefill:
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _rope_for(self, rows: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each token's rotary row for `rows` right-padded rows of `width`: (rows * width, D)."""
-        if self._rope is None or self._rope[0].shape[0] < width:
+        """Each token's rotary row for `rows` right-padded rows of `width`: (R, rows * width, D)."""
+        if self._rope is None or self._rope[0].shape[1] < width:
             self._rope = self.blocks.rope_table(max(width, 1024))
         cos, sin = self._rope
-        return cos[:width].repeat(rows, 1), sin[:width].repeat(rows, 1)
+        return cos[:, :width].repeat(1, rows, 1), sin[:, :width].repeat(1, rows, 1)
 
     def _attend(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return causal_attention(q, k, v, self.blocks.scale)
+        return causal_attention(q, k, v, self.blocks.scale, self.blocks.window[i])
 
     @torch.inference_mode()
     def hidden_at(self, seqs: Ragged | list[list[int]], rows: np.ndarray, positions: np.ndarray, *,

@@ -32,7 +32,7 @@ class ModelsConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype on the device
     av_backend: Literal["hf", "vllm"] = "hf"  # the AV's engine: transformers, or vLLM on prompt embeddings
     fast: bool = False  # the fast GPU path (nla/fast_*.py): FastExtractor, FastAR and, with av_backend hf, greedy
-    # decoding by FastGreedyBackend (sampling stays on transformers); for device cuda (it runs on a CPU too, slowly)
+    # and sampled decoding by FastBackend (Llama/Qwen2/Mistral/Gemma-3); for device cuda (runs on a CPU, slowly)
 
 
 @dataclass

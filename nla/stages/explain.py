@@ -7,11 +7,13 @@ status 'error' (the job goes on).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from nla.fast_sampling import sample_key
 from nla.stages import ERROR, OK, objects, require, set_threads, take
 
 COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "status": "ok | why the row failed"}
@@ -28,10 +30,10 @@ class ExplainStage:
         self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size,
                                 backend=backend, vllm=VLLMSettings(**(vllm or {})))
         if fast and backend == "hf":
-            from nla.fast_decode import FastGreedyBackend
+            from nla.fast_decode import FastBackend
 
-            greedy = FastGreedyBackend(self.client.model, self.client.tokenizer, self.client.backend.eos_ids)
-            self.client.backend = PaddedBackend(greedy, batch_size)
+            fast_backend = FastBackend(self.client.model, self.client.tokenizer, self.client.backend.eos_ids)
+            self.client.backend = PaddedBackend(fast_backend, batch_size)
         self.sampling, self.samples = sampling, samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -47,12 +49,12 @@ class ExplainStage:
         expl, raw, ntok, status = [None] * len(index), [""] * len(index), [0] * len(index), [""] * len(index)
         if n_ok:
             try:
-                vectors = batch["vector"][ok]
-                for s in range(self.samples):
-                    gens = self.client.explain(vectors, **{**self.sampling, "seed": self.sampling.get("seed", 0) + s})
-                    for j, g in enumerate(gens):
-                        r = j * self.samples + s
-                        expl[r], raw[r], ntok[r], status[r] = g.explanation, g.raw_output, g.n_tokens, g.status
+                # one call, each vector's samples consecutive: the fast path prefills a vector once for its samples,
+                # and each sample's stream is named by (seed, act_id, sample), whatever its batch
+                keys = [sample_key(a, s) for a, s in zip(out["act_id"][:n_ok], out["sample"][:n_ok])]
+                gens = self.client.explain(batch["vector"][index[:n_ok]], keys=keys, **self.sampling)
+                for r, g in enumerate(gens):
+                    expl[r], raw[r], ntok[r], status[r] = g.explanation, g.raw_output, g.n_tokens, g.status
             except Exception as e:  # a failed batch is stored as failed rows, never stops the job
                 for r in range(n_ok):
                     expl[r], raw[r], status[r] = None, f"{type(e).__name__}: {e}"[:500], ERROR
@@ -63,15 +65,17 @@ class ExplainStage:
 
 
 class PaddedBackend:
-    """Pads each greedy batch to a power of two (at most `batch_size`, the pool's rows per call) by repeating its
-    first prompt, so the fast backend captures a few CUDA graphs instead of one per batch size that bad rows leave."""
+    """Pads each batch to a power of two (at most `batch_size`, the pool's rows per call) by repeating its last
+    prompt, so the fast backend captures a few CUDA graphs instead of one per batch size that bad rows leave. The
+    padding rows repeat the last row (so they share its prefill) and draw from keys no row uses."""
 
     def __init__(self, backend: Any, batch_size: int) -> None:
         self.backend, self.batch_size = backend, batch_size
 
-    def generate(self, embeds: list, params: Any) -> list:
+    def generate(self, embeds: list, params: Any, keys: Sequence[int | str] | None = None) -> list:
         n = len(embeds)
-        if not n or not params.greedy:
-            return self.backend.generate(embeds, params)
+        if not n:
+            return self.backend.generate(embeds, params, keys)
         rows = max(n, min(self.batch_size, 1 << (n - 1).bit_length()))
-        return self.backend.generate(list(embeds) + [embeds[0]] * (rows - n), params)[:n]
+        pad_keys = None if keys is None else list(keys) + [f"\x00pad{i}" for i in range(rows - n)]
+        return self.backend.generate(list(embeds) + [embeds[-1]] * (rows - n), params, pad_keys)[:n]

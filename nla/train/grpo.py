@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from nla.ar import ARModel
-from nla.av import AVPrompter, HFBackend, SamplingParams, decode_generations
+from nla.av import AVPrompter, SamplingParams, decode_generations
 from nla.errors import NLAError
+from nla.fast_decode import sampling_backend
+from nla.fast_sampling import sample_key
 from nla.meta import NLAMeta
 from nla.metrics import fve_nrm, mse_nrm
 from nla.train.sharding import gathered, is_sharded, load_optimizer_state, optimizer_state
@@ -48,6 +50,7 @@ class GRPOConfig:
     eval_every: int = 0  # steps between held-out round-trip evaluations; 0 = start and end only
     seed: int = 0
     log_every: int = 10
+    fast_sampler: bool = True  # roll out with nla.fast_decode.FastBackend where it applies (one GPU, unsharded)
 
 
 class GRPOMismatch(NLAError):
@@ -113,7 +116,8 @@ class GRPOTrainer:
         self.tokenizer, self.av_meta, self.ar_meta = tokenizer, av_meta, ar_meta
         self.prompter = AVPrompter(self.av_module.get_input_embeddings(), tokenizer, av_meta)
         self.ref_prompter = AVPrompter(self.reference.get_input_embeddings(), tokenizer, av_meta)
-        self.backend = HFBackend(self.av_module, tokenizer, eos_ids, sharded=is_sharded(self.av_module))
+        self.backend = sampling_backend(self.av_module, tokenizer, eos_ids, sharded=is_sharded(self.av_module),
+                                        fast=cfg.fast_sampler, refresh_prefix=True)  # the policy's weights move
         self.eos_ids = eos_ids
         self.av_opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.av_lr,
                                         betas=(0.9, 0.95), weight_decay=0.0)
@@ -140,7 +144,8 @@ class GRPOTrainer:
         with gathered(self.av_module):
             embeds = self.prompter.prompt_embeds(reps)
         params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed)
-        outputs = self.backend.generate_with_stops(embeds, params)
+        keys = [sample_key(i // self.cfg.group, i % self.cfg.group) for i in range(len(embeds))]
+        outputs = self.backend.generate_with_stops(embeds, params, keys)
         gens = decode_generations(self.tokenizer, [(toks, stop is None) for toks, stop in outputs])
         # the stop token the policy chose is part of its response: score it too (absent when cut at the cap)
         responses = [toks + ([] if stop is None else [stop]) for toks, stop in outputs]

@@ -37,7 +37,8 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(LabelConfig, tmp_path / "bad.yaml")
 
 
-@pytest.mark.parametrize("name", ["toy", "smollm2", "qwen7b", "qwen7b-1gpu", "qwen7b-multigpu", "gemma3-12b", "llama70b"])
+@pytest.mark.parametrize("name", ["toy", "smollm2", "qwen7b", "qwen7b-1gpu", "qwen7b-multigpu", "gemma3-12b", "gemma3-27b",
+                                  "llama70b"])
 def test_example_configs_load(name):
     cfg = load_config(LabelConfig, f"jobs/configs/{name}.yaml")
     assert cfg.models.av and cfg.extractor.concurrency >= 1
