@@ -69,7 +69,8 @@ def test_page_explains_a_clicked_token_and_shows_the_lake(server, browser):
     browser.click("#search-text")
     browser.type("The text is about weather.")
     browser.click("#ts-form button")
-    browser.wait_for("/^nearest to the text: \\d+ rows$/.test(document.getElementById('lake-status').textContent)")
+    browser.wait_for("/^nearest to the text: \\d+ rows \\(found by (index|index\\+scan|exact)\\)$/.test("
+                     "document.getElementById('lake-status').textContent)")  # the page says how it searched
     assert browser.eval(count("#lake-results tbody tr")) == 10
 
     shot = browser.screenshot(ARTIFACTS / "page.png")
