@@ -41,6 +41,8 @@ def fmt(v) -> str:
         return f"{v:,.0f}" if a >= 1000 else f"{v:.4g}"
     if isinstance(v, int):
         return f"{v:,}"
+    if isinstance(v, list):
+        return "[" + ", ".join(fmt(x) for x in v) + "]"
     s = v if isinstance(v, str) else json.dumps(v)
     return s.replace("|", "\\|").replace("\n", " ")
 
@@ -77,6 +79,25 @@ def mapping_of_records(v) -> bool:
     return isinstance(v, dict) and len(v) > 1 and all(isinstance(x, dict) for x in v.values())
 
 
+def tables(d: dict, prefix: str, scalars: dict, top: bool = False) -> list[str]:
+    """Tables for the records in d (lists of records, mappings of records, at any depth); its other values go to
+    scalars under dotted names."""
+    out: list[str] = []
+    for k, v in d.items():
+        if k == "history" or (top and k in SKIP and not (k == "gpu" and isinstance(v, dict))):
+            continue
+        name = prefix + k
+        if records(v):
+            out += [f"**{name}**", ""] + table([flat(r) for r in v]) + [""]
+        elif mapping_of_records(v) and all(not any(records(x) for x in r.values()) for r in v.values()):
+            out += [f"**{name}**", ""] + table([{"name": n, **flat(r)} for n, r in v.items()]) + [""]
+        elif isinstance(v, dict) and v:
+            out += tables(v, name + ".", scalars)
+        else:
+            scalars[name] = v
+    return out
+
+
 def section(name: str, d: dict) -> list[str]:
     out = [f"## {TITLES.get(name, name)}", ""]
     machine = d.get("machine") if d.get("machine") is not None else d.get("gpu")
@@ -92,18 +113,8 @@ def section(name: str, d: dict) -> list[str]:
             f"- machine: {fmt(machine) if machine else 'not recorded'}",
             f"- date: {d.get('date') or 'not recorded'}",
             f"- file: `bench/results/{name}.json`", ""]
-    scalars = {}
-    for k, v in d.items():
-        if k in SKIP and not (k == "gpu" and isinstance(v, dict)):
-            continue
-        if records(v):
-            out += [f"**{k}**", ""] + table([flat(r) for r in v]) + [""]
-        elif mapping_of_records(v):
-            out += [f"**{k}**", ""] + table([{"name": n, **flat(r)} for n, r in v.items()]) + [""]
-        elif isinstance(v, dict):
-            scalars.update(flat(v, k + "."))
-        else:
-            scalars[k] = v
+    scalars: dict = {}
+    out += tables(d, "", scalars, top=True)
     if scalars:
         out += ["| value | |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in scalars.items()] + [""]
     if "history" in d:
