@@ -51,7 +51,8 @@ corpus formats (input=PATH; input_format=auto tells them apart):
   *.txt     one document per file: the whole file is the text
   Delta     a folder with _delta_log/, a column "text"
   HF        a saved `datasets` folder (Dataset.save_to_disk), a column "text"
-  text_column=NAME reads another column or JSON key; id_column=NAME keeps your ids (default: a hash of the text).
+  text_column=NAME reads another column or JSON key; id_column=NAME reads ids from another one (the default
+  config sets id_column=id; id_column= with no name ids each document by a hash of its text).
   Other fields are not stored."""
 
 
