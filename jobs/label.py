@@ -103,7 +103,10 @@ def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:
     for table, recipe in plan.recipes.items():
         print(f"  {'recipe ' + table:<32} {recipe.hash}")
     for k, v in s.items():
-        print(f"  {k:<32} {v:.4g}" if isinstance(v, float) else f"  {k:<32} {v}")
+        if isinstance(v, float) and v != v:  # nan: nothing to average (fve_nrm needs two different activations)
+            print(f"  {k:<32} n/a")
+        else:
+            print(f"  {k:<32} {v:.4g}" if isinstance(v, float) else f"  {k:<32} {v}")
     for shard, msg in stats.shards_failed:
         print(f"  skipped shard {shard}: {msg}")
     for shard, msg in stats.shards_empty:

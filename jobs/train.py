@@ -137,6 +137,8 @@ def run(cfg: TrainJobConfig) -> dict:
     run_id = new_run_id(f"train-{cfg.algo}")
     out = Path(cfg.out or f"checkpoints/{run_id}").expanduser().resolve()
     lake = Lake(cfg.lake or None)
+    if lake.is_local:  # the Ray Train workers run in their own folder: hand them the lake by its absolute path
+        cfg.lake = str(Path(lake.root).expanduser().resolve())
     d = NLAMeta.load(cfg.init).d_model
     n = len(load_examples(lake, cfg.data, d=d, need_explanations=cfg.algo == "sft", limit=cfg.limit))
     print(f"[train] {cfg.algo} {cfg.role if cfg.algo == 'sft' else 'av+ar'} from {cfg.init} on {cfg.data} "

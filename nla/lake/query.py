@@ -263,6 +263,13 @@ class LakeQuery:
         if isinstance(e, duckdb.PermissionException):
             return NLAQueryError(f"refused: {msg}. The query path cannot read or write files. Fix: query the lake's "
                                  "tables only.")
+        if isinstance(e, duckdb.CatalogException) and "Function with name" in msg:
+            hint = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith("Did you mean")), "")
+            text = msg.removeprefix("Catalog Error: ").rstrip(".!") + "." + (f" {hint}" if hint else "")
+            return NLAQueryError(f"{text} Fix: check the "
+                                 "function's name and kind (a table function goes after FROM). nla adds "
+                                 "search_explanations(pattern), search_features(pattern), nearest(query, k) and "
+                                 "compare(a, b); the rest are DuckDB's (duckdb.org/docs/sql/functions/overview).")
         if isinstance(e, duckdb.CatalogException):
             known = ", ".join(sorted(self.tables) + (["labels", "features"] if "labels" in self.views() else []))
             return NLAQueryError(f"{msg}. Tables here: {known or 'none'}. Fix: check the name (`nla tables`).")

@@ -29,6 +29,19 @@ def test_help_teaches(cmd):
         assert "example" in out
 
 
+def test_label_help_lists_config_keys_and_corpus_formats():
+    """Every LabelConfig key with its default, from the dataclasses, and each corpus format."""
+    from nla.configdoc import section_defaults
+    from nla.labeling.config import LabelConfig
+
+    out = run("label", "--help").stdout
+    for key, _tp, default, _comment in section_defaults(LabelConfig):
+        assert f"  {key}={default}" in out, key
+    assert "text_column='text'" in out and "column (parquet, delta, hf) or JSON key (jsonl)" in out
+    for fmt in ("*.jsonl", "*.parquet", "*.txt", "Delta", "HF", '"text"', "id_column="):
+        assert fmt in out, fmt
+
+
 def test_explain_and_score(pair, tmp_path):
     av, ar = pair
     v = np.random.default_rng(0).standard_normal((2, 32)).astype(np.float32)
