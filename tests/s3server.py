@@ -1,0 +1,67 @@
+"""A real S3-compatible server on loopback for the tests: moto's standalone server (`moto_server`) run as a separate
+process and spoken to over HTTP, exactly as deltalake, pyarrow and DuckDB speak to S3. Not an in-process mock:
+nothing here patches a client. By hand: `moto_server -H 127.0.0.1 -p 5055` (see docs/object-store.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+ACCESS_KEY, SECRET_KEY, REGION = "testing", "testing", "us-east-1"
+
+
+@dataclass
+class S3Server:
+    endpoint: str  # http://127.0.0.1:<port>
+    proc: subprocess.Popen
+
+    def env(self) -> dict[str, str]:
+        """The environment a user sets for an S3-compatible endpoint (what nla.lake.storage reads)."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_ALLOW_HTTP": "true"}
+
+    def create_bucket(self, name: str) -> None:
+        """PUT /<bucket> (moto's server accepts unsigned requests, so no SDK is needed)."""
+        req = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(port: int | None = None, timeout_s: float = 60.0) -> Iterator[S3Server]:
+    """Start `moto_server` on 127.0.0.1:<free port>, wait until it answers, stop it (by its pid) afterwards."""
+    port = port or free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    server = S3Server(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert proc.poll() is None, f"moto_server exited with {proc.returncode}; is moto[server] installed?"
+            try:
+                urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"moto_server did not answer on port {port} in {timeout_s} s"
+                time.sleep(0.3)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
