@@ -9,10 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 ACCESS_KEY, SECRET_KEY, REGION = "testing", "testing", "us-east-1"
 
@@ -21,6 +23,13 @@ ACCESS_KEY, SECRET_KEY, REGION = "testing", "testing", "us-east-1"
 class S3Server:
     endpoint: str  # http://127.0.0.1:<port>
     proc: subprocess.Popen
+    log: Path  # the server's request log (one line per request, with its HTTP status)
+
+    def refused_commits(self) -> int:
+        """Delta log entries the store refused with 412 Precondition Failed: a conditional put (If-None-Match) that
+        lost the race to another writer, which deltalake then retries at the next version."""
+        return sum(1 for ln in self.log.read_text(errors="replace").splitlines()
+                   if '"PUT ' in ln and "_delta_log" in ln and '" 412 ' in ln)
 
     def env(self) -> dict[str, str]:
         """The environment a user sets for an S3-compatible endpoint (what nla.lake.storage reads)."""
@@ -44,9 +53,10 @@ def running(port: int | None = None, timeout_s: float = 60.0) -> Iterator[S3Serv
     """Start `moto_server` on 127.0.0.1:<free port>, wait until it answers, stop it (by its pid) afterwards."""
     port = port or free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    server = S3Server(f"http://127.0.0.1:{port}", proc)
+    log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    server = S3Server(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -65,3 +75,4 @@ def running(port: int | None = None, timeout_s: float = 60.0) -> Iterator[S3Serv
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """The lake on an object store, for real: `nla label` (toy kit) writes into s3:// on a moto server run as its own
 process on loopback; a rerun skips committed shards; `nla query`, `nla search`, `nla mine` read it back; a missing
-bucket and an unreachable endpoint are one clear error before any model loads; concurrent committers on the same s3
-lake keep every key exactly once. One server and one labeled lake serve the whole module."""
+bucket and an unreachable endpoint are one clear error before any model loads. Concurrent committers on one s3 lake:
+tests/reliability/test_object_store.py. One server (the session's) and one labeled lake serve the whole module."""
 
 from __future__ import annotations
 
@@ -12,20 +12,8 @@ import pytest
 from nla.labeling.identity import name_of
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
+from tests.conftest import S3_BUCKET as BUCKET
 from tests.jobs.test_label import job
-from tests.s3server import running
-
-BUCKET = "nla-lake"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """moto_server on a free loopback port, a bucket, and the AWS_* environment deltalake and Arrow read."""
-    with running() as server, pytest.MonkeyPatch.context() as env:
-        server.create_bucket(BUCKET)
-        for k, v in server.env().items():
-            env.setenv(k, v)
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +53,7 @@ def test_query_search_mine_on_s3(labeled):
 
 
 @pytest.mark.parametrize("lake, env, match", [
-    (f"s3://no-such-bucket/x", {}, "no such bucket"),
+    ("s3://no-such-bucket/x", {}, "no such bucket"),
     (f"s3://{BUCKET}/x", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "endpoint unreachable"),
 ])
 def test_bad_store_is_one_clear_error(s3, toy_kit, lake, env, match):
