@@ -65,3 +65,21 @@ def test_bad_store_is_one_clear_error(s3, toy_kit, lake, env, match):
         os.environ.update(old)
     last = p.stderr.strip().splitlines()[-1]
     assert p.returncode != 0 and lake in last and match in last and "Fix:" in last, p.stderr[-2000:]
+
+
+def test_serve_lake_reader_answers_from_s3(labeled, monkeypatch):
+    """The server's lake deployment reads s3:// with the options the driver resolved, not its own environment (a
+    replica on another node may have none): here the AWS_* variables are gone when it opens the lake."""
+    import asyncio
+
+    from serve.lake import LakeReader
+
+    _, lake, _ = labeled
+    options = Lake(lake).storage_options
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ALLOW_HTTP"):
+        monkeypatch.delenv(k)
+    reader = LakeReader(lake, storage_options=options, timeout_s=10, refresh_s=60)
+    info = asyncio.run(reader.info())
+    assert info["root"] == lake and "explanations" in info["tables"]
+    rows = asyncio.run(reader.query("SELECT count(*) AS n FROM explanations", 5))["rows"]
+    assert rows[0]["n"] > 50
