@@ -42,6 +42,21 @@ class S3Server:
         urllib.request.urlopen(req, timeout=10).read()
 
 
+def enable_user(server: S3Server) -> dict[str, str]:
+    """On a check_auth server: an IAM user allowed s3:*, with a key; returns server.env() with that key."""
+    import json
+
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                       aws_secret_access_key=SECRET_KEY)
+    iam.create_user(UserName="nla")
+    iam.put_user_policy(UserName="nla", PolicyName="s3", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="nla")["AccessKey"]
+    return {**server.env(), "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,13 +64,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(port: int | None = None, timeout_s: float = 60.0) -> Iterator[S3Server]:
-    """Start `moto_server` on 127.0.0.1:<free port>, wait until it answers, stop it (by its pid) afterwards."""
+def running(port: int | None = None, timeout_s: float = 60.0, *, check_auth: bool = False) -> Iterator[S3Server]:
+    """Start `moto_server` on 127.0.0.1:<free port>, wait until it answers, stop it (by its pid) afterwards.
+    check_auth: the server checks signatures and keys (moto's IAM auth); call enable_user() first thing."""
     port = port or free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
     log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+    # moto's IAM auth starts after this many requests: enough to create one user, its policy and its key
+    env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if check_auth else {})}
     with log.open("wb") as out:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
     server = S3Server(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + timeout_s

@@ -84,11 +84,14 @@ def probe_writable(root: str, options: Mapping[str, str] | None) -> None:
 
 
 def _reason(e: Exception) -> str:
+    """The cause in a few words, from the S3 error code (Arrow spells them SIGNATURE_DOES_NOT_MATCH, others
+    SignatureDoesNotMatch), else the error's first 200 characters."""
     text = " ".join(str(e).split())
-    for needle, reason in (("NoSuchBucket", "no such bucket"), ("does not exist", "no such bucket"),
-                           ("AccessDenied", "access denied"), ("InvalidAccessKeyId", "unknown access key"),
-                           ("SignatureDoesNotMatch", "wrong secret key"), ("Couldn't connect", "endpoint unreachable"),
-                           ("connect", "endpoint unreachable"), ("curlCode", "endpoint unreachable")):
-        if needle.lower() in text.lower():
+    squashed = text.lower().replace("_", "")
+    for needle, reason in (("signaturedoesnotmatch", "wrong secret key"), ("invalidaccesskeyid", "unknown access key"),
+                           ("accessdenied", "access denied"), ("nosuchbucket", "no such bucket"),
+                           ("bucket does not exist", "no such bucket"), ("couldn't connect", "endpoint unreachable"),
+                           ("curlcode", "endpoint unreachable"), ("connect", "endpoint unreachable")):
+        if needle in squashed:
             return reason
     return text[:200]

@@ -83,3 +83,27 @@ def test_serve_lake_reader_answers_from_s3(labeled, monkeypatch):
     assert info["root"] == lake and "explanations" in info["tables"]
     rows = asyncio.run(reader.query("SELECT count(*) AS n FROM explanations", 5))["rows"]
     assert rows[0]["n"] > 50
+
+
+def test_wrong_credentials_is_one_clear_error(toy_kit, monkeypatch):
+    """A server of its own that checks signatures and keys (moto's IAM auth): the right key writes; a wrong secret
+    stops `nla label` with one line, and an unknown key id is named as such."""
+    import boto3
+
+    from nla.errors import NLALakeError
+    from tests.s3server import enable_user, running
+
+    with running(check_auth=True) as server:
+        good = enable_user(server)
+        boto3.client("s3", endpoint_url=server.endpoint, region_name=good["AWS_REGION"],
+                     aws_access_key_id=good["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=good["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="guarded")
+        for k, v in good.items():
+            monkeypatch.setenv(k, v)
+        Lake("s3://guarded/x").check_writable()
+        with pytest.raises(NLALakeError, match="unknown access key"):
+            Lake("s3://guarded/x", storage_options={"aws_access_key_id": "AKIANOSUCHKEY0000000"}).check_writable()
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        p = job("label", "input=/nonexistent", "--lake", "s3://guarded/x")
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode != 0 and "s3://guarded/x" in last and "wrong secret key" in last and "Fix:" in last, last
