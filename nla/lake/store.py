@@ -292,11 +292,15 @@ class Lake:
             storage.probe_writable(self.root, self.storage_options)
             return
         root = Path(self.root).expanduser()
+        # folders this probe creates are removed again: a run refused later must leave no lake behind
+        created = [p for p in (root, *root.parents) if not p.exists()]
         try:
             root.mkdir(parents=True, exist_ok=True)
             probe = root / f".nla-write-probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
+            for folder in created:  # deepest first; rmdir removes only empty folders
+                folder.rmdir()
         except OSError as e:
             raise NLALakeError(f"lake {self.root}: cannot write there ({e.strerror or e}). Fix: pass --lake (or "
                                "lake=) a folder this user can write to, on a disk with free space.") from e
