@@ -3,6 +3,7 @@
     .venv/bin/python bench/lake.py                      # generate the lake once under bench/.lake, then measure
     .venv/bin/python bench/lake.py --rows 200000        # smaller
     .venv/bin/python bench/lake.py --delta-ext-python /path/to/venv/bin/python   # also time DuckDB's delta_scan
+    .venv/bin/python bench/lake.py --lake s3://bucket/bench --rows 200000   # an object-store lake (AWS_* env)
 
 Each query runs in a fresh subprocess, so its peak RSS is that query's own (the table's vectors alone are
 rows x d x 4 bytes; bounded memory means the peak stays far below that). Prints a table, writes
@@ -36,7 +37,7 @@ QUERIES = {
 }
 
 
-def generate(lake_dir: Path, rows: int, d: int, shard_rows: int) -> None:
+def generate(lake_dir: str, rows: int, d: int, shard_rows: int) -> None:
     from nla.av import Generation
     from nla.lake.rows import activation_table, explanation_table, generation_columns
     from nla.lake.store import Lake
@@ -118,15 +119,17 @@ def main() -> None:
     if args.child:
         return child(*args.child)
 
-    lake_dir = Path(args.lake) / f"rows{args.rows}_d{args.d}"
-    if not (lake_dir / "explanations" / "_delta_log").is_dir():
+    from nla.lake.store import Lake
+
+    lake_dir = f"{args.lake.rstrip('/')}/rows{args.rows}_d{args.d}"
+    if not Lake(lake_dir).exists("explanations"):
         print(f"generating {args.rows:,} labeled activations (d={args.d}) in {lake_dir} ...")
         t0 = time.perf_counter()
         generate(lake_dir, args.rows, args.d, args.shard_rows)
         print(f"  done in {time.perf_counter() - t0:.0f}s")
     results = {"rows": args.rows, "d": args.d, "vector_bytes_mb": args.rows * args.d * 4 / 2**20,
                "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
-               "engine": "deltalake -> pyarrow dataset registered in DuckDB", "queries": {}}
+               "engine": "deltalake -> pyarrow dataset registered in DuckDB", "lake": lake_dir, "queries": {}}
     for name in [*QUERIES, "cosine_top10"]:
         runs = [measure([sys.executable, __file__, "--child", str(lake_dir), name]) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r["seconds"])
@@ -140,7 +143,7 @@ def main() -> None:
                     for _ in range(args.repeat)]
             results["delta_scan"][name] = min(runs, key=lambda r: r["seconds"])
 
-    print(f"\nlake benchmark: {args.rows:,} labeled activations, d={args.d} "
+    print(f"\nlake benchmark ({lake_dir}): {args.rows:,} labeled activations, d={args.d} "
           f"({results['vector_bytes_mb']:.0f} MiB of vectors), {results['machine']}")
     print(f"{'query':<24} {'seconds':>8} {'peak RSS MiB':>13} {'rows out':>9}" +
           (f" {'delta_scan s':>13}" if args.delta_ext_python else ""))
@@ -148,7 +151,7 @@ def main() -> None:
         ext = results.get("delta_scan", {}).get(name)
         print(f"{name:<24} {r['seconds']:>8.3f} {r['peak_rss_mb']:>13.0f} {r['rows_out']:>9}" +
               (f" {ext['seconds']:>13.3f}" if ext else (" " * 14 if args.delta_ext_python else "")))
-    out = ROOT / "bench" / "results" / "lake.json"
+    out = ROOT / "bench" / "results" / ("lake.json" if "://" not in lake_dir else "lake-object-store.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {out}")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ray import serve
 
+from nla.lake.store import Lake
 from serve.codec import jsonable
 from serve.config import DeploymentSettings, ModelsConfig, ServeConfig
 
@@ -33,8 +34,6 @@ def resolve_models(m: ModelsConfig) -> dict[str, Any]:
 
 def resolve_lake(root: str) -> str:
     """The lake root as the replicas must see it: $NLA_LAKE or ./lake when empty, local folders made absolute."""
-    from nla.lake.store import Lake
-
     lake = Lake(root or None)
     return lake.root if not lake.is_local else str(Path(lake.root).expanduser().resolve())
 
@@ -64,8 +63,10 @@ def build_app(cfg: ServeConfig, info: dict[str, Any], token_digest: str | None) 
     ar = None
     if info["ar"]:
         ar = serve.deployment(ARModel, **_options("ar", cfg.ar)).bind(info["ar"]["path"], cfg.ar, **device)
+    root = resolve_lake(cfg.lake)
+    # the driver resolves the storage options once (its AWS_* environment): replicas on other nodes may lack it
     lake = serve.deployment(LakeReader, **_options("lake", cfg.lake_reader)).bind(
-        resolve_lake(cfg.lake), timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s,
+        root, storage_options=Lake(root).storage_options, timeout_s=lim.query_timeout_s, refresh_s=cfg.lake_refresh_s,
         memory_limit=lim.query_memory_limit, max_bytes=lim.query_max_bytes)
     return serve.deployment(Ingress, **_options("ingress", cfg.ingress)).bind(
         extractor, av, ar, lake, info=info, limits=lim, token_digest=token_digest, mount=mount_settings(cfg))

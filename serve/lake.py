@@ -20,8 +20,8 @@ from serve.codec import jsonable
 
 class LakeReader:
     def __init__(self, root: str, *, timeout_s: float, refresh_s: float, memory_limit: str | None = None,
-                 max_bytes: int | None = None) -> None:
-        self.lake = Lake(root or None)
+                 max_bytes: int | None = None, storage_options: dict[str, str] | None = None) -> None:
+        self.lake = Lake(root or None, storage_options=storage_options)
         self.timeout_s, self.refresh_s, self.memory_limit, self.max_bytes = timeout_s, refresh_s, memory_limit, max_bytes
         self.lock = threading.Lock()  # one DuckDB connection: one caller at a time
         self.q = self._open()

@@ -83,3 +83,19 @@ def server(toy_kit, tmp_path_factory):
     from tests.serve.conftest import start_server
 
     yield from start_server(toy_kit, tmp_path_factory)
+
+
+S3_BUCKET = "nla-lake"
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible server (moto_server, its own process on a free loopback port) with bucket S3_BUCKET, and
+    the AWS_* environment deltalake and Arrow read (AWS_ENDPOINT_URL, AWS_REGION, keys, AWS_ALLOW_HTTP)."""
+    from tests.s3server import running
+
+    with running() as server, pytest.MonkeyPatch.context() as env:
+        server.create_bucket(S3_BUCKET)
+        for k, v in server.env().items():
+            env.setenv(k, v)
+        yield server

@@ -50,6 +50,7 @@ class Plan:
 def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
     m = cfg.models
     lake = Lake(cfg.lake or None)
+    lake.check_writable()  # first: a missing bucket or bad credentials is one clear error before anything else
     pair = resolve_pair(av=m.av, ar=m.ar if mode != "extract" else "",
                         base=m.base if mode != "from-activations" else "", check_av=mode != "extract")
     layer, d = pair.layer, pair.d
@@ -74,7 +75,6 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
         shards = [Shard(u, "", "lake", name=u) for u in units]
     else:
         shards = [s.fingerprinted() for s in list_shards(cfg.input, cfg.input_format)]
-    lake.check_writable()
     plan = Plan(mode=mode, lake=lake, base=pair.base.path if pair.base else "", av=pair.av.path,
                 ar=pair.ar.path if pair.ar else "", base_id=lake_base_id(m.base, pair.base) if pair.base else "",
                 av_id=pair.av.id, ar_id=pair.ar.id if pair.ar else "", layer=layer, d=d, recipes=recipes,

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nla.errors import NLAInputError
+from nla.lake import storage
 from nla.lake.schema import vectors_from_arrow
 from schemas import ACTIVATIONS
 
@@ -44,8 +45,8 @@ def table_dataset(lake: Any, name: str, *, version: int | None = None,
         fs = filesystem_for(lake.uri(name))
     elif lake.is_local:
         fs = pafs.SubTreeFileSystem(str(Path(lake.uri(name)).expanduser().resolve()), pafs.LocalFileSystem())
-    else:
-        fs = None  # object stores: deltalake's own filesystem
+    else:  # s3://: Arrow's S3 filesystem with the lake's options; other stores: deltalake's own filesystem
+        fs = storage.pyarrow_filesystem(lake.uri(name), lake.storage_options)
     return t.to_pyarrow_dataset(schema=lake.arrow_schema(name), filesystem=fs), t.version()
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLATableNotFound
+from nla.lake import storage
 from nla.lake.schema import VectorDtype, arrow_schema, check_batch, vector_dtype_of
 from schemas import ALL, SHARDS, TRAINING_SET, TableSpec
 
@@ -57,7 +58,8 @@ class Lake:
 
     def __init__(self, root: str | Path | None = None, *, storage_options: dict[str, str] | None = None) -> None:
         self.root = str(root or default_root()).rstrip("/")
-        self.storage_options = storage_options
+        # explicit options win key by key over the environment's (nla/lake/storage.py decides, for every reader)
+        self.storage_options = storage.storage_options(self.root, storage_options)
         self.is_local = "://" not in self.root
         self.conflicts = 0  # commits this object retried because a concurrent writer committed first
 
@@ -284,15 +286,21 @@ class Lake:
         raise AssertionError("unreachable")
 
     def check_writable(self) -> None:
-        """A local lake root must be a folder we can create files in (checked before a job does any work)."""
+        """The lake root must take writes: a folder we can create files in, or a bucket prefix where one tiny object
+        can be put and deleted (checked before a job does any work, so before any model loads)."""
         if not self.is_local:
-            return  # object stores answer on the first commit; nothing to probe without writing
+            storage.probe_writable(self.root, self.storage_options)
+            return
         root = Path(self.root).expanduser()
+        # folders this probe creates are removed again: a run refused later must leave no lake behind
+        created = [p for p in (root, *root.parents) if not p.exists()]
         try:
             root.mkdir(parents=True, exist_ok=True)
             probe = root / f".nla-write-probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
+            for folder in created:  # deepest first; rmdir removes only empty folders
+                folder.rmdir()
         except OSError as e:
             raise NLALakeError(f"lake {self.root}: cannot write there ({e.strerror or e}). Fix: pass --lake (or "
                                "lake=) a folder this user can write to, on a disk with free space.") from e

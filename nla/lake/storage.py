@@ -1,0 +1,97 @@
+"""Where the lake's bytes live and how to reach them: the one function that turns a lake root (a folder, or
+s3://bucket/prefix) plus the environment into storage options, and the same options as a pyarrow filesystem, so
+deltalake, the pyarrow datasets DuckDB reads, Ray Data readers and the server all reach the store the same way.
+Also the cheap write probe a job runs before any model loads. Not the tables (store.py) nor queries (query.py).
+
+Object-store settings come from the standard AWS variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP) or an explicit `storage_options` block, which wins key by key.
+Concurrent Delta commits on S3 are made safe by conditional writes (`aws_conditional_put=etag`: If-None-Match on the
+commit file), the default here; an unsafe rename is never turned on by us.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from nla.errors import NLALakeError
+
+# environment variable -> deltalake (object_store) storage option
+S3_ENV = {"AWS_ENDPOINT_URL": "aws_endpoint_url", "AWS_REGION": "aws_region", "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+          "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key", "AWS_SESSION_TOKEN": "aws_session_token",
+          "AWS_ALLOW_HTTP": "aws_allow_http"}
+S3_SAFE_COMMITS = {"aws_conditional_put": "etag"}  # atomic put-if-absent of each _delta_log entry
+
+
+def scheme(root: str) -> str:
+    """'' for a local folder, else the URI scheme ('s3', 'gs', 'abfs', ...)."""
+    return urlparse(root).scheme if "://" in root else ""
+
+
+def storage_options(root: str, explicit: Mapping[str, str] | None = None,
+                    env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """The storage options for lake `root`: None for a folder; for s3:// the AWS environment, the safe-commit default,
+    then `explicit` on top (keys are lower-cased, as deltalake expects)."""
+    env = os.environ if env is None else env
+    kind = scheme(root)
+    if kind == "":
+        return None
+    options: dict[str, str] = {}
+    if kind in ("s3", "s3a"):
+        options.update(S3_SAFE_COMMITS)
+        options.update({opt: env[var] for var, opt in S3_ENV.items() if env.get(var)})
+    options.update({k.lower(): str(v) for k, v in (explicit or {}).items()})
+    return options or None
+
+
+def pyarrow_filesystem(uri: str, options: Mapping[str, str] | None) -> Any:
+    """A pyarrow filesystem rooted at `uri` (a table folder), reached with `options`; None where Arrow has no
+    native filesystem for the scheme (the caller then reads through deltalake's)."""
+    import pyarrow.fs as pafs
+
+    o = dict(options or {})
+    if scheme(uri) not in ("s3", "s3a"):
+        return None
+    parsed = urlparse(uri)
+    endpoint = o.get("aws_endpoint_url") or o.get("endpoint_url") or o.get("aws_endpoint")
+    kwargs: dict[str, Any] = {"region": o.get("aws_region") or o.get("region") or None,
+                              "access_key": o.get("aws_access_key_id"), "secret_key": o.get("aws_secret_access_key"),
+                              "session_token": o.get("aws_session_token")}
+    if endpoint:
+        ep = urlparse(endpoint)
+        kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
+    fs = pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None})
+    return pafs.SubTreeFileSystem(f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/"), fs)
+
+
+def probe_writable(root: str, options: Mapping[str, str] | None) -> None:
+    """Write and delete one tiny object under an object-store `root`; any failure (missing bucket, wrong credentials,
+    unreachable endpoint) becomes one NLALakeError naming the lake and the fix."""
+    fs = pyarrow_filesystem(root, options)
+    if fs is None:
+        return  # gs:// and abfs:// are not probed: their first commit reports what is wrong
+    name = f".nla-write-probe-{os.getpid()}"
+    try:
+        with fs.open_output_stream(name) as f:
+            f.write(b"")
+        fs.delete_file(name)
+    except OSError as e:
+        raise NLALakeError(f"lake {root}: cannot write there ({_reason(e)}). Fix: check the bucket exists and that "
+                           "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the lake's "
+                           "storage_options) point at a store these credentials can write to.") from e
+
+
+def _reason(e: Exception) -> str:
+    """The cause in a few words, from the S3 error code (Arrow spells them SIGNATURE_DOES_NOT_MATCH, others
+    SignatureDoesNotMatch), else the error's first 200 characters."""
+    text = " ".join(str(e).split())
+    squashed = text.lower().replace("_", "")
+    for needle, reason in (("signaturedoesnotmatch", "wrong secret key"), ("invalidaccesskeyid", "unknown access key"),
+                           ("accessdenied", "access denied"), ("nosuchbucket", "no such bucket"),
+                           ("bucket does not exist", "no such bucket"), ("couldn't connect", "endpoint unreachable"),
+                           ("curlcode", "endpoint unreachable"), ("connect", "endpoint unreachable")):
+        if needle in squashed:
+            return reason
+    return text[:200]
