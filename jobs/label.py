@@ -108,7 +108,7 @@ def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:
         else:
             print(f"  {k:<32} {v:.4g}" if isinstance(v, float) else f"  {k:<32} {v}")
     for shard, msg in stats.shards_failed:
-        print(f"  skipped shard {shard}: {msg}")
+        print(f"  skipped shard {shard}: {msg.removeprefix(f'shard {shard}: ')}")
     for shard, msg in stats.shards_empty:
         print(f"  empty shard {shard}: {msg}")
     for f in stats.failures[:5]:

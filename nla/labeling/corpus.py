@@ -142,7 +142,7 @@ def _read_jsonl(shard: Shard, text_column: str, id_column: str) -> Iterator[tupl
         for n, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
-            where = f"{shard.id}:{n}"
+            where = f"{shard.name or shard.id}:{n}"  # a place a person can open: file name and line
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
@@ -168,4 +168,4 @@ def _read_txt(shard: Shard, text_column: str, id_column: str) -> Iterator[tuple[
     try:
         yield "", data.decode("utf-8"), ""
     except UnicodeDecodeError as e:
-        yield shard.id, "", f"not UTF-8 text (byte {e.start})"
+        yield shard.name or shard.id, "", f"not UTF-8 text (byte {e.start})"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from nla.labeling.corpus import Shard, ShardError, read_shard
+from nla.labeling.identity import name_of
 from nla.stages import objects, require
 
 COLUMNS = {"shard": "shard id (path relative to the input root)", "path": "absolute path of the shard file",
@@ -21,7 +22,7 @@ class ReadShard:
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         require(batch, COLUMNS, "ReadShard")
         for sid, path, fmt in zip(batch["shard"], batch["path"], batch["format"]):
-            shard = Shard(str(sid), str(path), str(fmt))
+            shard = Shard(str(sid), str(path), str(fmt), name=name_of(str(sid)))
             try:
                 for docs in read_shard(shard, text_column=self.text_column, id_column=self.id_column,
                                        batch_docs=self.batch_docs):

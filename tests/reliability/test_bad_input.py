@@ -342,13 +342,15 @@ def test_nan_vectors_never_reach_a_table(bench):
 
     lake = Lake(bench.lake)
     with LakeQuery(lake) as q:
-        rows = q.run("SELECT * FROM activations WHERE shard = 'part-0000.jsonl'", limit=None)
+        rows = q.run("SELECT * FROM activations WHERE shard LIKE 'part-0000.jsonl@%'", limit=None)
+    assert rows.num_rows > 2, rows.num_rows
+    shard = rows.column("shard")[0].as_py()  # the unit id, name@fingerprint
     vectors = np.asarray(rows.column("vector").to_pylist(), np.float32)  # (rows, d)
     vectors[2, 5] = np.nan
     bad = rows.set_column(rows.schema.get_field_index("vector"), "vector", vectors_to_arrow(vectors))
     before = state(bench.lake)
     with pytest.raises(NLASchemaError) as e:
-        lake.commit_shard(ACTIVATIONS, pa.table(bad), shard="part-0000.jsonl", run_id="nan-test")
+        lake.commit_shard(ACTIVATIONS, pa.table(bad), shard=shard, run_id="nan-test")
     message = str(e.value)
     assert "NaN or inf" in message and rows.column("act_id")[2].as_py() in message and "Fix:" in message
     assert state(bench.lake) == before
@@ -455,12 +457,13 @@ def test_bad_documents_are_labeled_around_and_reported(bad_corpus_job):
     report("a 10 MB document (10,485,760 characters, one jsonl line) in a labeling run on local Ray",
            f"labeled: {by_doc['big']['n']} activations, all at positions < 1024 (cut to extract.max_length; last "
            f"{by_doc['big']['last']}), context <= 400 chars; exit 0")
-    bad = {"mixed.jsonl mixed.jsonl:2: line 2: not UTF-8 text": "a Latin-1 line in a jsonl shard",
-           "mixed.jsonl mixed.jsonl:3: line 3: not JSON": "a cut-off JSON line",
-           "mixed.jsonl blank: empty document": "a blank text",
-           "latin1.txt latin1.txt: not UTF-8 text (byte 3)": "a Latin-1 .txt shard"}
-    for words in bad:
-        assert f"bad document {words}" in out, (words, out[-3000:])
+    bad = {("mixed.jsonl@", "mixed.jsonl:2: line 2: not UTF-8 text"): "a Latin-1 line in a jsonl shard",
+           ("mixed.jsonl@", "mixed.jsonl:3: line 3: not JSON"): "a cut-off JSON line",
+           ("mixed.jsonl@", "blank: empty document"): "a blank text",
+           ("latin1.txt@", "latin1.txt: not UTF-8 text (byte 3)"): "a Latin-1 .txt shard"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("  bad document ")]
+    for shard, words in bad:  # the shard's unit id (name@fingerprint), then the file and line a person can open
+        assert any(ln.startswith(f"  bad document {shard}") and f" {words}" in ln for ln in lines), (words, lines)
     assert counts["bad_documents"] == 4 and counts["shards_failed"] == 1, counts
     report(f"bad documents beside good ones: {', '.join(bad.values())}",
            "each named in the summary by shard and line with the reason, counted in the runs row (bad_documents 4), "

@@ -59,7 +59,8 @@ def test_bad_lake_input(lake, args, match):
 
 def test_missing_lake_is_clear(tmp_path):
     p = run("query", "SELECT * FROM explanations", "--lake", str(tmp_path / "none"), check=False)
-    assert p.returncode == 2 and "explanations" in p.stderr
+    assert p.returncode == 2 and str(tmp_path / "none") in p.stderr and "no such folder" in p.stderr
+    assert "Fix:" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_index_then_search_matches_exact(toy_kit, tmp_path):
