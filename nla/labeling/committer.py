@@ -31,6 +31,7 @@ class RunStats:
     shards_empty: list[tuple[str, str]] = field(default_factory=list)  # (shard, likely cause): not ledgered
     shards_retry: list[str] = field(default_factory=list)  # shards with failed AV batches: not ledgered as explained
     explanations_error: int = 0
+    first_error: str = ""  # the first failed AV batch's message (its rows hold it in raw_output)
     documents: int = 0
     bad_documents: int = 0
     short_documents: int = 0
@@ -160,6 +161,8 @@ class ShardCommitter:
                 cos=rows["cos"][ex] if has_scores and len(ex) else None, recipe=recipe)
             errors = int((rows["expl_status"][ex] == ERROR).sum()) if len(ex) else 0
             st.explanations_error += errors
+            if errors and not st.first_error:
+                st.first_error = str(rows["raw_output"][ex][rows["expl_status"][ex] == ERROR][0])
             if errors:  # the failed AV batches' rows are kept (status error) but the unit is not done: a rerun
                 st.shards_retry.append(shard)  # replaces them
                 self.log(f"[retry] shard {shard}: {errors} explanations failed (status error); not marked done, a "

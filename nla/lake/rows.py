@@ -66,7 +66,9 @@ def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | Non
 
     data = {
         E.act_id: list(act_ids), E.av: [av] * n, E.ar: [ar] * n, E.sample: np.asarray(samples, np.int32),
-        E.explanation: list(explanation), E.raw_output: list(raw_output),
+        # a batch whose every explanation is null can reach here as a float column (NaN for None): null it is
+        E.explanation: [x if isinstance(x, str) else None for x in explanation],
+        E.raw_output: [x if isinstance(x, str) else "" for x in raw_output],
         E.n_tokens: np.asarray(n_tokens, np.int32), E.status: list(status),
         E.mse: scores(mse), E.cos: scores(cos), E.shard: [shard] * n, E.recipe: [recipe] * n, E.run_id: [run_id] * n,
         E.created_at: [now()] * n,

@@ -104,3 +104,34 @@ def test_bad_job_input(corpus, tmp_path, args, match):
 
 # Kills of the driver and of every actor mid-run, each followed by a rerun, are in tests/reliability/test_faults.py:
 # they compare the lake with an undisturbed reference byte for byte (the chained run with two AV actors).
+
+
+def test_every_av_batch_failed_is_an_error_and_nothing_is_marked_done(corpus, tmp_path):
+    """Activations the AV cannot explain (all-zero vectors have no direction to inject): every AV batch fails, so the
+    job ends non-zero with one line saying so, and no shard is marked done (a rerun with good vectors labels them)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from nla.lake.schema import vectors_to_arrow
+    from schemas import ACTIVATIONS
+
+    src, lake = tmp_path / "src", tmp_path / "lake"
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "part-0000.jsonl").write_bytes((corpus / "part-0000.jsonl").read_bytes())
+    p = job("extract", f"input={one}", "--lake", str(src))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with LakeQuery(Lake(src)) as q:
+        rows = q.run("SELECT * FROM activations", limit=None)
+    ledger = Lake(src).ledger()[0]
+    zeros = vectors_to_arrow(np.zeros((rows.num_rows, 128), np.float32))
+    bad = rows.set_column(rows.schema.get_field_index("vector"), "vector", zeros)
+    bad = bad.set_column(bad.schema.get_field_index("norm"), "norm", pc.multiply(bad.column("norm"), pa.scalar(0.0, pa.float32())))
+    Lake(lake).commit_shard(ACTIVATIONS, bad, shard=ledger["shard"], run_id="zeros", recipe=ledger["recipe"])
+    p = job("label", "--from-activations", "--lake", str(lake))
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: nothing was labeled: every AV batch failed (") and "all zeros" in last, last
+    assert "Fix the cause and rerun" in last or "fix the cause and rerun" in last, last
+    assert [r["table_name"] for r in Lake(lake).ledger()] == ["activations"]  # explanations: nothing marked done

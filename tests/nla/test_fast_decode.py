@@ -17,6 +17,7 @@ from nla.fast_sampling import sample_key
 from nla.fast_prefill import FastAR, FastExtractor, Ragged, length_batches
 from nla.toy.tokenizer import vocab_size_of
 from tests.conftest import SHORT_AV, tiny_config
+from tests.groups import need_module
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,8 @@ for Lp, t in ((5, 0), (0, 70), (70, 100)):
 
 
 def test_decode_kernel_is_cascade_attention():
-    pytest.importorskip("triton")  # .venv-vllm has it (run by Triton's interpreter), as do GPU machines
+    need_module("triton", "`python3 dev.py test` runs this test in .venv-vllm, which has Triton (run by its CPU "
+                "interpreter here), as GPU machines do")
     import subprocess
     import sys
 

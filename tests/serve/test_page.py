@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.groups import missing, need_module
 from tests.serve.cdp import Chromium, find_chromium
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -17,11 +18,8 @@ TEXT = "a heavy storm moved over oslo last night . the rain kept falling on the 
 def browser(tmp_path):
     binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium on PATH: install Debian's `chromium` package (python3 dev.py test tries apt-get)")
-    try:
-        import websockets.sync.client  # noqa: F401
-    except ImportError:
-        pytest.skip("the `websockets` package is missing: pip install -e '.[dev]'")
+        missing("Chromium", "install Debian's `chromium` package (python3 dev.py test does, as root, with apt-get)")
+    need_module("websockets.sync.client", "pip install -e '.[dev]'")
     b = Chromium(binary, tmp_path / "profile")
     yield b
     b.close()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-vllm = pytest.importorskip("vllm", reason="vLLM runs in .venv-vllm: `python3 dev.py test` builds it and runs these")
+from tests.groups import need_module
+
+vllm = need_module("vllm", "vLLM runs in .venv-vllm: `python3 dev.py test` builds it and runs these there")
 
 from nla import NLAClient  # noqa: E402
 from nla.av import SamplingParams  # noqa: E402
