@@ -119,7 +119,7 @@ def main() -> int:
     # so a second file's test uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
     workers = str(max(2, min(4, os.cpu_count() or 2)))
     rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=25", "-n", workers,
-                         "--dist", "loadfile", "--deselect", TRITON_TEST, "-p", "no:cacheprovider"], cwd=ROOT,
+                         "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST, "-p", "no:cacheprovider"], cwd=ROOT,
                         env=env).returncode
     side.join()
     print(f"\n== vLLM backend and Triton kernel tests (.venv-vllm) ==\n{vllm_log.read_text()}", flush=True)

@@ -13,7 +13,7 @@ long and start-up weighs the same.
 Why one replica per GPU and not one pool per stage: a pool per stage needs GPU counts in the ratio of the stages'
 GPU time (AV 55%, AR 35%, extraction 11% on the fast path), which 2 or 4 GPUs cannot split without one stage idling,
 and fractional actors are packed by Ray, not pinned to a card. A replica per GPU keeps every card busy on all three
-models with no hand-offs, so throughput should grow with N until the driver's commits (4,423 labels/s at d = 3584,
+models with no hand-offs, so throughput should grow with N until the driver's commits (docs/scale.md quotes their measured rate,
 bench/scale_plan.py) or the readers bind.
 
 Scaling efficiency = rate on N GPUs / (N x rate on 1 GPU), from the steady rate (commits between the first and last

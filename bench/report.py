@@ -1,7 +1,11 @@
 """Write docs/performance.md from bench/results/*.json, so the published numbers are the files' numbers.
 
-    python3 bench/report.py            # rewrite docs/performance.md
-    python3 bench/report.py --check    # exit 1 if docs/performance.md differs from what the JSON files give
+    python3 bench/report.py            # rewrite docs/performance.md and every quoted figure in README.md and docs/
+    python3 bench/report.py --check    # exit 1 if any of them differs from what the JSON files give
+
+A figure quoted in prose is written `<!--fig FILE:KEY.PATH-->3,334<!--/fig-->` (FILE a results file's stem, KEY.PATH
+its dotted key, optionally `|x100` for a percentage or `|r` rounded to a whole number): the script rewrites the text
+between the markers from the file, so a quoted number cannot drift from its measurement.
 
 Every file becomes one section: its command, machine and date as the file records them ("not recorded" where it
 does not), then its numbers as tables. A list of records becomes a table with one row per record; a mapping of
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -132,18 +137,49 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+FIG = re.compile(r"<!--fig ([\w.-]+):([\w.-]+)(?:\|(x100|r))?-->(.*?)<!--/fig-->", re.S)
+PROSE = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def lookup(stem: str, path: str, how: str | None) -> str:
+    f = RESULTS / f"{stem}.json"
+    if not f.exists():
+        raise SystemExit(f"a figure names bench/results/{stem}.json, which does not exist")
+    v = json.loads(f.read_text())
+    for k in path.split("."):
+        if not isinstance(v, dict) or k not in v:
+            raise SystemExit(f"a figure names {stem}:{path}, but the file has no key {k!r} there")
+        v = v[k]
+    if how == "x100":
+        return f"{100 * v:.1f}"
+    if how == "r":
+        return f"{v:,.0f}"
+    return fmt(v)
+
+
+def figures(text: str) -> str:
+    """`text` with every quoted figure rewritten from its results file."""
+    return FIG.sub(lambda m: f"<!--fig {m[1]}:{m[2]}{'|' + m[3] if m[3] else ''}-->{lookup(m[1], m[2], m[3])}"
+                             "<!--/fig-->", text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="exit 1 if docs/performance.md is out of date")
     args = ap.parse_args()
-    text = render()
+    pages = {OUT: render()}
+    pages.update({p: figures(p.read_text()) for p in PROSE if p != OUT})
+    stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
     if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(ROOT)} is out of date: run python3 bench/report.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)}")
+        for p in stale:
+            print(f"{p.relative_to(ROOT)} is out of date with bench/results: run python3 bench/report.py",
+                  file=sys.stderr)
+        return 1 if stale else 0
+    for p in stale:
+        p.write_text(pages[p])
+        print(f"wrote {p.relative_to(ROOT)}")
+    if not stale:
+        print("every page already matches bench/results")
     return 0
 
 
