@@ -71,7 +71,7 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
         ds = stage(ds, ReadActivations, cfg.read, 1, lake=plan.lake.root, storage_options=plan.lake.storage_options)
     else:
         ds = stage(ds, ReadShard, cfg.read, 1, text_column=cfg.text_column, id_column=cfg.id_column,
-                   batch_docs=cfg.read.batch_size)
+                   batch_docs=cfg.read.batch_size, storage_options=plan.input_options)
     kw = stage_kwargs(plan, cfg)
     if plan.mode == "label" and cfg.fuse:
         return stage(ds, FusedStage, cfg.explainer, cfg.extractor.batch_size, extract=kw["extract"],

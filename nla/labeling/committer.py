@@ -118,7 +118,7 @@ class ShardCommitter:
         broken = [m for s, m in zip(status, rows.get("message", [])) if s == "bad_shard"]
         if broken:
             st.shards_failed.append((shard, broken[0]))
-            self.log(f"[skip] shard {shard}: {broken[0]}")
+            self.log(f"[skip] shard {shard}: {broken[0].removeprefix(f'shard {shard}: ')}")
             return
         first = (rows["sample"] <= 0) if rows and "sample" in rows else np.ones(len(status), bool)
         docs_ok = {d for d, s, f in zip(rows.get("doc_id", []), status, first) if s == OK and f}

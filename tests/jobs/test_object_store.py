@@ -1,7 +1,8 @@
-"""The lake on an object store, for real: `nla label` (toy kit) writes into s3:// on a moto server run as its own
-process on loopback; a rerun skips committed shards; `nla query`, `nla search`, `nla mine` read it back; a missing
-bucket and an unreachable endpoint are one clear error before any model loads. Concurrent committers on one s3 lake:
-tests/reliability/test_object_store.py. One server (the session's) and one labeled lake serve the whole module."""
+"""The lake on an object store, for real: `nla label` (toy kit) reads its corpus from s3:// and writes into s3:// on
+a moto server run as its own process on loopback; a rerun skips committed shards; `nla query`, `nla search`,
+`nla mine` read it back; a missing bucket and an unreachable endpoint are one clear error before any model loads.
+Concurrent committers on one s3 lake: tests/reliability/test_object_store.py. One server (the session's) and one
+labeled lake serve the whole module."""
 
 from __future__ import annotations
 
@@ -18,10 +19,18 @@ from tests.jobs.test_label import job
 
 @pytest.fixture(scope="module")
 def labeled(s3, toy_kit, tmp_path_factory):
+    """The corpus and the lake both on the store: the package's Ray cluster, whose nodes have no AWS_* variables,
+    reads the shards with the options the driver resolved."""
+    import pyarrow.fs as pafs
+
+    from nla.lake.storage import object_path, s3_filesystem, storage_options
     from nla.toy.shards import write_corpus
 
-    corpus = tmp_path_factory.mktemp("s3corpus")
-    write_corpus(corpus, docs=40, shards=2, seed=78)
+    local = tmp_path_factory.mktemp("s3corpus")
+    write_corpus(local, docs=40, shards=2, seed=78)
+    corpus = f"s3://{BUCKET}/corpus"
+    pafs.copy_files(str(local), object_path(corpus), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3_filesystem(storage_options(corpus)))
     lake = f"s3://{BUCKET}/labeled"
     p = job("label", f"input={corpus}", "--lake", lake)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -32,6 +41,7 @@ def test_label_into_s3_then_rerun_skips(labeled):
     corpus, lake, first = labeled
     assert "[commit] shard part-0000.jsonl" in first.stdout
     assert {name_of(u) for u in Lake(lake).committed_shards("explanations")} == {"part-0000.jsonl", "part-0001.jsonl"}
+    assert {r["path"] for r in Lake(lake).ledger("explanations")} == {f"{corpus}/part-000{i}.jsonl" for i in (0, 1)}
     with LakeQuery(Lake(lake)) as q:
         before = q.run("SELECT count(*) n, count(DISTINCT act_id) u FROM explanations").to_pylist()[0]
     assert before["n"] == before["u"] > 50
