@@ -62,6 +62,35 @@ def test_query_search_mine_on_s3(labeled):
     assert Lake(lake).table("training_sets/hard_s3").to_pyarrow_table().num_rows == 10
 
 
+def test_teach_then_train_on_an_s3_training_set(labeled, toy_kit, tmp_path):
+    """mine -> `nla teach` (the toy teacher over HTTP) -> `nla train sft`, all reading and writing the s3 lake: the
+    teach stage's reader and the Ray Train worker run on the package's cluster, whose nodes have no AWS_* variables."""
+    import json
+
+    from nla.lake.mine import mine
+    from nla.toy.teacher import serve
+
+    _, lake, _ = labeled
+    mine(Lake(lake), where="status = 'ok'", name="s3_ok", limit=24)
+    server = serve()
+    try:
+        taught = job("teach", "--data", "s3_ok", "--out", "s3_taught", "--lake", lake, "--teacher-url",
+                     f"http://127.0.0.1:{server.server_address[1]}/v1")
+    finally:
+        server.shutdown()
+    assert taught.returncode == 0 and "24 targets -> training_sets/s3_taught" in taught.stdout, \
+        taught.stdout[-3000:] + taught.stderr[-3000:]
+    out = tmp_path / "av"
+    trained = job("train", "sft", "--role", "av", "--data", "s3_taught", "--from", str(toy_kit / "av"), "--out",
+                  str(out), "--lake", lake, "--steps", "2", "sft.warmup_steps=1")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "on s3_taught (24 examples)" in trained.stdout and "registered" in trained.stdout
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    with LakeQuery(Lake(lake)) as q:
+        reg = q.run("SELECT role, stage, path FROM checkpoints").to_pylist()
+    assert reg == [{"role": "av", "stage": "sl", "path": str((out / "av").resolve())}]
+
+
 @pytest.mark.parametrize("lake, env, match", [
     ("s3://no-such-bucket/x", {}, "no such bucket"),
     (f"s3://{BUCKET}/x", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "endpoint unreachable"),
