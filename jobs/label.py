@@ -149,6 +149,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
     import ray
 
     plan = make_plan(cfg, mode)  # every model/lake mismatch is refused here, before any work
+    plan.lake.on_store_wait = lambda message: print(f"[store] {message}", flush=True)
     run_id = new_run_id(mode)
     config = {**asdict(cfg), "mode": mode, "resolved": {"base": plan.base, "av": plan.av, "ar": plan.ar}}
     chash = config_hash(config)

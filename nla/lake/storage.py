@@ -27,6 +27,8 @@ S3_ENV = {"AWS_ENDPOINT_URL": "aws_endpoint_url", "AWS_REGION": "aws_region", "A
           "AWS_ALLOW_HTTP": "aws_allow_http"}
 S3_SAFE_COMMITS = {"aws_conditional_put": "etag"}  # atomic put-if-absent of each _delta_log entry
 READ_BUFFER = 4 * 2**20  # bytes fetched per request when an object is streamed (corpus shards)
+STORE_WAIT_S = 120.0  # how long a write waits for an unreachable store (a restart) before failing; NLA_STORE_WAIT_S
+# overrides it
 
 
 def scheme(root: str) -> str:
@@ -117,6 +119,25 @@ def probe_writable(root: str, options: Mapping[str, str] | None) -> None:
         raise NLALakeError(f"lake {root}: cannot write there ({reason(e)}). Fix: check the bucket exists and that "
                            "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the lake's "
                            "storage_options) point at a store these credentials can write to.") from e
+
+
+def store_wait_s(env: Mapping[str, str] | None = None) -> float:
+    """Seconds a lake write keeps retrying while its store is unreachable: $NLA_STORE_WAIT_S, else STORE_WAIT_S."""
+    value = (os.environ if env is None else env).get("NLA_STORE_WAIT_S")
+    try:
+        return float(value) if value else STORE_WAIT_S
+    except ValueError:
+        raise NLALakeError(f"NLA_STORE_WAIT_S={value!r}: not a number of seconds. Fix: set it to e.g. 120, or "
+                           "unset it.") from None
+
+
+def unreachable(e: Exception) -> bool:
+    """True for a store that did not answer or answered 'try again' (refused or cut connections, timeouts, 5xx):
+    what a restarting server does. Bad credentials, a missing bucket or a conflict are not."""
+    text = " ".join(str(e).split()).lower()
+    return reason(e) == "endpoint unreachable" or any(s in text for s in (
+        "service unavailable", "slowdown", "slow down", "internalerror", "internal server error", "timed out",
+        "broken pipe", "connection reset", "connection closed"))
 
 
 def reason(e: Exception) -> str:
