@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from tests.conftest import S3_BUCKET
 from tests.reliability.conftest import duplicates, kill_tree, report, snapshot, tree
-from tests.reliability.test_concurrent import ALL_SHARDS, Compactor
+from tests.reliability.test_concurrent import ALL_SHARDS, Compactor, committed
 from tests.reliability.test_faults import Run, ledger_backed
 
 
@@ -37,11 +37,12 @@ def test_commit_drivers_race_on_s3(s3, reference):
     assert ledger_backed(lake) == {"activations": ALL_SHARDS, "explanations": ALL_SHARDS}
     assert snapshot(lake) == snapshot(reference.lake)
     retried = sum(int(re.search(r"(\d+) commits retried", o).group(1)) for o in outs.values())
+    assert all(committed(o) for o in outs.values()), outs  # each driver wrote shards of its set
     refused = s3.refused_commits() - refused_before
     report("3 drivers committing at once into one s3:// lake (loopback moto server; shards 0-3, 4-7 and all 8) "
            "with a compaction loop beside them",
-           f"{refused} log puts refused by the store (412) and retried by deltalake, {retried} commits retried by "
-           f"the lake after conflicts, none lost; {compacted}; every key once, ledger complete, "
+           f"shards committed per driver {[committed(o) for o in outs.values()]}, {refused} log puts refused by the "
+           f"store (412) and retried by deltalake, {retried} commits retried by the lake after conflicts, none lost; {compacted}; every key once, ledger complete, "
            "rows byte-identical to the reference")
 
 
@@ -117,7 +118,7 @@ def test_store_restarted_mid_job(s3, reference, monkeypatch):
     assert rc == 2 and last.startswith(f"error: lake {lake}: the store did not answer for ") and \
         "(endpoint unreachable). That unit is not recorded as done. Fix: check that the store" in last, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
-    committed = commits(gone)
+    done_first = commits(gone)
     cut = store.cut
     store.up()
 
@@ -128,7 +129,7 @@ def test_store_restarted_mid_job(s3, reference, monkeypatch):
     time.sleep(1.0)
     store.up()
     out = rerun.finish()
-    assert f"{committed} already committed under this recipe, {8 - committed} to do" in out
+    assert f"{done_first} already committed under this recipe, {8 - done_first} to do" in out
     waits = [ln for ln in out.splitlines() if ln.startswith("[store]")]
     assert len(waits) == 2 and "does not answer (endpoint unreachable)" in waits[0] and "answers again" in waits[1], \
         out[-3000:]
@@ -141,6 +142,6 @@ def test_store_restarted_mid_job(s3, reference, monkeypatch):
     report("the store's endpoint gone after the 4th commit of `nla label` (s3:// lake; new connections refused, "
            f"{cut} open ones cut), for longer than NLA_STORE_WAIT_S=6; then a rerun whose store went away after its "
            "first commit, for a while",
-           f"the first job stopped with one line naming the lake and the fix after {committed} shard(s); the rerun "
+           f"the first job stopped with one line naming the lake and the fix after {done_first} shard(s); the rerun "
            f"skipped them, waited ({waits[1].split('after ')[1].split(';')[0]}), {retried} writes retried, and "
            "completed: every key once, ledger complete, rows byte-identical to the reference")
