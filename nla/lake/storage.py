@@ -125,10 +125,13 @@ def store_wait_s(env: Mapping[str, str] | None = None) -> float:
     """Seconds a lake write keeps retrying while its store is unreachable: $NLA_STORE_WAIT_S, else STORE_WAIT_S."""
     value = (os.environ if env is None else env).get("NLA_STORE_WAIT_S")
     try:
-        return float(value) if value else STORE_WAIT_S
+        seconds = float(value) if value else STORE_WAIT_S
     except ValueError:
-        raise NLALakeError(f"NLA_STORE_WAIT_S={value!r}: not a number of seconds. Fix: set it to e.g. 120, or "
-                           "unset it.") from None
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise NLALakeError(f"NLA_STORE_WAIT_S={value!r}: not a number of seconds >= 0. Fix: set it to e.g. 120, or "
+                           "unset it.")
+    return seconds
 
 
 def unreachable(e: Exception) -> bool:

@@ -63,6 +63,7 @@ class Lake:
         self.is_local = "://" not in self.root
         self.conflicts = 0  # commits this object retried because a concurrent writer committed first
         self.store_waits = 0  # writes this object ran again because the store did not answer (a restart)
+        self.store_wait_s = storage.store_wait_s() if not self.is_local else 0.0  # checked here, not mid-outage
         self.on_store_wait: Callable[[str], None] | None = None  # told once per outage, when it starts and ends
         self._down_since: float | None = None  # monotonic time the store stopped answering; None while it answers
 
@@ -315,9 +316,9 @@ class Lake:
                     self._down_since = now_s
                     if self.on_store_wait:
                         self.on_store_wait(f"lake {self.root}: the store does not answer ({storage.reason(e)}) while "
-                                           f"{what}; retrying for up to {storage.store_wait_s():.0f} s")
+                                           f"{what}; retrying for up to {self.store_wait_s:.0f} s")
                 waited = now_s - self._down_since
-                if waited >= storage.store_wait_s():
+                if waited >= self.store_wait_s:
                     raise NLAStoreUnreachable(
                         f"lake {self.root}: the store did not answer for {waited:.0f} s while {what} "
                         f"({storage.reason(e)}). That unit is not recorded as done. Fix: check that the store "
