@@ -71,7 +71,7 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
         ds = stage(ds, ReadActivations, cfg.read, 1, lake=plan.lake.root, storage_options=plan.lake.storage_options)
     else:
         ds = stage(ds, ReadShard, cfg.read, 1, text_column=cfg.text_column, id_column=cfg.id_column,
-                   batch_docs=cfg.read.batch_size)
+                   batch_docs=cfg.read.batch_size, storage_options=plan.input_options)
     kw = stage_kwargs(plan, cfg)
     if plan.mode == "label" and cfg.fuse:
         return stage(ds, FusedStage, cfg.explainer, cfg.extractor.batch_size, extract=kw["extract"],
@@ -149,6 +149,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
     import ray
 
     plan = make_plan(cfg, mode)  # every model/lake mismatch is refused here, before any work
+    plan.lake.on_store_wait = lambda message: print(f"[store] {message}", flush=True)
     run_id = new_run_id(mode)
     config = {**asdict(cfg), "mode": mode, "resolved": {"base": plan.base, "av": plan.av, "ar": plan.ar}}
     chash = config_hash(config)

@@ -69,7 +69,7 @@ def worker_loop(config: dict) -> None:
         with ckpt.as_directory() as d:
             resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
     env = WorkerEnv(rank=rank, world=world, device=device, wrap=wrap, report=report, resume=resume,
-                    log=lambda m: print(m, flush=True))
+                    log=lambda m: print(m, flush=True), storage_options=config["storage_options"])
     (run_sft if cfg.algo == "sft" else run_grpo)(cfg, env, Path(config["out"]))
 
 
@@ -151,7 +151,8 @@ def run(cfg: TrainJobConfig) -> dict:
         ray.init(address=address, include_dashboard=False, **({} if address else {"num_cpus": os.cpu_count()}))
     sc = cfg.scaling
     trainer = TorchTrainer(
-        worker_loop, train_loop_config={"cfg": cfg, "out": str(out)},
+        # the lake's storage options travel beside the config, never in it: the config is recorded in the runs table
+        worker_loop, train_loop_config={"cfg": cfg, "out": str(out), "storage_options": lake.storage_options},
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=sc.workers, use_gpu=sc.use_gpu,
                                      resources_per_worker={"CPU": sc.cpus_per_worker, **({"GPU": 1} if sc.use_gpu

@@ -35,6 +35,10 @@ class NLASchemaError(NLALakeError):
     """Rows do not match the table's declared schema (schemas/): missing, extra or mistyped columns, wrong d."""
 
 
+class NLAStoreUnreachable(NLALakeError):
+    """The object store behind a lake did not answer for longer than the lake waits (NLA_STORE_WAIT_S)."""
+
+
 class NLACommitConflict(NLALakeError):
     """Delta refused a commit because a concurrent writer changed the same data; retrying is safe."""
 

@@ -102,7 +102,9 @@ def running(nodes: list[tuple[int, dict[str, float]]], *, dashboard: bool = Fals
     which serves the state API, on a free port when asked); stopped on exit."""
     n = len(NODE_PORT_FLAGS)
     port, client_port, dashboard_port, *node_ports = free_ports(3 + n * len(nodes))  # all at once: no port twice
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # no AWS_* either: as on a real cluster, the nodes hold no credentials of the tests' S3 server, so whatever
+    # reaches an s3:// lake or corpus from an actor does it with the storage options its driver handed over
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("AWS_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     c = Cluster(f"127.0.0.1:{port}", env, [], [tempfile.mkdtemp(prefix="nla-ray-") for _ in nodes])
     ui = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)] \

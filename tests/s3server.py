@@ -1,6 +1,10 @@
 """A real S3-compatible server on loopback for the tests: moto's standalone server (`moto_server`) run as a separate
 process and spoken to over HTTP, exactly as deltalake, pyarrow and DuckDB speak to S3. Not an in-process mock:
-nothing here patches a client. By hand: `moto_server -H 127.0.0.1 -p 5055` (see docs/object-store.md)."""
+nothing here patches a client. By hand: `moto_server -H 127.0.0.1 -p 5055` (see docs/object-store.md).
+
+Also a TCP forwarder to put in front of it, whose endpoint can go down and come back: moto keeps its objects in
+memory only, so a store restarted with its data (as MinIO or Ceph restart) is an endpoint that refuses connections
+and cuts the open ones for a while, then answers again with everything it had."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -95,3 +100,68 @@ def running(port: int | None = None, timeout_s: float = 60.0, *, check_auth: boo
             proc.kill()
             proc.wait()
         log.unlink(missing_ok=True)
+
+
+class Forwarder:
+    """127.0.0.1:<port> forwarded to `target` (host, port), byte for byte, one thread pair per connection. down():
+    the listening socket closes (new connections are refused) and every open connection is cut; up(): it listens
+    again on the same port. `cut` counts connections cut by down()."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.port, self.cut = target, free_port(), 0
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._lock, self._open = threading.Lock(), set()
+        self._listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port at once
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._open = self._open, set()
+        self.cut += len(conns) // 2
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            done = threading.Semaphore(0)  # released once per direction that ended
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b, done), daemon=True).start()
+            threading.Thread(target=self._close, args=(client, server, done), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, done: threading.Semaphore) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)  # the other side sees the end of this direction
+        except OSError:
+            pass  # cut by down(), or the peer went away
+        finally:
+            done.release()
+
+    def _close(self, client: socket.socket, server: socket.socket, done: threading.Semaphore) -> None:
+        done.acquire()
+        done.acquire()
+        with self._lock:
+            self._open -= {client, server}
+        client.close()
+        server.close()

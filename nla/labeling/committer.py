@@ -119,7 +119,7 @@ class ShardCommitter:
         broken = [m for s, m in zip(status, rows.get("message", [])) if s == "bad_shard"]
         if broken:
             st.shards_failed.append((shard, broken[0]))
-            self.log(f"[skip] shard {shard}: {broken[0]}")
+            self.log(f"[skip] shard {shard}: {broken[0].removeprefix(f'shard {shard}: ')}")
             return
         first = (rows["sample"] <= 0) if rows and "sample" in rows else np.ones(len(status), bool)
         docs_ok = {d for d, s, f in zip(rows.get("doc_id", []), status, first) if s == OK and f}
@@ -129,7 +129,7 @@ class ShardCommitter:
         st.bad_documents += sum(1 for d, m in bad if not m.startswith("no token at"))
         st.short_documents += sum(1 for d, m in bad if m.startswith("no token at"))
         st.failures.extend(f"{shard} {d}: {m}" for d, m in bad[: max(0, 20 - len(st.failures))])
-        version, conflicts = None, self.lake.conflicts
+        version, conflicts, waits = None, self.lake.conflicts, self.lake.store_waits
         acts = np.flatnonzero((status == OK) & first)
         if self.write_activations and not len(acts):  # nothing labeled: reported, never ledgered as done
             cause = self._empty_cause(len(docs_ok), bad)
@@ -182,9 +182,11 @@ class ShardCommitter:
         st.shards_committed += 1
         retried = self.lake.conflicts - conflicts
         st.commit_retries += retried
+        waited = self.lake.store_waits - waits
         self.log(f"[commit] shard {shard}: {len(acts)} activations, {n_expl} explanations, {len(bad)} bad/short "
                  f"documents (v{version}, {time.perf_counter() - self.t0:.0f}s"
-                 f"{f'; {retried} commits retried after concurrent writers won' if retried else ''})")
+                 f"{f'; {retried} commits retried after concurrent writers won' if retried else ''}"
+                 f"{f'; {waited} writes retried while the store did not answer' if waited else ''})")
 
     @staticmethod
     def _empty_cause(n_ok: int, bad: list[tuple[str, str]]) -> str:

@@ -56,7 +56,8 @@ class SamplingSettings:
 
 @dataclass
 class LabelConfig:
-    input: str = ""  # folder or URI of shards (*.parquet, *.jsonl, *.txt), a Delta table, or a saved HF datasets folder
+    input: str = ""  # folder or s3:// prefix of shards (*.parquet, *.jsonl, *.txt), a Delta table, or a saved HF
+    # datasets folder
     input_format: Literal["auto", "parquet", "jsonl", "txt", "delta", "hf"] = "auto"  # auto: from the files found
     text_column: str = "text"  # column (parquet, delta, hf) or JSON key (jsonl) holding the document text
     id_column: str = ""  # column holding a document id; "" = a content hash of the text

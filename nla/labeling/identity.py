@@ -14,24 +14,23 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 CHUNK = 4 * 2**20  # fingerprints stream the file in pieces of this size: bounded memory on multi-GB shards
 UNIT_FP_CHARS = 12  # fingerprint characters in a unit id: enough to tell files apart, short enough to read
 
 
-def file_fingerprint(path: str) -> tuple[str, int | None]:
-    """(sha256 hex of the bytes, 32 characters, size) of a local file, read in CHUNK pieces. A remote URI (a Delta table's data
-    file on an object store: immutable, uniquely named) is identified by its URI."""
-    if "://" in path and not path.startswith("file://"):
-        return hashlib.blake2b(path.encode(), digest_size=16).hexdigest(), None
-    p = Path(path.removeprefix("file://"))
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
+def file_fingerprint(path: str, storage_options: dict[str, str] | None = None) -> tuple[str, int | None]:
+    """(sha256 hex of the bytes, 32 characters, size) of a local file or an object on a store (reached with
+    `storage_options`), streamed in CHUNK pieces: the same bytes have the same fingerprint wherever they live."""
+    from nla.lake.storage import open_input
+
+    h, size = hashlib.sha256(), 0
+    with open_input(path, storage_options) as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
-    return h.hexdigest()[:32], p.stat().st_size
+            size += len(chunk)
+    return h.hexdigest()[:32], size
 
 
 def unit_id(name: str, fingerprint: str) -> str:

@@ -5,6 +5,7 @@ here, with nothing written. No Ray.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,12 +13,14 @@ from nla.errors import NLAConfigError, NLAInputError
 from nla.labeling.config import LabelConfig
 from nla.labeling.corpus import Shard, list_shards
 from nla.labeling.identity import Recipe, activation_recipe, explanation_recipe
+from nla.lake import storage
 from nla.lake.migrate import LEGACY_RECIPE
 from nla.lake.store import Lake
 from nla.pair import lake_base_id, resolve_pair
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 Mode = Literal["label", "extract", "from-activations"]
+FETCH_THREADS = 8  # objects of an s3:// input fingerprinted at once
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Plan:
     todo: list[Shard] = field(default_factory=list)  # units not yet committed under this run's recipes
     skipped_changed: list[Shard] = field(default_factory=list)  # changed content left out (on_changed=skip)
     legacy: int = 0  # shards of this input committed by an older nla (no fingerprint or recipe): labeled again
+    input_options: dict[str, str] | None = None  # storage options of an s3:// input (the readers get them)
 
     @property
     def writes(self) -> list[str]:
@@ -73,18 +77,29 @@ def make_plan(cfg: LabelConfig, mode: Mode) -> Plan:
             raise NLAInputError(f"lake {lake.root} has no activations to label. Fix: run `nla extract` first.")
         units = sorted({r["shard"] for r in ledger if r["table_name"] == ACTIVATIONS.name})
         shards = [Shard(u, "", "lake", name=u) for u in units]
+        input_options = None
     else:
-        shards = [s.fingerprinted() for s in list_shards(cfg.input, cfg.input_format)]
+        input_options = storage.storage_options(cfg.input) if cfg.input else None
+        shards = fingerprinted(list_shards(cfg.input, cfg.input_format, input_options), input_options)
     plan = Plan(mode=mode, lake=lake, base=pair.base.path if pair.base else "", av=pair.av.path,
                 ar=pair.ar.path if pair.ar else "", base_id=lake_base_id(m.base, pair.base) if pair.base else "",
                 av_id=pair.av.id, ar_id=pair.ar.id if pair.ar else "", layer=layer, d=d, recipes=recipes,
-                shards=shards)
+                shards=shards, input_options=input_options)
     done = {(r["table_name"], r["shard"], r["recipe"]) for r in ledger}
     todo = [s for s in shards if any((t, s.id, plan.recipe_hash(t)) not in done for t in plan.writes)]
     plan.todo = _changed(todo, ledger, cfg.on_changed, plan) if mode != "from-activations" else todo
     legacy_names = {r["name"] for r in ledger if r["recipe"] == LEGACY_RECIPE}
     plan.legacy = sum(1 for s in plan.todo if s.name in legacy_names)
     return plan
+
+
+def fingerprinted(shards: list[Shard], options: dict[str, str] | None) -> list[Shard]:
+    """Every shard with its content fingerprint. Objects on a store are hashed FETCH_THREADS at a time: reading them
+    waits on the network, not the CPU."""
+    if options is None:
+        return [s.fingerprinted() for s in shards]
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        return list(pool.map(lambda s: s.fingerprinted(options), shards))
 
 
 def _changed(todo: list[Shard], ledger: list[dict], on_changed: str, plan: Plan) -> list[Shard]:

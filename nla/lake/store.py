@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLATableNotFound
+from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLAStoreUnreachable, NLATableNotFound
 from nla.lake import storage
 from nla.lake.schema import VectorDtype, arrow_schema, check_batch, vector_dtype_of
 from schemas import ALL, SHARDS, TRAINING_SET, TableSpec
@@ -62,6 +62,10 @@ class Lake:
         self.storage_options = storage.storage_options(self.root, storage_options)
         self.is_local = "://" not in self.root
         self.conflicts = 0  # commits this object retried because a concurrent writer committed first
+        self.store_waits = 0  # writes this object ran again because the store did not answer (a restart)
+        self.store_wait_s = storage.store_wait_s() if not self.is_local else 0.0  # checked here, not mid-outage
+        self.on_store_wait: Callable[[str], None] | None = None  # told once per outage, when it starts and ends
+        self._down_since: float | None = None  # monotonic time the store stopped answering; None while it answers
 
     # ---- addressing -------------------------------------------------------------------------------------------------
     def uri(self, name: str) -> str:
@@ -169,9 +173,15 @@ class Lake:
         ledger (unless ledger=False: rows that must be redone, such as failed AV batches, are written but not marked
         done). Rows of the same unit under other recipes stay. Returns the table version; rerunning never
         duplicates rows. `source` holds the ledger's name, path, fingerprint and size of the unit."""
+        name = name or spec.name
+        return self._when_reachable(f"committing unit {shard} to {name!r}", lambda: self._commit_shard(
+            spec, rows, shard=shard, run_id=run_id, recipe=recipe, config_hash=config_hash, name=name,
+            source=source, ledger=ledger))
+
+    def _commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, recipe: str,
+                      config_hash: str, name: str, source: dict[str, Any] | None, ledger: bool) -> int:
         from deltalake import write_deltalake
 
-        name = name or spec.name
         assert spec.shard_column, f"{spec.name} is not sharded"
         self._ensure(spec, rows, name)
         schema = self.arrow_schema(name, spec)
@@ -221,6 +231,10 @@ class Lake:
               config_hash: str = "") -> int:
         """Upsert rows on the table's key (runs, checkpoints, the shard ledger)."""
         name = name or spec.name
+        return self._when_reachable(f"merging into {name!r}", lambda: self._merge(spec, rows, run_id=run_id,
+                                                                                  name=name, config_hash=config_hash))
+
+    def _merge(self, spec: TableSpec, rows: pa.Table, *, run_id: str, name: str, config_hash: str) -> int:
         self._ensure(spec, rows, name)
         batch = check_batch(spec, rows, self.arrow_schema(name, spec))
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
@@ -284,6 +298,41 @@ class Lake:
                 self.conflicts += 1
                 time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def _when_reachable(self, what: str, op: Callable[[], int]) -> int:
+        """Run `op` (an idempotent write: a predicate overwrite or a merge on the key); while an object store does not
+        answer, run it again with backoff until it does, for up to NLA_STORE_WAIT_S in all per outage."""
+        from deltalake.exceptions import DeltaError
+
+        attempt = 0
+        while True:
+            try:
+                result = op()
+            except (OSError, DeltaError) as e:
+                if self.is_local or not storage.unreachable(e):
+                    raise
+                now_s = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now_s
+                    if self.on_store_wait:
+                        self.on_store_wait(f"lake {self.root}: the store does not answer ({storage.reason(e)}) while "
+                                           f"{what}; retrying for up to {self.store_wait_s:.0f} s")
+                waited = now_s - self._down_since
+                if waited >= self.store_wait_s:
+                    raise NLAStoreUnreachable(
+                        f"lake {self.root}: the store did not answer for {waited:.0f} s while {what} "
+                        f"({storage.reason(e)}). That unit is not recorded as done. Fix: check that the store "
+                        "(AWS_ENDPOINT_URL) is up, or let writes wait longer with NLA_STORE_WAIT_S=SECONDS; then rerun "
+                        "the same command: committed shards are skipped.") from e
+                self.store_waits += 1
+                time.sleep(min(5.0, 0.25 * 2 ** attempt))
+                attempt += 1
+                continue
+            if self._down_since is not None and self.on_store_wait:
+                self.on_store_wait(f"lake {self.root}: the store answers again after "
+                                   f"{time.monotonic() - self._down_since:.0f} s; {what} went through")
+            self._down_since = None
+            return result
 
     def check_writable(self) -> None:
         """The lake root must take writes: a folder we can create files in, or a bucket prefix where one tiny object

@@ -10,14 +10,15 @@ from nla.labeling.corpus import Shard, ShardError, read_shard
 from nla.labeling.identity import name_of
 from nla.stages import objects, require
 
-COLUMNS = {"shard": "shard id (path relative to the input root)", "path": "absolute path of the shard file",
+COLUMNS = {"shard": "shard id (path relative to the input root)", "path": "absolute path or s3:// URI of the shard",
            "format": "parquet | jsonl | txt | hf"}
 
 
 class ReadShard:
     def __init__(self, *, text_column: str = "text", id_column: str = "", batch_docs: int = 64,
-                 threads: int = 0) -> None:
+                 storage_options: dict[str, str] | None = None, threads: int = 0) -> None:
         self.text_column, self.id_column, self.batch_docs = text_column, id_column, batch_docs
+        self.storage_options = storage_options  # for shards on a store: resolved by the driver, not this node
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         require(batch, COLUMNS, "ReadShard")
@@ -25,7 +26,7 @@ class ReadShard:
             shard = Shard(str(sid), str(path), str(fmt), name=name_of(str(sid)))
             try:
                 for docs in read_shard(shard, text_column=self.text_column, id_column=self.id_column,
-                                       batch_docs=self.batch_docs):
+                                       batch_docs=self.batch_docs, storage_options=self.storage_options):
                     n = len(docs["text"])
                     yield {"shard": objects([shard.id] * n), "doc_id": objects(docs["doc_id"]),
                            "text": objects(docs["text"]), "error": objects(docs["error"])}

@@ -27,13 +27,13 @@ class ReadTrainingFile:
         self.d, self.batch_rows, self.storage_options = d, batch_rows, storage_options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        import pyarrow.fs as pafs
         import pyarrow.parquet as pq
+
+        from nla.lake.storage import open_input
 
         require(batch, FILE_COLUMNS, "ReadTrainingFile")
         for uri in batch["file"]:
-            fs, path = pafs.FileSystem.from_uri(str(uri)) if "://" in str(uri) else (pafs.LocalFileSystem(), str(uri))
-            with fs.open_input_file(path) as f:
+            with open_input(str(uri), self.storage_options, random_access=True) as f:
                 for b in pq.ParquetFile(f).iter_batches(batch_size=self.batch_rows):
                     cols = {n: objects(b.column(n).to_pylist()) for n in b.schema.names if n != "vector"}
                     flat = b.column("vector").flatten().to_numpy(zero_copy_only=False)

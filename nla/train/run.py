@@ -42,6 +42,7 @@ class WorkerEnv:
     wrap: Callable[[Any], Any] = lambda m: m  # DDP / FSDP under Ray Train (FSDP shards the module in place)
     report: Callable[[dict[str, Any], dict[str, Any] | None], None] = lambda metrics, state: None
     resume: dict[str, Any] | None = None  # the state of the last checkpoint, if the run restarted
+    storage_options: dict[str, str] | None = None  # the lake's, as the driver resolved them (a node may have no AWS_*)
     log: Callable[[str], None] = print
 
 
@@ -61,8 +62,8 @@ def load_ar(folder: str, dtype: torch.dtype, device: str) -> tuple[ARModel, Any,
     return ar, tok, meta
 
 
-def datasets(cfg: TrainJobConfig, d: int, need_explanations: bool) -> tuple[Examples, Examples]:
-    lake = Lake(cfg.lake or None)
+def datasets(cfg: TrainJobConfig, env: WorkerEnv, d: int, need_explanations: bool) -> tuple[Examples, Examples]:
+    lake = Lake(cfg.lake or None, storage_options=env.storage_options)
     data = load_examples(lake, cfg.data, d=d, need_explanations=need_explanations, limit=cfg.limit)
     if cfg.eval_data:
         return data, load_examples(lake, cfg.eval_data, d=d, need_explanations=need_explanations, limit=cfg.limit)
@@ -100,7 +101,7 @@ def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
         model, tok, meta = load_av(cfg.init, dtype, env.device)
     else:
         model, tok, meta = load_ar(cfg.init, dtype, env.device)
-    train_ex, eval_ex = data or datasets(cfg, meta.d_model, need_explanations=True)
+    train_ex, eval_ex = data or datasets(cfg, env, meta.d_model, need_explanations=True)
     part = my_part(train_ex, env)
     start = 0
     if env.resume:  # the whole state dict, loaded before wrapping (FSDP then shards the loaded weights)
@@ -209,7 +210,7 @@ def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
 
         raise NLAConfigError(f"--ar {cfg.ar}: reads layer {ar_meta.layer}, d {ar_meta.d_model}; the AV {cfg.init} "
                              f"layer {av_meta.layer}, d {av_meta.d_model}. Fix: pass the AR of the same pair.")
-    train_ex, eval_ex = data or datasets(cfg, av_meta.d_model, need_explanations=False)
+    train_ex, eval_ex = data or datasets(cfg, env, av_meta.d_model, need_explanations=False)
     part = my_part(train_ex, env)
     if env.resume:
         policy.load_state_dict(env.resume["policy"])

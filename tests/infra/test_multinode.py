@@ -1,10 +1,14 @@
-"""A real two-node Ray cluster on one machine runs the labeling job; the lake equals the single-node run's.
+"""A real two-node Ray cluster on one machine runs the labeling job with its corpus and its lake on an object store
+(the session's S3 server); the lake equals the single-node run's.
 
-The head advertises the custom resource `head_node`, the worker `model_node`. The job pins the read stage to the
-head and the three model stages (fuse=false: one pool each, the GPU layout) to the worker through
-`StageResources.resources`; Ray's state API, asked after the run, must show every model actor on the worker node and
-the reader on the head. The reference is the toy default (fused stages) on a local Ray of its own: the same act_ids,
-vectors, greedy explanations and statuses, and mse within 1e-5.
+As on a real cluster the nodes share no folder and hold no credentials: they are started without AWS_* variables, the
+job's driver runs in an empty folder of its own, and every stage runs on the worker node, so the reader there gets
+the shards from s3:// with the storage options the driver resolved, and the driver commits to the s3:// lake. (In
+label mode no actor touches the lake; the stage that does, for --from-activations, gets the same options.) The head
+advertises the custom resource `head_node`, the worker `model_node`; the stages (fuse=false: one pool each, the GPU
+layout) are pinned to the worker through `StageResources.resources`, and Ray's state API, asked after the run, must
+show every actor there. The reference is the toy default (fused stages, a local corpus and lake) on a local Ray of
+its own: the same act_ids, vectors, greedy explanations and statuses, and mse within 1e-5.
 
 Each node is its own `ray start --block` (tests/raycluster.py), the head with the dashboard, which serves the state
 API.
@@ -24,11 +28,11 @@ from nla.lake.store import Lake
 from tests.raycluster import Cluster, running
 
 ROOT = Path(__file__).resolve().parents[2]
-# the model stages on the worker (1 CPU: 0.25 + one AV actor of 0.5 + 0.25), the reader on the head
-PLACEMENT = ["fuse=false", "read.resources={head_node: 0.25}", "extractor.resources={model_node: 0.25}",
+# every stage on the worker (2 CPUs: reader 0.25, extract 0.25, one AV actor of 0.5, score 0.25)
+PLACEMENT = ["fuse=false", "read.resources={model_node: 0.25}", "extractor.resources={model_node: 0.25}",
              "explainer.concurrency=1", "explainer.resources={model_node: 0.5}", "explainer.num_cpus=0.5",
              "scorer.resources={model_node: 0.25}"]
-MODEL_STAGES = ("ExtractStage", "ExplainStage", "ScoreStage")
+STAGES = ("ReadShard", "ExtractStage", "ExplainStage", "ScoreStage")
 
 
 def ray_state(cluster: Cluster) -> dict:
@@ -54,15 +58,17 @@ def ray_state(cluster: Cluster) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with running([(1, {"head_node": 1}), (1, {"model_node": 1})], dashboard=True) as c:
+    with running([(1, {"head_node": 1}), (2, {"model_node": 2})], dashboard=True) as c:
         yield c
 
 
-def label(corpus: Path, lake: Path, env: dict[str, str], *overrides: str) -> subprocess.Popen:
-    """Start `python -m jobs.label` on the toy config; finish() waits for it."""
-    cmd = [sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={corpus}", f"lake={lake}",
-           *overrides]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+def label(corpus: Path | str, lake: Path | str, env: dict[str, str], *overrides: str,
+          cwd: Path = ROOT) -> subprocess.Popen:
+    """Start `python -m jobs.label` on the toy config in `cwd`; finish() waits for it."""
+    cmd = [sys.executable, "-m", "jobs.label", "--config", str(ROOT / "jobs/configs/toy.yaml"), f"input={corpus}",
+           f"lake={lake}", *overrides]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**env, "PYTHONPATH": str(ROOT)})
 
 
 def finish(job: subprocess.Popen) -> str:
@@ -71,7 +77,7 @@ def finish(job: subprocess.Popen) -> str:
     return out
 
 
-def lake_rows(lake: Path) -> tuple[list[dict], list[dict]]:
+def lake_rows(lake: Path | str) -> tuple[list[dict], list[dict]]:
     with LakeQuery(Lake(lake)) as q:
         acts = q.run("SELECT act_id, doc_id, position, vector FROM activations ORDER BY act_id", limit=None).to_pylist()
         expl = q.run("SELECT act_id, sample, explanation, status, mse FROM explanations ORDER BY act_id, sample",
@@ -79,30 +85,38 @@ def lake_rows(lake: Path) -> tuple[list[dict], list[dict]]:
     return acts, expl
 
 
-def test_label_across_two_nodes_equals_single_node(cluster, toy_kit, tmp_path):
-    from nla.toy.shards import write_corpus
+def test_label_across_two_nodes_equals_single_node(cluster, toy_kit, s3, tmp_path):
+    import pyarrow.fs as pafs
 
-    corpus = tmp_path / "corpus"
+    from nla.lake.storage import object_path, s3_filesystem, storage_options
+    from nla.toy.shards import write_corpus
+    from tests.conftest import S3_BUCKET
+
+    corpus, remote = tmp_path / "corpus", f"s3://{S3_BUCKET}/multinode/corpus"
     write_corpus(corpus, docs=40, shards=2, seed=11)
+    pafs.copy_files(str(corpus), object_path(remote), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3_filesystem(storage_options(remote)))
+    lake, driver_dir = f"s3://{S3_BUCKET}/multinode/lake", tmp_path / "driver"
+    driver_dir.mkdir()
     # the reference: the toy default (fused stages) on a new local Ray of its own (RAY_ADDRESS=local: never a
     # `ray start` cluster found on the machine), run alongside to save wall time
     single = label(corpus, tmp_path / "lake-1node", {**cluster.env, "RAY_ADDRESS": "local"})
-    multi = label(corpus, tmp_path / "lake-2nodes", {**cluster.env, "RAY_ADDRESS": cluster.address}, *PLACEMENT)
+    multi = label(remote, lake, {**cluster.env, **s3.env(), "RAY_ADDRESS": cluster.address}, *PLACEMENT,
+                  cwd=driver_dir)
     out = finish(multi)
     assert out.count("[commit] shard") == 2, out[-3000:]
     finish(single)
+    assert not any(driver_dir.iterdir()), list(driver_dir.iterdir())  # nothing local: corpus and lake are on s3
 
     state = ray_state(cluster)
     worker = [n for n, res in state["nodes"].items() if "model_node" in res]
     head = [n for n, res in state["nodes"].items() if "head_node" in res]
     assert len(worker) == len(head) == 1 and worker != head, state["nodes"]
-    ran = {stage: {a["node"] for a in state["actors"] if stage in a["repr"] + a["name"]}
-           for stage in (*MODEL_STAGES, "ReadShard")}
-    for stage in MODEL_STAGES:
+    ran = {stage: {a["node"] for a in state["actors"] if stage in a["repr"] + a["name"]} for stage in STAGES}
+    for stage in STAGES:
         assert ran[stage] == set(worker), f"{stage} actors ran on {ran[stage]}, not on the worker {worker}"
-    assert ran["ReadShard"] == set(head), f"ReadShard actors ran on {ran['ReadShard']}, not on the head {head}"
 
-    (acts_m, expl_m), (acts_s, expl_s) = lake_rows(tmp_path / "lake-2nodes"), lake_rows(tmp_path / "lake-1node")
+    (acts_m, expl_m), (acts_s, expl_s) = lake_rows(lake), lake_rows(tmp_path / "lake-1node")
     assert len(acts_m) == len(expl_m) == 240
     assert [(a["act_id"], a["doc_id"], a["position"]) for a in acts_m] == \
         [(a["act_id"], a["doc_id"], a["position"]) for a in acts_s]

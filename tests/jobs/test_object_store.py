@@ -1,7 +1,8 @@
-"""The lake on an object store, for real: `nla label` (toy kit) writes into s3:// on a moto server run as its own
-process on loopback; a rerun skips committed shards; `nla query`, `nla search`, `nla mine` read it back; a missing
-bucket and an unreachable endpoint are one clear error before any model loads. Concurrent committers on one s3 lake:
-tests/reliability/test_object_store.py. One server (the session's) and one labeled lake serve the whole module."""
+"""The lake on an object store, for real: `nla label` (toy kit) reads its corpus from s3:// and writes into s3:// on
+a moto server run as its own process on loopback; a rerun skips committed shards; `nla query`, `nla search`,
+`nla mine` read it back; a missing bucket and an unreachable endpoint are one clear error before any model loads.
+Concurrent committers on one s3 lake: tests/reliability/test_object_store.py. One server (the session's) and one
+labeled lake serve the whole module."""
 
 from __future__ import annotations
 
@@ -18,10 +19,18 @@ from tests.jobs.test_label import job
 
 @pytest.fixture(scope="module")
 def labeled(s3, toy_kit, tmp_path_factory):
+    """The corpus and the lake both on the store: the package's Ray cluster, whose nodes have no AWS_* variables,
+    reads the shards with the options the driver resolved."""
+    import pyarrow.fs as pafs
+
+    from nla.lake.storage import object_path, s3_filesystem, storage_options
     from nla.toy.shards import write_corpus
 
-    corpus = tmp_path_factory.mktemp("s3corpus")
-    write_corpus(corpus, docs=40, shards=2, seed=78)
+    local = tmp_path_factory.mktemp("s3corpus")
+    write_corpus(local, docs=40, shards=2, seed=78)
+    corpus = f"s3://{BUCKET}/corpus"
+    pafs.copy_files(str(local), object_path(corpus), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3_filesystem(storage_options(corpus)))
     lake = f"s3://{BUCKET}/labeled"
     p = job("label", f"input={corpus}", "--lake", lake)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -32,6 +41,7 @@ def test_label_into_s3_then_rerun_skips(labeled):
     corpus, lake, first = labeled
     assert "[commit] shard part-0000.jsonl" in first.stdout
     assert {name_of(u) for u in Lake(lake).committed_shards("explanations")} == {"part-0000.jsonl", "part-0001.jsonl"}
+    assert {r["path"] for r in Lake(lake).ledger("explanations")} == {f"{corpus}/part-000{i}.jsonl" for i in (0, 1)}
     with LakeQuery(Lake(lake)) as q:
         before = q.run("SELECT count(*) n, count(DISTINCT act_id) u FROM explanations").to_pylist()[0]
     assert before["n"] == before["u"] > 50
@@ -50,6 +60,35 @@ def test_query_search_mine_on_s3(labeled):
     mined = job("mine", "--where", "mse >= 0", "--name", "hard_s3", "--limit", "10", "--lake", lake)
     assert mined.returncode == 0, mined.stdout + mined.stderr
     assert Lake(lake).table("training_sets/hard_s3").to_pyarrow_table().num_rows == 10
+
+
+def test_teach_then_train_on_an_s3_training_set(labeled, toy_kit, tmp_path):
+    """mine -> `nla teach` (the toy teacher over HTTP) -> `nla train sft`, all reading and writing the s3 lake: the
+    teach stage's reader and the Ray Train worker run on the package's cluster, whose nodes have no AWS_* variables."""
+    import json
+
+    from nla.lake.mine import mine
+    from nla.toy.teacher import serve
+
+    _, lake, _ = labeled
+    mine(Lake(lake), where="status = 'ok'", name="s3_ok", limit=24)
+    server = serve()
+    try:
+        taught = job("teach", "--data", "s3_ok", "--out", "s3_taught", "--lake", lake, "--teacher-url",
+                     f"http://127.0.0.1:{server.server_address[1]}/v1")
+    finally:
+        server.shutdown()
+    assert taught.returncode == 0 and "24 targets -> training_sets/s3_taught" in taught.stdout, \
+        taught.stdout[-3000:] + taught.stderr[-3000:]
+    out = tmp_path / "av"
+    trained = job("train", "sft", "--role", "av", "--data", "s3_taught", "--from", str(toy_kit / "av"), "--out",
+                  str(out), "--lake", lake, "--steps", "2", "sft.warmup_steps=1")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "on s3_taught (24 examples)" in trained.stdout and "registered" in trained.stdout
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    with LakeQuery(Lake(lake)) as q:
+        reg = q.run("SELECT role, stage, path FROM checkpoints").to_pylist()
+    assert reg == [{"role": "av", "stage": "sl", "path": str((out / "av").resolve())}]
 
 
 @pytest.mark.parametrize("lake, env, match", [

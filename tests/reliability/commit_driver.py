@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from nla.labeling.committer import ShardCommitter
+from nla.labeling.identity import name_of
 from nla.lake.store import Lake
 from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     batches: list[dict[str, np.ndarray]] = recorded["batches"]
     lake = Lake(args.lake)
     shards = list(dict.fromkeys(s for b in batches for s in b["shard"].tolist()))
-    if args.shards:
-        shards = [s for s in shards if s in args.shards.split(",")]
+    if args.shards:  # by file name: the batches carry unit ids (name@fingerprint)
+        shards = [s for s in shards if name_of(s) in args.shards.split(",")]
     recipes = recorded["ids"]["recipes"]
     done = (lake.committed_shards(ACTIVATIONS.name, recipes[ACTIVATIONS.name])
             & lake.committed_shards(EXPLANATIONS.name, recipes[EXPLANATIONS.name]))

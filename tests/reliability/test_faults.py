@@ -1,7 +1,8 @@
 """Faults in the labeling job: processes killed with SIGKILL at seeded moments, then the lake compared with the
 undisturbed reference run of the same config (greedy decoding).
 
-- The driver's commit path (no Ray) killed at 8 seeded moments, most of them inside a commit, each followed by a rerun.
+- The driver's commit path (no Ray) killed at 8 seeded moments, most of them inside a commit, each followed by a rerun;
+  the same 4 times on an s3:// lake (the session's S3 server).
 - A real job (fused stages, the toy config) whose reader worker and model actor (starting, then twice while busy) are
   killed while it runs (Ray restarts them), then its driver; the rerun completes. Committed rows must be
   byte-identical to the reference.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -21,17 +23,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nla.labeling.identity import name_of
+from tests.conftest import S3_BUCKET
 from tests.jobs.test_label import job
 from tests.reliability.conftest import JOB_ARGS, duplicates, kill_tree, report, snapshot, tree
 
 SEED = 20261125
 
 
-def delta_commits(lake: Path) -> int:
-    """Delta commits written so far under the lake (every table's log)."""
-    return sum(1 for _ in lake.glob("*/_delta_log/*.json"))
+def delta_commits(lake: Path | str) -> int:
+    """Delta commits written so far under the lake (every table's log), in a folder or on the store."""
+    import pyarrow.fs as pafs
+
+    from nla.lake.storage import pyarrow_filesystem, storage_options
+
+    root = str(lake)
+    if "://" not in root:
+        return sum(1 for _ in Path(root).glob("*/_delta_log/*.json"))
+    fs = pyarrow_filesystem(root, storage_options(root))
+    try:
+        found = fs.get_file_info(pafs.FileSelector("", recursive=True))
+    except FileNotFoundError:
+        return 0
+    return sum(1 for f in found if re.fullmatch(r"[^/]+/_delta_log/\d+\.json", f.path))
 
 
 def ledger_backed(lake: Path) -> dict[str, set[str]]:
@@ -50,17 +66,21 @@ def ledger_backed(lake: Path) -> dict[str, set[str]]:
     return {t: {name_of(r["shard"]) for r in rows if r["t"] == t} for t in ("activations", "explanations")}
 
 
-def test_driver_killed_mid_commit_then_rerun(reference, tmp_path):
+@pytest.mark.parametrize("where, kills", [("folder", 8), ("s3", 4)])
+def test_driver_killed_mid_commit_then_rerun(reference, tmp_path, request, where, kills):
+    """In a folder, 8 kills; on the session's S3 server (s3://), 4: the store is listed to count commits."""
     rng = random.Random(SEED)
-    lake = tmp_path / "lake"
+    if where == "s3":
+        request.getfixturevalue("s3")  # the session's server, and the AWS_* variables the drivers inherit
+    lake = tmp_path / "lake" if where == "folder" else f"s3://{S3_BUCKET}/killed"
     cmd = [sys.executable, "-m", "tests.reliability.commit_driver", str(lake), str(reference.batches)]
     # 8 shards x 4 commits (activations, ledger, explanations, ledger): each run is killed after 1-7 new commits
     tried = []
-    for _ in range(8):
+    for _ in range(kills):
         target = delta_commits(lake) + rng.randint(1, 7)
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         while delta_commits(lake) < target and p.poll() is None:
-            time.sleep(0.002)
+            time.sleep(0.002 if where == "folder" else 0.01)
         time.sleep(rng.uniform(0.0, 0.03))  # into the write of the next commit, or between two
         p.kill()
         p.wait()
@@ -72,8 +92,8 @@ def test_driver_killed_mid_commit_then_rerun(reference, tmp_path):
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
     assert ledger_backed(lake) == {t: {f"part-{i:04d}.jsonl" for i in range(8)} for t in ("activations",
                                                                                             "explanations")}
-    report(f"SIGKILL of the committing driver after 1-7 more Delta commits (+0-30 ms, seeded), 8 times, a rerun "
-           f"after each: "
+    report(f"SIGKILL of the committing driver ({where} lake) after 1-7 more Delta commits (+0-30 ms, seeded), "
+           f"{kills} times, a rerun after each: "
            f"{', '.join(tried)} (commit # : shards ledgered in activations/explanations)",
            "ledger never ahead of the data after any kill; final lake byte-identical to the reference, every key once")
 

@@ -27,3 +27,27 @@ def test_arrow_filesystem_uses_the_same_options():
     assert fs.base_path == "b/p/explanations/"
     assert fs.base_fs.region == "eu-west-1"
     assert pyarrow_filesystem("gs://b/p", {}) is None
+
+
+def test_store_wait_and_what_counts_as_unreachable(monkeypatch):
+    """How long writes wait for a restarting store ($NLA_STORE_WAIT_S, checked when the lake is opened), and which
+    errors are a store that does not answer (retried) rather than a wrong setting (raised at once)."""
+    import pytest
+
+    from nla.errors import NLALakeError
+    from nla.lake.storage import STORE_WAIT_S, store_wait_s, unreachable
+
+    assert store_wait_s({}) == STORE_WAIT_S and store_wait_s({"NLA_STORE_WAIT_S": "6"}) == 6.0
+    for bad in ("soon", "-1", "inf"):
+        monkeypatch.setenv("NLA_STORE_WAIT_S", bad)
+        with pytest.raises(NLALakeError, match=f"NLA_STORE_WAIT_S='{bad}': not a number of seconds >= 0. Fix: set"):
+            Lake("s3://b/p")
+    assert Lake("lake-folder").store_wait_s == 0.0  # a folder never waits: its errors are not outages
+    refused = OSError("Generic S3 error: Error performing GET http://127.0.0.1:9/b/t/_delta_log/_last_checkpoint in "
+                      "1.5s, after 10 retries, max_retries 10, retry_timeout 180s - HTTP error - error sending request "
+                      "- client error (Connect) - tcp connect error - Connection refused (os error 111)")
+    busy = OSError("Error performing PUT http://h/b/k in 3ms - Server returned non-2xx status code: 503 Service "
+                   "Unavailable: <Error><Code>SlowDown</Code></Error>, after 10 retries, retry_timeout 180s")
+    denied = OSError("Error performing PUT http://h/b/k in 3ms - Server returned non-2xx status code: 403 Forbidden: "
+                     "<Error><Code>SignatureDoesNotMatch</Code></Error>, after 0 retries, retry_timeout 180s")
+    assert unreachable(refused) and unreachable(busy) and not unreachable(denied)
