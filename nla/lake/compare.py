@@ -84,3 +84,16 @@ def compare(q: LakeQuery, a: str, b: str, *, top: int = 10) -> Comparison:
     changed = q.run(f"SELECT * FROM compare('{ra}', '{rb}') ORDER BY abs(diff) DESC, act_id", limit=top).to_pylist()
     ci = 1.96 * (s["sd"] or 0.0) / math.sqrt(s["n"]) if s["n"] > 1 else float("inf")
     return Comparison(ra, rb, s["n"], s["a"], s["b"], s["d"], ci, s["bw"], s["aw"], changed)
+
+
+def diff_histogram(q: LakeQuery, ra: str, rb: str, *, bins: int = 40) -> dict[str, Any]:
+    """The paired differences b - a of two resolved recipes in `bins` equal bins over [-m, m], m = the largest |diff|
+    (aggregated in DuckDB: counts only)."""
+    m = q.run(f"SELECT max(abs(diff)) AS m FROM compare('{ra}', '{rb}')", checked=True).column("m")[0].as_py() or 0.0
+    m = max(float(m), 1e-6)
+    width = 2 * m / bins
+    counts = [0] * bins
+    for r in q.run(f"SELECT least(floor((diff + {m!r}) / {width!r}), {bins - 1})::INTEGER AS bin, count(*) AS n "
+                   f"FROM compare('{ra}', '{rb}') GROUP BY ALL", checked=True, limit=None).to_pylist():
+        counts[r["bin"]] = r["n"]
+    return {"edges": [-m + i * width for i in range(bins + 1)], "counts": counts}

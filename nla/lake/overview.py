@@ -12,8 +12,9 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from nla.lake.browse import OPTIONAL, optional_columns
 from nla.lake.store import now
-from schemas import EXPLANATIONS, RUNS, SHARDS
+from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS
 
 if TYPE_CHECKING:
     from nla.lake.query import LakeQuery
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 E, R, S = EXPLANATIONS.col, RUNS.col, SHARDS.col
 HIST_BINS, HIST_MAX = 40, 2.0  # mse bins of 0.05 over 0..2; the last bin also holds mse > 2 (worse than orthogonal)
 TOP_FEATURES = 20
+TOP_VALUES = 50  # flags and sources listed (with their counts)
 RECENT_RUNS = 20
 RUN_HISTORY = 500  # runs the fve_nrm chart reaches back over
 # the counts a job records while it runs (nla.labeling.progress) that mean something went wrong
@@ -28,7 +30,8 @@ ERROR_COUNTS = ("shards_failed", "shards_empty", "shards_to_retry", "bad_documen
 
 
 def summary(q: LakeQuery) -> dict[str, Any]:
-    """Counts per table, the mse histogram per recipe, the recipes and the most common features."""
+    """Counts per table, the mse histogram per recipe, the recipes, the most common features, and the flags and
+    sources with their counts when the lake has those columns."""
     have = q.tables
     out: dict[str, Any] = {"tables": [{"name": t.name, "rows": t.rows, "version": t.version}
                                       for t in q.lake.infos()],
@@ -47,6 +50,14 @@ def summary(q: LakeQuery) -> dict[str, Any]:
         out["features"] = q.run(f"SELECT feature, count(*) AS n, avg({E.mse}) AS mean_mse FROM features "
                                 f"GROUP BY feature ORDER BY n DESC, feature LIMIT {TOP_FEATURES}", limit=None,
                                 checked=True).to_pylist()
+    columns = optional_columns(q)
+    if columns["flags"]:
+        out["flags"] = q.run(f"SELECT flag, count(*) AS n FROM (SELECT unnest({OPTIONAL['flags'][1]}) AS flag FROM "
+                             f"explanations) GROUP BY flag ORDER BY n DESC, flag LIMIT {TOP_VALUES}", limit=None,
+                             checked=True).to_pylist()
+    if columns["source"] and ACTIVATIONS.name in have:
+        out["sources"] = q.run(f"SELECT {OPTIONAL['source'][1]} AS source, count(*) AS n FROM activations GROUP BY "
+                               f"ALL ORDER BY n DESC, source LIMIT {TOP_VALUES}", limit=None, checked=True).to_pylist()
     return out
 
 
