@@ -75,9 +75,9 @@ def check_filter(f: LabelFilter, columns: dict[str, bool]) -> None:
         raise NLAInputError(f"mse_min {f.mse_min} is above mse_max {f.mse_max}: no row can match. Fix: swap them.")
     if f.status is not None and f.status not in STATUSES:
         raise NLAInputError(f"status: {f.status!r} is not one of {', '.join(STATUSES)}. Fix: pick one of them.")
-    for key in OPTIONAL:
-        if getattr(f, key) is not None and not columns[key]:
-            table, col = OPTIONAL[key]
+    for key, column in (("flag", "flags"), ("source", "source")):  # filter field -> the optional column it needs
+        if getattr(f, key) is not None and not columns[column]:
+            table, col = OPTIONAL[column]
             raise NLAInputError(f"{key}: this lake's {table} table has no {col} column, so it cannot be filtered by "
                                 f"{key}. Fix: leave {key} out (lakes labeled by a newer nla have it).")
     if f.recipe is not None and not re.fullmatch(r"[0-9a-f]{1,16}", f.recipe):
