@@ -73,7 +73,7 @@ function renderBrowse(p, params) {
     return b;
   };
   const cols = [
-    ["mse", (r) => mseCell(r.mse)], ["cos", (r) => r.cos, "num"], ["tokens", (r) => r.n_tokens, "num"],
+    ["mse", (r) => mseCell(r.mse)], ["cos", (r) => r.cos, "num"], ["tokens", (r) => int(r.n_tokens)],
     ["status", (r) => el("span", {}, r.status === "ok" ? "ok" : "", badges(r))],
     ["context (end)", (r) => contextWithToken(r.context, r.token, 50)],
     ["explanation", (r) => oneLine(r.explanation ?? r.raw_output)],

@@ -34,7 +34,7 @@ function selectPosition(position, focus) {
   history.replaceState(null, "", "#/doc?act_id=" + encodeURIComponent(p.act_id));  // the link names this position
   $("doc-context").replaceChildren(contextWithToken(p.context, p.token));
   $("doc-title").textContent = `Position ${p.position}: ${JSON.stringify(p.token)}`;
-  $("doc-scores").replaceChildren(el("span", { text: `best mse ${fmt(p.mse)}` }), mseCell(p.mse),
+  $("doc-scores").replaceChildren(el("span", { text: "best mse" }), mseCell(p.mse),
                                   el("span", { text: ` · ${p.explanations} explanation(s)` }));
   $("doc-explanation").textContent = p.explanation ?? "(no scored explanation)";
   if (focus) strip.querySelector(".tok.selected").focus();

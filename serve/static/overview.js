@@ -56,9 +56,7 @@ function renderOverview(o) {
   ], "Recipes: what made the explanations (click one to browse its rows)");
 
   if (o.fve.length) {
-    const byJob = {};
-    for (const p of o.fve) (byJob[short(p.recipe)] ||= []).push({ at: p.at, y: p.fve_nrm });
-    timeline($("ov-fve"), Object.entries(byJob).map(([label, points]) => ({ label: "recipe " + label, points })), {
+    timeline($("ov-fve"), [{ label: "fve_nrm (a dot per run)", points: o.fve.map((p) => ({ at: p.at, y: p.fve_nrm })) }], {
       yLabel: "fve_nrm",
       summary: "fve_nrm per run: " + o.fve.map((p) => `${p.run_id} ${fmt(p.fve_nrm)}`).join("; "),
     });

@@ -59,7 +59,7 @@ function showToken(r) {
   scores.replaceChildren(...[["status", r.status], ["mse", fmt(r.mse)], ["cos", fmt(r.cos)]]
     .map(([k, v]) => el("span", { text: `${k} ${v}` })), badges(r));
   // rule of thumb (NLA paper): mse 0.2 / cos 0.9 good, mse 1.0 / cos 0.5 mediocre
-  scores.className = r.mse === null ? "" : r.mse < 0.5 ? "good" : r.mse < 1.2 ? "fair" : "poor";
+  scores.className = "scores " + (r.mse === null ? "" : r.mse < 0.5 ? "good" : r.mse < 1.2 ? "fair" : "poor");
   say($("explanation"), r.explanation ?? `(status ${r.status}) ${r.raw_output}`);
 }
 
@@ -100,4 +100,4 @@ $("ts-form").addEventListener("submit", async (ev) => {  // search the lake by m
   }
 });
 
-NLA.views.text = { section: "text", tab: "text", show: () => {} };
+NLA.views.text = { section: "explain", tab: "text", show: () => {} };
