@@ -56,6 +56,8 @@ function timeline(container, series, { yLabel, summary }) {
   }
   const opts = {
     width, height: 200, legend: { show: true },
+    // one run is one instant: show the day around it rather than uPlot's default span of years
+    scales: { x: { time: true, range: (u, min, max) => (min === max ? [min - 43200, max + 43200] : [min, max]) } },
     axes: [{}, { label: yLabel, size: 60 }],
     series: [{}, ...series.map((s, i) => ({
       label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,

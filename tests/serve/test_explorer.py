@@ -119,3 +119,19 @@ def test_explorer_bad_inputs_name_the_field_and_the_fix(server):
         assert (got, match in err.get("error", "")) == (status, True), (path, body, got, err)
         assert "Fix:" in err["error"], err
     assert {n: Lake(server.lake).table(n).version() for n in Lake(server.lake).names()} == before
+
+
+def test_nla_serve_shows_the_demo_lake_when_there_is_no_other(tmp_path, monkeypatch):
+    from serve.app import resolve_lake
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NLA_LAKE", raising=False)
+    assert resolve_lake("") == str(tmp_path / "lake")  # nothing here: ./lake (the page says it is empty)
+    (tmp_path / "nla-demo" / "lake" / "explanations").mkdir(parents=True)
+    assert resolve_lake("") == str(tmp_path / "nla-demo" / "lake")  # `nla demo` then `nla serve`
+    assert resolve_lake("other") == str(tmp_path / "other")  # a named lake is that lake
+    monkeypatch.setenv("NLA_LAKE", str(tmp_path / "env-lake"))
+    assert resolve_lake("") == str(tmp_path / "env-lake")
+    monkeypatch.delenv("NLA_LAKE")
+    (tmp_path / "lake").mkdir()
+    assert resolve_lake("") == str(tmp_path / "lake")  # ./lake, when it exists, wins
