@@ -121,7 +121,7 @@ class QueryRequest(Request):
     limit: int = Field(100, ge=1, description="rows returned (capped by the server's query_max_rows)")
 
 
-# ---- the explorer (serve/explorer.py) ---------------------------------------------------------------------------------
+# ---- the explorer (serve/explorer.py) ----------------------------------------------------------------------------
 @pydantic_dataclass(config=ConfigDict(extra="forbid"), frozen=True)
 class LabelsRequest(LabelFilter):
     """nla.lake.browse.LabelFilter as a request body: the filter, sort and page of labels to show."""

@@ -26,7 +26,7 @@ from serve.neuronpedia.routes import NeuronpediaMount, mount_error, router
 from serve.security import MOUNT, Guard, RequestTooLarge, ServiceUnavailable, error_status, on_mount
 
 STATIC = Path(__file__).parent / "static"
-MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}  # anything else there (a licence) is plain text
+MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}  # anything else (a licence): text
 PAGE_FILES = {p.name: MEDIA.get(p.suffix, "text/plain; charset=utf-8") for p in STATIC.iterdir() if p.is_file()}
 
 app = FastAPI(title="NLA", version="1", description="Natural Language Autoencoders: explain activations in words "

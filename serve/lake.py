@@ -4,7 +4,7 @@
 It holds one nla.lake.query.LakeQuery: an in-memory DuckDB whose sandbox refuses anything but one SELECT (no writes,
 ATTACH, COPY, INSTALL/LOAD, PRAGMA, SET or file readers; external access off) and cuts queries off at a timeout.
 New table versions written by jobs are picked up at most every `refresh_s`. The overview's aggregates are kept until
-a table changes. It never writes the lake, and it does not turn text into vectors (the AR deployment does).
+a table changes, and so are the latest comparisons. It never writes the lake, and it does not turn text into vectors (the AR deployment does).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
 from serve.codec import jsonable
 
+COMPARISONS_KEPT = 32  # comparisons answered again without a query until a table changes (a shared link, reloads)
+
 
 class LakeReader:
     def __init__(self, root: str, *, timeout_s: float, refresh_s: float, memory_limit: str | None = None,
@@ -31,6 +33,7 @@ class LakeReader:
         self.q = self._open()
         self.checked = time.monotonic()
         self.summary: tuple[Any, dict[str, Any]] | None = None  # (table versions, overview.summary of them)
+        self.compared: dict[tuple, dict[str, Any]] = {}  # (table versions, a, b, top) -> the comparison
 
     def _open(self) -> LakeQuery:
         return LakeQuery(self.lake, timeout_s=self.timeout_s, memory_limit=self.memory_limit)
@@ -116,10 +119,15 @@ class LakeReader:
     async def compare(self, a: str, b: str, top: int) -> dict[str, Any]:
         """The paired comparison of two recipes (nla.lake.compare), the histogram of b - a, and both recipes."""
         def run(q: LakeQuery) -> dict[str, Any]:
-            browse.need_tables(q)
-            c = compare(q, a, b, top=top)
-            described = {r["recipe"]: r for r in overview.recipes(q)}
-            return jsonable({**asdict(c), "histogram": diff_histogram(q, c.recipe_a, c.recipe_b),
-                             "a": described.get(c.recipe_a), "b": described.get(c.recipe_b)})
+            key = (tuple(sorted(q.tables.items())), a, b, top)
+            if key not in self.compared:
+                browse.need_tables(q)
+                c = compare(q, a, b, top=top)
+                described = {r["recipe"]: r for r in overview.recipes(q)}
+                if len(self.compared) >= COMPARISONS_KEPT or any(k[0] != key[0] for k in self.compared):
+                    self.compared.clear()
+                self.compared[key] = jsonable({**asdict(c), "histogram": diff_histogram(q, c.recipe_a, c.recipe_b),
+                                               "a": described.get(c.recipe_a), "b": described.get(c.recipe_b)})
+            return self.compared[key]
 
         return await self._call(run)

@@ -86,14 +86,12 @@ def compare(q: LakeQuery, a: str, b: str, *, top: int = 10) -> Comparison:
     return Comparison(ra, rb, s["n"], s["a"], s["b"], s["d"], ci, s["bw"], s["aw"], changed)
 
 
-def diff_histogram(q: LakeQuery, ra: str, rb: str, *, bins: int = 40) -> dict[str, Any]:
-    """The paired differences b - a of two resolved recipes in `bins` equal bins over [-m, m], m = the largest |diff|
-    (aggregated in DuckDB: counts only)."""
-    m = q.run(f"SELECT max(abs(diff)) AS m FROM compare('{ra}', '{rb}')", checked=True).column("m")[0].as_py() or 0.0
-    m = max(float(m), 1e-6)
-    width = 2 * m / bins
+def diff_histogram(q: LakeQuery, ra: str, rb: str, *, bins: int = 40, span: float = 2.0) -> dict[str, Any]:
+    """The paired differences b - a of two resolved recipes in `bins` equal bins over [-span, span] (one aggregate in
+    DuckDB, counts only); the end bins also hold the rare differences beyond span (mse runs 0..4)."""
+    width = 2 * span / bins
     counts = [0] * bins
-    for r in q.run(f"SELECT least(floor((diff + {m!r}) / {width!r}), {bins - 1})::INTEGER AS bin, count(*) AS n "
-                   f"FROM compare('{ra}', '{rb}') GROUP BY ALL", checked=True, limit=None).to_pylist():
+    for r in q.run(f"SELECT greatest(least(floor((diff + {span!r}) / {width!r}), {bins - 1}), 0)::INTEGER AS bin, "
+                   f"count(*) AS n FROM compare('{ra}', '{rb}') GROUP BY ALL", checked=True, limit=None).to_pylist():
         counts[r["bin"]] = r["n"]
-    return {"edges": [-m + i * width for i in range(bins + 1)], "counts": counts}
+    return {"edges": [-span + i * width for i in range(bins + 1)], "counts": counts}

@@ -61,8 +61,9 @@ function renderBrowse(p, params) {
   const first = p.page * p.page_size;
   const sort = p.filter.sort;
   const desc = p.filter.descending !== false;
-  say($("br-status"), p.total ? `rows ${int(first + 1)}–${int(first + p.rows.length)} of ${int(p.total)} · sorted by ` +
-      `${sort} ${desc ? "descending" : "ascending"}` : "no label matches these filters");
+  const shown = `rows ${int(first + 1)}–${int(first + p.rows.length)} of ${int(p.total)}`;
+  say($("br-status"), p.total ? `${shown} · sorted by ${sort} ${desc ? "descending" : "ascending"}` :
+      "no label matches these filters");
   const t = $("br-table");
   const sortHeader = (key, label) => {
     const active = key === sort;

@@ -38,7 +38,8 @@ function histogram(container, edges, series, { xLabel, yLabel, summary, shares =
     series: [{ label: xLabel, value: (u, v) => (v === null ? "–" : v.toFixed(2)) },
              ...series.map((s, i) => ({
                label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5,
-               fill: PALETTE[i % PALETTE.length] + "33", paths: uPlot.paths.stepped({ align: 1 }), points: { show: false },
+               fill: PALETTE[i % PALETTE.length] + "33", paths: uPlot.paths.stepped({ align: 1 }),
+               points: { show: false },
                value: (u, v) => (v === null ? "–" : shares ? v.toFixed(1) + "%" : Math.round(v).toString()),
              }))],
   };

@@ -18,7 +18,8 @@ async function showCompare(params) {
   }
   for (const [id, pick] of [["cmp-a", 0], ["cmp-b", 1]]) {
     const s = $(id);
-    s.replaceChildren(...recipes.map((r) => el("option", { value: r.recipe, text: `${recipeLabel(r)} · ${int(r.rows)} rows` })));
+    s.replaceChildren(...recipes.map((r) => el("option", { value: r.recipe,
+                                                           text: `${recipeLabel(r)} · ${int(r.rows)} rows` })));
     s.value = params.get(id.slice(-1)) || (recipes[pick] || {}).recipe || "";
   }
   $("cmp-result").hidden = true;
@@ -49,7 +50,8 @@ function renderCompare(c) {
   $("cmp-result").hidden = false;
   const side = (r, name) => el("div", { class: "card recipe" }, el("div", { class: "card-label", text: name }),
     el("div", { text: r ? recipeLabel(r) : "–" }),
-    el("pre", { text: r && r.fields ? JSON.stringify(r.fields.sampling || r.fields, null, 1) : "(settings not recorded)" }));
+    el("pre", { text: r && r.fields ? JSON.stringify(r.fields.sampling || r.fields, null, 1) :
+      "(settings not recorded)" }));
   $("cmp-sides").replaceChildren(side(c.a, "A"), side(c.b, "B"),
     el("div", { class: "card" }, el("div", { class: "card-n", text: `${int(c.b_better)} / ${int(c.a_better)}` }),
        el("div", { class: "card-label", text: "activations where B / A has the lower mse" })));

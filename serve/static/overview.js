@@ -34,7 +34,8 @@ function renderOverview(o) {
       "this lake has no explanations yet: `nla demo`, or `nla label input=DIR`, fills it");
   const cards = $("ov-counts");
   cards.replaceChildren(...o.tables.map((t) => el("div", { class: "card" },
-    el("div", { class: "card-n", text: int(t.rows) }), el("div", { class: "card-label", text: `${t.name} (v${t.version})` }))));
+    el("div", { class: "card-n", text: int(t.rows) }),
+    el("div", { class: "card-label", text: `${t.name} (v${t.version})` }))));
 
   const hist = o.histogram;
   const series = o.recipes.filter((r) => hist.recipes[r.recipe])
@@ -42,7 +43,8 @@ function renderOverview(o) {
   if (series.length) {
     histogram($("ov-hist"), hist.edges, series, {
       xLabel: "mse (0 perfect, 2 orthogonal)", yLabel: "% of the recipe's rows", shares: true,
-      summary: "mse histogram per recipe: " + o.recipes.map((r) => `${short(r.recipe)} mean mse ${fmt(r.mean_mse)}`).join("; "),
+      summary: "mse histogram per recipe: " +
+        o.recipes.map((r) => `${short(r.recipe)} mean mse ${fmt(r.mean_mse)}`).join("; "),
     });
   } else {
     $("ov-hist").replaceChildren(el("p", { class: "muted", text: "no scored explanations yet" }));
@@ -56,7 +58,8 @@ function renderOverview(o) {
   ], "Recipes: what made the explanations (click one to browse its rows)");
 
   if (o.fve.length) {
-    timeline($("ov-fve"), [{ label: "fve_nrm (a dot per run)", points: o.fve.map((p) => ({ at: p.at, y: p.fve_nrm })) }], {
+    const points = o.fve.map((p) => ({ at: p.at, y: p.fve_nrm }));
+    timeline($("ov-fve"), [{ label: "fve_nrm (a dot per run)", points }], {
       yLabel: "fve_nrm",
       summary: "fve_nrm per run: " + o.fve.map((p) => `${p.run_id} ${fmt(p.fve_nrm)}`).join("; "),
     });
@@ -83,7 +86,8 @@ function renderRuns(runs, progress) {
                                   text: r.status })],
     ["started", (r) => when(r.started_at)],
     ["took", (r) => (r.finished_at ? duration((Date.parse(r.finished_at) - Date.parse(r.started_at)) / 1000) : "…")],
-    ["activations", (r) => int(r.counts.activations), "num"], ["explanations", (r) => int(r.counts.explanations), "num"],
+    ["activations", (r) => int(r.counts.activations), "num"],
+    ["explanations", (r) => int(r.counts.explanations), "num"],
     ["fve_nrm", (r) => r.throughput.fve_nrm, "num"],
   ], "Recent runs");
   const box = $("ov-progress");

@@ -71,7 +71,8 @@ def label_lake(kit: Path, root: Path, *, docs: int = 48) -> Path:
     t0 = time.perf_counter()
     try:
         read = ReadShard(id_column=cfg.id_column)
-        extract, explain, score = ExtractStage(**kw["extract"]), ExplainStage(**kw["explain"]), ScoreStage(**kw["score"])
+        extract, explain = ExtractStage(**kw["extract"]), ExplainStage(**kw["explain"])
+        score = ScoreStage(**kw["score"])
         recorder = recorder_for(plan, cfg, "label-serve-test")
         recorder.record("running")
         committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="label-serve-test", config_hash="t",

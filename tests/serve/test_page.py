@@ -142,8 +142,8 @@ def test_explorer_views_in_a_real_browser(server, browser, toy_kit):
     assert b.eval("[...document.querySelectorAll('#br-table tbody tr')].map(r => r.textContent)") == first_rows
     assert b.eval("document.getElementById('f-keyword').value") == "weather|music|science"
     req = Requests(b)
-    position, token = b.eval("(() => { const r = document.querySelector('#br-table tbody tr'); "
-                             "return [r.cells[7].textContent.split(' @ ')[1], r.querySelector('mark').textContent]; })()")
+    position, token = b.eval("(() => { const r = document.querySelector('#br-table tbody tr'); return "
+                             "[r.cells[7].textContent.split(' @ ')[1], r.querySelector('mark').textContent]; })()")
     b.click("#br-table tbody tr a")  # the row's document, the position highlighted
     b.wait_for("!document.getElementById('doc-body').hidden")
     assert req.since() == ["/v1/lake/document"]
@@ -200,7 +200,8 @@ def test_explorer_views_in_a_real_browser(server, browser, toy_kit):
 
     # ---- accessibility basics: every control has a name, and the keyboard reaches the page -----------------------
     unnamed = b.eval("""[...document.querySelectorAll('input, select, textarea, button')].filter(e =>
-        !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML)""")
+        !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map(e => e.outerHTML)""")
     assert unnamed == []
     assert b.eval("[...document.querySelectorAll('[role=img]')].every(e => e.getAttribute('aria-label'))")
     b.navigate(f"{server.url}/#/overview")
