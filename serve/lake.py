@@ -90,9 +90,12 @@ class LakeReader:
         def run(q: LakeQuery) -> dict[str, Any]:
             key = tuple(sorted(q.tables.items()))
             if self.summary is None or self.summary[0] != key:
-                self.summary = (key, overview.summary(q))
+                summary = overview.summary(q)
+                self.summary = (key, summary) if "features_error" not in summary else None  # a timeout: try again
+            else:
+                summary = self.summary[1]
             history = overview.runs(q)
-            return jsonable({**self.summary[1], "runs": history[:overview.RECENT_RUNS],
+            return jsonable({**summary, "runs": history[:overview.RECENT_RUNS],
                              "fve": overview.fve_history(history), "progress": overview.progress(q, history),
                              "columns": browse.optional_columns(q)})
 

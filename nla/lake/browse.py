@@ -25,6 +25,7 @@ E, A = EXPLANATIONS.col, ACTIVATIONS.col
 # Columns newer lakes have and older ones do not: filters and badges on them exist only when the table has them.
 OPTIONAL = {"flags": (EXPLANATIONS.name, "flags"), "source": (ACTIVATIONS.name, "source")}
 SORTS = (E.mse, E.cos, E.n_tokens, E.created_at)
+STATUSES = ("ok", "no_tags", "truncated", "error")  # = nla.av.STATUSES, which imports torch (the lake replica does not)
 MAX_PAGE_SIZE = 200
 FEATURE_SPLIT = "'\\n\\s*\\n'"  # the release's features are separated by blank lines (query.FEATURES_SQL)
 
@@ -64,8 +65,6 @@ def literal(value: Any) -> str:
 
 def check_filter(f: LabelFilter, columns: dict[str, bool]) -> None:
     """Refuse a filter this lake cannot answer, naming the field and the fix."""
-    from nla.av import STATUSES
-
     for name in ("mse_min", "mse_max"):
         v = getattr(f, name)
         if v is not None and not (math.isfinite(v) and 0.0 <= v <= 4.0):

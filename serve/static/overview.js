@@ -70,7 +70,8 @@ function renderOverview(o) {
   table($("ov-features"), o.features, [
     ["feature", (r) => el("a", { href: "#/browse?" + new URLSearchParams({ feature: r.feature }), text: r.feature })],
     ["explanations", (r) => int(r.n), "num"], ["mean mse", (r) => r.mean_mse, "num"],
-  ], "Most common features (click one to browse its rows)");
+  ], o.features_error ? `Most common features: not computed (${o.features_error})` :
+     "Most common features (click one to browse its rows)");
   const extra = [["flags", o.flags, "flag"], ["sources", o.sources, "source"]].filter(([, v]) => v && v.length);
   $("ov-values").replaceChildren(...extra.map(([name, rows, key]) => table(el("table"), rows, [
     [key, (r) => el("a", { href: "#/browse?" + new URLSearchParams({ [key]: r[key] }), text: r[key] })],

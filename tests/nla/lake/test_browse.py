@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nla.errors import NLAInputError
+from nla.lake.browse import STATUSES as BROWSE_STATUSES
 from nla.lake.browse import LabelFilter, document, label_page
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
@@ -100,6 +101,9 @@ BAD_FILTERS = [
 
 
 def test_bad_filters_are_refused_with_the_fix(lake):
+    from nla.av import STATUSES
+
+    assert BROWSE_STATUSES == STATUSES  # the filter knows every status the AV writes
     before = versions(lake)
     with LakeQuery(lake) as q:
         for kw, match in BAD_FILTERS:  # one lake for all (a lake per case cost 3 s)

@@ -80,3 +80,12 @@ def test_progress_of_a_running_job_then_its_figures_when_done(lake):
     [point] = overview.fve_history(history)
     assert (point["run_id"], point["fve_nrm"], point["mean_mse"], point["recipe"]) == ("label-r2", 0.61, 0.4, "abc1")
     assert json.loads(json.dumps(history, default=str))  # plain data
+
+
+def test_an_empty_lake_has_an_empty_overview(tmp_path):
+    from nla.lake.store import Lake
+
+    with LakeQuery(Lake(tmp_path / "none-yet")) as q:
+        s = overview.summary(q)
+        assert (s["tables"], s["recipes"], s["features"], s["histogram"]["recipes"]) == ([], [], [], {})
+        assert overview.runs(q) == [] and overview.progress(q) == [] and overview.recipes(q) == []
