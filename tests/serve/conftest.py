@@ -1,7 +1,9 @@
 """One real `nla serve` for the serve tests: the toy kit, a lake labeled by the real stages, a bearer token.
 
-The lake is labeled in-process with the labeling job's own stage classes and shard committer (no Ray: the job's
-end-to-end test covers Ray Data), so the server starts within seconds of the kit being ready. The server is the
+The lake is labeled in-process with the labeling job's own plan, stage classes, shard committer and run recorder (no
+Ray: the job's end-to-end test covers Ray Data), so the server starts within seconds of the kit being ready.
+`Relabel` runs a from-activations job the same way, one shard at a time, for tests that watch a run in progress and
+compare two recipes. The server is the
 real CLI in a subprocess, shared by every test of the session (tests/serve and tests/reliability: the fixture is in
 tests/conftest.py) and stopped with SIGINT at the end.
 """
