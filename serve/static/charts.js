@@ -57,8 +57,11 @@ function timeline(container, series, { yLabel, summary }) {
   }
   const opts = {
     width, height: 200, legend: { show: true },
-    // one run is one instant: show the day around it rather than uPlot's default span of years
-    scales: { x: { time: true, range: (u, min, max) => (min === max ? [min - 43200, max + 43200] : [min, max]) } },
+    // the runs' span with a margin; one run is one instant, shown in the day around it
+    scales: { x: { time: true, range: () => {
+      const lo = times[0], hi = times[times.length - 1], pad = hi > lo ? (hi - lo) * 0.05 : 43200;
+      return [lo - pad, hi + pad];
+    } } },
     axes: [{}, { label: yLabel, size: 60 }],
     series: [{}, ...series.map((s, i) => ({
       label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
