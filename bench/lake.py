@@ -37,7 +37,8 @@ QUERIES = {
 }
 
 
-def generate(lake_dir: str, rows: int, d: int, shard_rows: int) -> None:
+def generate(lake_dir: str, rows: int, d: int, shard_rows: int, recipe: str = "") -> None:
+    """`rows` labeled activations in shards of `shard_rows`; explanations under `recipe` (a hash, or '')."""
     from nla.av import Generation
     from nla.lake.rows import activation_table, explanation_table, generation_columns
     from nla.lake.store import Lake
@@ -61,9 +62,10 @@ def generate(lake_dir: str, rows: int, d: int, shard_rows: int) -> None:
         mse = rng.uniform(0, 2, n).astype(np.float32)
         expl = explanation_table(acts.column("act_id").to_pylist(), **generation_columns(gens), av="bench-av",
                                  ar="bench-ar",
-                                 samples=np.zeros(n, int), shard=shard, run_id="bench", mse=mse, cos=1 - mse / 2)
+                                 samples=np.zeros(n, int), shard=shard, run_id="bench", mse=mse, cos=1 - mse / 2,
+                                 recipe=recipe)
         lake.commit_shard(ACTIVATIONS, acts, shard=shard, run_id="bench")
-        lake.commit_shard(EXPLANATIONS, expl, shard=shard, run_id="bench")
+        lake.commit_shard(EXPLANATIONS, expl, shard=shard, run_id="bench", recipe=recipe)
         print(f"  generated {s + n:,}/{rows:,} rows", flush=True)
 
 

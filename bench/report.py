@@ -26,7 +26,8 @@ RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "performance.md"
 SKIP = {"history", "command", "date", "machine", "gpu"}
 TITLES = {
-    "av_backends": "The AV's engines (transformers and vLLM)", "gpu_grpo": "GRPO on one GPU",
+    "av_backends": "The AV's engines (transformers and vLLM)", "explorer": "The explorer's lake views at 1M rows",
+    "gpu_grpo": "GRPO on one GPU",
     "gpu_label": "Labeling end to end on one GPU", "gpu_sft": "SFT on one GPU", "gpu_stages": "Model stages on one GPU",
     "lake": "Lake queries (DuckDB over Delta)", "long_docs": "Long documents", "pipeline": "Labeling pipeline on CPU",
     "pipeline_50k": "Labeling pipeline on CPU, 10,000 and 50,000 activations",

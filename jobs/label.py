@@ -26,7 +26,8 @@ from nla.labeling.config import LabelConfig, StageResources
 from nla.labeling.plan import Plan, make_plan
 from nla.lake.ann import update_index_if_present
 from nla.lake.rows import storage_dtype
-from nla.lake.runs import config_hash, new_run_id, record_run
+from nla.labeling.progress import RunRecorder
+from nla.lake.runs import config_hash, new_run_id
 from nla.lake.store import now
 from nla.sysinfo import peak_rss_mb
 from nla.stages.explain import ExplainStage
@@ -156,7 +157,9 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
     recipes = {t: r.describe() for t, r in plan.recipes.items() if t in plan.writes}
     describe_plan(plan)
     started, t0 = now(), time.perf_counter()
-    record_run(plan.lake, run_id, job=mode, config=config, status="running", started_at=started, recipes=recipes)
+    recorder = RunRecorder(plan.lake, run_id, job=mode, config=config, started_at=started, recipes=recipes,
+                           shards_total=len(plan.todo))
+    recorder.record("running")
     committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=run_id, config_hash=chash,
                                base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
                                write_activations=mode != "from-activations", write_explanations=mode != "extract",
@@ -174,6 +177,9 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
                          **({} if address else {"num_cpus": os.cpu_count()}))
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)
+                st = committer.stats
+                recorder.progress(st.shards_committed + len(st.shards_failed) + len(st.shards_empty),
+                                  lambda: summary(committer.stats, time.perf_counter() - t0))
         committer.finish()
         if plan.todo and mode != "from-activations":
             index = update_index_if_present(plan.lake)  # the search index takes in the shards just committed
@@ -189,10 +195,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
         s = summary(stats, time.perf_counter() - t0)
         nothing = plan.todo and status == "ok" and not stats.shards_committed
         try:
-            record_run(plan.lake, run_id, job=mode, config=config, status="empty" if nothing else status,
-                       started_at=started, finished_at=now(), recipes=recipes,
-                       counts={k: v for k, v in s.items() if not isinstance(v, float)},
-                       throughput={k: v for k, v in s.items() if isinstance(v, float)})
+            recorder.record("empty" if nothing else status, s, finished_at=now())
         except NLAError as e:
             if status == "ok":
                 raise

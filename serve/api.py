@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from nla.av import MIN_TEMPERATURE
+from nla.lake.browse import LabelFilter
 
 Vector = list[float] | str
 VECTOR_DOC = "a list of d floats, or base64 of d little-endian float32 values"
@@ -117,3 +119,24 @@ class QueryRequest(Request):
     sql: str = Field(description="one read-only SELECT over the lake's views (activations, explanations, labels, "
                                  "features, runs, ...)")
     limit: int = Field(100, ge=1, description="rows returned (capped by the server's query_max_rows)")
+
+
+# ---- the explorer (serve/explorer.py) ----------------------------------------------------------------------------
+@pydantic_dataclass(config=ConfigDict(extra="forbid"), frozen=True)
+class LabelsRequest(LabelFilter):
+    """nla.lake.browse.LabelFilter as a request body: the filter, sort and page of labels to show."""
+
+
+class DocumentRequest(Request):
+    act_id: str = Field(description="an activation id (activations.act_id): its document's labeled positions")
+
+
+class LakeCompareRequest(Request):
+    a: str = Field(description="a recipe hash (or its first 4+ characters) or a run id")
+    b: str = Field(description="another recipe, the same way")
+    top: int = Field(20, ge=1, le=200, description="rows that changed most")
+
+
+class StripRequest(Sampling):
+    text: str = Field(description="a document: every readable token is explained and scored in one batch (up to the "
+                                  "server's max_vectors tokens)")

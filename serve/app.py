@@ -7,12 +7,14 @@ CPUs/GPUs, requests in flight). Starting Ray and Serve is serve/__main__.py's jo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from ray import serve
 
-from nla.lake.store import Lake
+from nla.lake import DEMO_DIR
+from nla.lake.store import DEFAULT_LAKE, Lake
 from serve.codec import jsonable
 from serve.config import DeploymentSettings, ModelsConfig, ServeConfig
 
@@ -33,7 +35,12 @@ def resolve_models(m: ModelsConfig) -> dict[str, Any]:
 
 
 def resolve_lake(root: str) -> str:
-    """The lake root as the replicas must see it: $NLA_LAKE or ./lake when empty, local folders made absolute."""
+    """The lake root as the replicas must see it: $NLA_LAKE or ./lake when empty, local folders made absolute. When
+    none was named and there is no ./lake but `nla demo` left its lake here, that one (read-only: the explorer shows
+    the demo without a flag; the startup line says which lake it is)."""
+    demo = Path(DEMO_DIR) / "lake"
+    if not (root or os.environ.get("NLA_LAKE") or Path(DEFAULT_LAKE).exists()) and (demo / "explanations").is_dir():
+        root = str(demo)
     lake = Lake(root or None)
     return lake.root if not lake.is_local else str(Path(lake.root).expanduser().resolve())
 

@@ -70,7 +70,7 @@ class Limits:
 
 @dataclass
 class ServeConfig:
-    lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake (read-only here; jobs write it)
+    lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake, else ./nla-demo/lake (read-only here; jobs write it)
     lake_refresh_s: float = 10.0  # the lake deployment looks for new table versions at most this often
     ray_address: str = ""  # "" = $RAY_ADDRESS if set, else a local Ray
     models: ModelsConfig = field(default_factory=ModelsConfig)

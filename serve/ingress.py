@@ -3,7 +3,7 @@ fans out to the model and lake deployments through Serve handles.
 
 It holds no model: every tensor is computed by serve/models.py, every table read by serve/lake.py. Bad input answers
 one JSON error `{"error": ..., "type": ...}` with a 4xx status (serve/security.py maps the errors). The web page in
-serve/static/ is served from here.
+serve/static/ is served from here; its own endpoints are in serve/explorer.py.
 """
 
 from pathlib import Path
@@ -20,11 +20,14 @@ from nla.errors import NLAInputError
 from serve import api
 from serve.codec import decode_vector, decode_vectors, encode_vector
 from serve.config import Limits
+from serve.explorer import ExplorerRoutes
+from serve.explorer import router as explorer_router
 from serve.neuronpedia.routes import NeuronpediaMount, mount_error, router
 from serve.security import MOUNT, Guard, RequestTooLarge, ServiceUnavailable, error_status, on_mount
 
 STATIC = Path(__file__).parent / "static"
-PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}  # anything else (a licence): text
+PAGE_FILES = {p.name: MEDIA.get(p.suffix, "text/plain; charset=utf-8") for p in STATIC.iterdir() if p.is_file()}
 
 app = FastAPI(title="NLA", version="1", description="Natural Language Autoencoders: explain activations in words "
               "(AV), reconstruct them from the words (AR), score the round trip (mse_nrm = 2(1 - cos)) and search "
@@ -33,6 +36,7 @@ app = FastAPI(title="NLA", version="1", description="Natural Language Autoencode
 app.state.guard = (None, Limits().max_body_bytes, False)  # (token digest, max body bytes, Neuronpedia at the root):
 app.add_middleware(Guard, settings=lambda: app.state.guard)  # set by the replica on start
 app.include_router(router, prefix=MOUNT)  # Neuronpedia's NLA API (serve/neuronpedia/), same deployments as /v1
+app.include_router(explorer_router)  # the explorer page's lake views and token strip (serve/explorer.py)
 
 
 @app.exception_handler(RequestValidationError)
@@ -81,7 +85,7 @@ def _raise_if_error(result: Any) -> Any:
 
 
 @serve.ingress(app)
-class Ingress(NeuronpediaMount):
+class Ingress(NeuronpediaMount, ExplorerRoutes):
     def __init__(self, extractor: Any, av: Any, ar: Any, lake: Any, *, info: dict[str, Any], limits: Limits,
                  token_digest: str | None, mount: dict[str, Any]) -> None:
         self.extractor, self.av, self.ar, self.lake = extractor, av, ar, lake

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nla.cli.io import print_table
+from nla.lake import DEMO_DIR
 
 
 def add_commands(sub: Any, formatter: Any) -> None:
@@ -45,7 +46,8 @@ def add_commands(sub: Any, formatter: Any) -> None:
                                    "the worst-reconstructed explanations, a keyword search and a search by text.",
                        epilog="example:\n  nla demo                    # ./nla-demo/{corpus,lake}\n"
                               "  nla demo --docs 1000 --dir /tmp/demo")
-    d.add_argument("--dir", default="nla-demo", help="folder for the corpus and the lake (default ./nla-demo)")
+    d.add_argument("--dir", default=DEMO_DIR, help=f"folder for the corpus and the lake (default ./{DEMO_DIR}; "
+                   "`nla serve` shows the lake there when there is no ./lake)")
     d.add_argument("--docs", type=int, default=400, help="documents to label (default 400: ~2,400 activations)")
     d.add_argument("--shards", type=int, default=8, help="corpus shards (default 8)")
     d.set_defaults(func=cmd_demo)
@@ -140,4 +142,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         n = q.run("SELECT count(*) n, avg(mse) mse, avg(cos) cos FROM explanations").to_pylist()[0]
     print(f"\n[demo] done in {time.perf_counter() - t0:.0f}s: {n['n']} labeled activations in {lake_dir} (mean mse "
           f"{n['mse']:.3f}, cos {n['cos']:.3f}). Try: nla query --lake {lake_dir} \"SELECT * FROM features LIMIT 5\"")
+    serve = "nla serve" if Path(args.dir) == Path(DEMO_DIR) else f"nla serve --lake {lake_dir}"
+    print(f"[demo] explore it in a browser: `{serve}`, then open http://127.0.0.1:8000/")
     return 0

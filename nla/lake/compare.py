@@ -84,3 +84,14 @@ def compare(q: LakeQuery, a: str, b: str, *, top: int = 10) -> Comparison:
     changed = q.run(f"SELECT * FROM compare('{ra}', '{rb}') ORDER BY abs(diff) DESC, act_id", limit=top).to_pylist()
     ci = 1.96 * (s["sd"] or 0.0) / math.sqrt(s["n"]) if s["n"] > 1 else float("inf")
     return Comparison(ra, rb, s["n"], s["a"], s["b"], s["d"], ci, s["bw"], s["aw"], changed)
+
+
+def diff_histogram(q: LakeQuery, ra: str, rb: str, *, bins: int = 40, span: float = 2.0) -> dict[str, Any]:
+    """The paired differences b - a of two resolved recipes in `bins` equal bins over [-span, span] (one aggregate in
+    DuckDB, counts only); the end bins also hold the rare differences beyond span (mse runs 0..4)."""
+    width = 2 * span / bins
+    counts = [0] * bins
+    for r in q.run(f"SELECT greatest(least(floor((diff + {span!r}) / {width!r}), {bins - 1}), 0)::INTEGER AS bin, "
+                   f"count(*) AS n FROM compare('{ra}', '{rb}') GROUP BY ALL", checked=True, limit=None).to_pylist():
+        counts[r["bin"]] = r["n"]
+    return {"edges": [-span + i * width for i in range(bins + 1)], "counts": counts}

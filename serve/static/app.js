@@ -1,9 +1,10 @@
-// The NLA explorer page: plain JS against the same HTTP API as every other client (no build step, no CDN).
-// Everything from the server is inserted as text (textContent), never as HTML.
+// The NLA explorer's core: the API call, the router (the view and its settings live in the URL's #fragment, so a
+// link reproduces a view), the header, and small DOM helpers the views share (overview.js, browse.js, compare.js,
+// strip.js). Plain JS, no build step, no CDN. Everything from the server is inserted as text, never as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { text: "", limits: null };
+const NLA = { limits: null, lake: null, views: {}, current: null };  // lake: the last overview (recipes, columns)
 
 // ---- API ---------------------------------------------------------------------------------------------------------
 (function tokenFromFragment() {  // open http://host:port/#token=... once: kept in localStorage, never sent in a URL
@@ -26,41 +27,125 @@ async function api(path, body) {
   return data;
 }
 
+// ---- helpers -----------------------------------------------------------------------------------------------------
 function say(el, message, isError) {
   el.textContent = message;
   el.classList.toggle("error", !!isError);
 }
 
-const fmt = (x) => (x === null || x === undefined ? "–" : typeof x === "number" ? x.toFixed(3) : String(x));
+const fmt = (x, digits = 3) => (x === null || x === undefined ? "–" :
+  typeof x === "number" ? x.toFixed(digits) : String(x));
+const int = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-US"));
 const tail = (s, n) => (s && s.length > n ? "…" + s.slice(-n) : s || "");
+const oneLine = (s) => (s || "").replace(/\s*\n\s*\n\s*/g, " · ");  // features, most important first
+const short = (h) => (h ? h.slice(0, 8) : "(none)");
+const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) + " UTC" : "–");
+function duration(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
 
-function table(el, rows, columns) {
-  el.replaceChildren();
-  if (!rows.length) return;
-  const head = el.createTHead().insertRow();
-  for (const [label] of columns) head.appendChild(document.createElement("th")).textContent = label;
-  const body = el.createTBody();
+// mse 0 (perfect) green -> 1 amber -> 2 (orthogonal) red; the same scale everywhere a score is coloured
+function mseColour(mse) {
+  if (mse === null || mse === undefined) return "";
+  const hue = 130 * (1 - Math.min(Math.max(mse, 0), 2) / 2);
+  return `hsl(${hue.toFixed(0)} 70% 82%)`;
+}
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "text") e.textContent = v;
+    else if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k in e && typeof v !== "string") e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+// columns: [label, row => value or Node, kind ("num" | "text" | "node")]
+function table(t, rows, columns, caption) {
+  t.replaceChildren();
+  if (caption) t.createCaption().textContent = caption;
+  if (!rows.length) return t;
+  const head = t.createTHead().insertRow();
+  for (const [label] of columns) head.appendChild(el("th", { scope: "col", text: label }));
+  const body = t.createTBody();
   for (const row of rows) {
     const tr = body.insertRow();
     for (const [, get, kind] of columns) {
       const td = tr.insertCell();
       td.className = kind || "text";
-      td.textContent = kind === "num" ? fmt(get(row)) : get(row) ?? "";
+      const v = get(row);
+      if (v instanceof Node) td.append(v);
+      else td.textContent = kind === "num" ? fmt(v) : v ?? "";
     }
   }
+  return t;
 }
 
-const oneLine = (s) => (s || "").replace(/\s*\n\s*\n\s*/g, " · ");  // features, most important first
-const LABEL_COLUMNS = [
-  ["mse", (r) => r.mse, "num"], ["cos", (r) => r.cos, "num"],
-  ["context (end)", (r) => tail(r.context, 60)], ["explanation", (r) => oneLine(r.explanation)],
-];
+function mseCell(mse) {
+  const s = el("span", { class: "score", text: fmt(mse) });
+  s.style.background = mseColour(mse);
+  return s;
+}
+
+function badges(row) {  // status (when not ok) and quality flags, when the lake has them
+  const box = el("span", { class: "badges" });
+  if (row.status && row.status !== "ok") box.append(el("span", { class: "badge bad", text: row.status }));
+  for (const f of row.flags || []) box.append(el("span", { class: "badge", text: f }));
+  return box;
+}
+
+// the context (the detokenised text up to and including the token) with the token marked; n: characters kept
+function contextWithToken(context, token, n) {
+  const text = context || "";
+  const tok = token || "";
+  const before = tok && text.endsWith(tok) ? text.slice(0, text.length - tok.length) : text + (tok ? " " : "");
+  return el("span", { class: "context" }, n ? tail(before, n) : before, el("mark", { text: tok }));
+}
+
+function docLink(actId, label = "context") {
+  return el("a", { href: "#/doc?act_id=" + encodeURIComponent(actId), text: label,
+                   "aria-label": `open the document of activation ${actId.slice(0, 10)}` });
+}
+
+// ---- router ------------------------------------------------------------------------------------------------------
+function parseHash() {
+  const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
+  return { view: path || "overview", params: new URLSearchParams(query || "") };
+}
+
+function go(view, params) {  // a new URL for the view; the hashchange handler loads it (one request)
+  const q = params ? new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null &&
+                                                                         v !== undefined)).toString() : "";
+  const hash = `#/${view}${q ? "?" + q : ""}`;
+  if (location.hash === hash) route(); else location.hash = hash;
+}
+
+function route() {
+  const { view, params } = parseHash();
+  const known = NLA.views[view] ? view : "overview";
+  const section = NLA.views[known].section;
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== section;
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.view === NLA.views[known].tab) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  if (NLA.current && NLA.current !== known && NLA.views[NLA.current].leave) NLA.views[NLA.current].leave();
+  NLA.current = known;
+  NLA.views[known].show(params);
+}
 
 // ---- header ------------------------------------------------------------------------------------------------------
 async function loadModels() {
   try {
     const m = await api("/v1/models");
-    state.limits = m.limits;
+    NLA.limits = m.limits;
     const tables = Object.keys(m.lake.tables || {}).length;
     say($("models"), `AV ${m.av.id} · AR ${m.ar ? m.ar.id : "none"} · layer ${m.layer} · d ${m.d_model} · ` +
         `lake ${m.lake.root} (${tables} tables)`);
@@ -74,102 +159,11 @@ $("auth").addEventListener("submit", (ev) => {
   localStorage.setItem("nla_token", $("token").value);
   $("auth").hidden = true;
   loadModels();
+  route();
 });
 
-// ---- explain a text ----------------------------------------------------------------------------------------------
-async function tokenize() {
-  state.text = $("text").value;
-  $("detail").hidden = true;
-  say($("text-status"), "tokenizing…");
-  try {
-    const got = await api("/v1/extract", { text: state.text, positions: [] });
-    const strip = $("strip");
-    strip.replaceChildren();
-    for (const t of got.tokens) {
-      const span = strip.appendChild(document.createElement("span"));
-      span.className = "tok" + (t.special ? " special" : "");
-      span.textContent = t.token;
-      span.dataset.pos = t.position;
-      span.title = `position ${t.position}, id ${t.token_id}`;
-      if (!t.special) span.addEventListener("click", () => explainToken(span, t));
-    }
-    say($("text-status"), `${got.tokens.length} tokens${got.truncated ? " (cut to the server's limit)" : ""}: ` +
-        "click one");
-  } catch (e) {
-    say($("text-status"), e.message, true);
-  }
-}
-
-async function explainToken(span, tok) {
-  for (const s of document.querySelectorAll(".tok.selected")) s.classList.remove("selected");
-  span.classList.add("selected");
-  $("detail").hidden = false;
-  $("detail-title").textContent = `Token ${JSON.stringify(tok.token)} at position ${tok.position}`;
-  $("scores").replaceChildren();
-  say($("explanation"), "explaining…");
-  $("nearest").replaceChildren();
-  say($("nearest-status"), "");
-  let result;
-  try {
-    const maxNew = Math.min(200, state.limits ? state.limits.max_new_tokens : 200);
-    const got = await api("/v1/explain", { text: state.text, positions: [tok.position], temperature: 0,
-                                          max_new_tokens: maxNew, return_vectors: true, encoding: "base64" });
-    result = got.results[0];
-  } catch (e) {
-    say($("explanation"), e.message, true);
-    return;
-  }
-  say($("explanation"), result.explanation ?? `(status ${result.status}) ${result.raw_output}`);
-  for (const [k, v] of [["status", result.status], ["mse", fmt(result.mse)], ["cos", fmt(result.cos)]])
-    $("scores").appendChild(document.createElement("span")).textContent = `${k} ${v}`;
-  // rule of thumb (NLA paper): mse 0.2 / cos 0.9 good, mse 1.0 / cos 0.5 mediocre
-  $("scores").className = result.mse === null ? "" : result.mse < 0.5 ? "good" : result.mse < 1.2 ? "fair" : "poor";
-  span.title += ` · mse ${fmt(result.mse)}`;
-  say($("nearest-status"), "searching the lake…");
-  try {
-    const near = await api("/v1/search", { vector: result.vector, k: 8 });
-    table($("nearest"), near.results, [["similarity", (r) => r.similarity, "num"], ...LABEL_COLUMNS]);
-    say($("nearest-status"), near.results.length ? `found by ${near.method}` :
-        "the lake has no activations yet (nla label fills it)");
-  } catch (e) {
-    say($("nearest-status"), e.message, true);
-  }
-}
-
-$("tokenize").addEventListener("click", tokenize);
-
-// ---- the lake ----------------------------------------------------------------------------------------------------
-async function lakeView(label, call) {
-  say($("lake-status"), label + "…");
-  $("lake-results").replaceChildren();
-  try {
-    const got = await call();
-    const rows = got.rows ?? got;
-    table($("lake-results"), rows, [["act_id", (r) => (r.act_id || "").slice(0, 10)], ...LABEL_COLUMNS]);
-    say($("lake-status"), `${label}: ${rows.length} rows` + (got.method ? ` (found by ${got.method})` : ""));
-  } catch (e) {
-    say($("lake-status"), e.message, true);
-  }
-}
-
-const reconstructed = (order) => async () => (await api("/v1/query", {
-  sql: "SELECT act_id, mse, cos, context, explanation FROM labels WHERE status = 'ok' AND mse IS NOT NULL " +
-       `ORDER BY mse ${order} LIMIT 20`, limit: 20 })).rows;
-
-$("worst").addEventListener("click", () => lakeView("worst reconstructed", reconstructed("DESC")));
-$("best").addEventListener("click", () => lakeView("best reconstructed", reconstructed("ASC")));
-$("kw-form").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  const keyword = $("keyword").value;
-  lakeView(`keyword ${JSON.stringify(keyword)}`, async () => (await api("/v1/search", { keyword, k: 20 })).results);
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", () => {
+  loadModels();
+  route();
 });
-$("ts-form").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  const text = $("search-text").value;
-  lakeView("nearest to the text", async () => {
-    const near = await api("/v1/search", { text, k: 10 });
-    return { rows: near.results, method: near.method };
-  });
-});
-
-loadModels();

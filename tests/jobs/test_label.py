@@ -57,6 +57,7 @@ def test_label_end_to_end_then_rerun(corpus, tmp_path):
     q = LakeQuery(Lake(lake))
     run = q.run("SELECT status, counts, throughput FROM runs WHERE job = 'label'").to_pylist()
     assert run[0]["status"] == "ok" and '"bad_documents": 2' in run[0]["counts"]
+    assert '"shards_total": 6' in run[0]["counts"]  # recorded at the start, for the explorer's progress panel
     ok = q.run("SELECT avg(mse) m, count(*) FILTER (WHERE status = 'ok') k, count(*) n FROM explanations").to_pylist()
     assert ok[0]["k"] / ok[0]["n"] > 0.95 and ok[0]["m"] < 1.0  # the toy AV explains; the AR reconstructs
     assert {name_of(u) for u in Lake(lake).committed_shards("explanations")} == {f"part-000{i}.jsonl" for i in range(5)}

@@ -59,3 +59,4 @@ def test_demo_runs(toy_kit, tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     for part in ("worst-reconstructed", "keyword search", "search by text", "labeled activations"):
         assert part in p.stdout
+    assert f"explore it in a browser: `nla serve --lake {tmp_path / 'lake'}`" in p.stdout

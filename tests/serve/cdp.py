@@ -1,7 +1,7 @@
 """A headless Chromium driven over the DevTools protocol (one websocket, a handful of commands) for the page test.
 
-Just enough to load a page, type, click at an element's centre, wait on a JS condition, collect uncaught JS errors
-and take a screenshot. Not a general browser-automation library.
+Just enough to load a page, type, press a key, click or hover at an element's centre, wait on a JS condition, collect
+uncaught JS errors and take a screenshot. Not a general browser-automation library.
 """
 
 from __future__ import annotations
@@ -65,25 +65,49 @@ class Chromium:
             raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
         return r["result"].get("value")
 
-    def wait_for(self, expression: str, *, timeout: float = 30) -> Any:
+    def wait_for(self, expression: str, *, timeout: float = 30, say: str | None = None) -> Any:
+        """The expression's value once truthy; on timeout the error quotes the text of the element `say` selects
+        (a status line)."""
         deadline = time.monotonic() + timeout
         while True:
             value = self.eval(expression)
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"waited {timeout}s for: {expression}")
+                shown = f"; {say} says {self.eval(f'document.querySelector({json.dumps(say)}).textContent')!r}" \
+                    if say else ""
+                raise TimeoutError(f"waited {timeout}s for: {expression}{shown}")
             time.sleep(0.1)
 
     def navigate(self, url: str) -> None:
         self.send("Page.navigate", {"url": url})
         self.wait_for("document.readyState === 'complete'")
 
-    def click(self, selector: str) -> None:
-        """A real mouse click at the centre of the element (scrolled into view first)."""
-        box = self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+    def _centre(self, selector: str) -> list[float]:
+        box = self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null; "
                         "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
                         "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        if box is None:
+            raise RuntimeError(f"no element matches {selector!r}")
+        return box
+
+    def hover(self, selector: str) -> None:
+        """The mouse moved onto the centre of the element."""
+        box = self._centre(selector)
+        self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0], "y": box[1]})
+
+    def key(self, name: str) -> None:
+        """One key pressed and released in the focused element: "Tab", "Enter" or " "."""
+        codes = {"Tab": ("Tab", 9), "Enter": ("Enter", 13), " ": ("Space", 32)}
+        code, vk = codes[name]
+        extra = {"text": "\r" if name == "Enter" else name} if name in ("Enter", " ") else {}
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", {"type": kind, "key": name, "code": code, "windowsVirtualKeyCode": vk,
+                                                 **(extra if kind == "keyDown" else {})})
+
+    def click(self, selector: str) -> None:
+        """A real mouse click at the centre of the element (scrolled into view first)."""
+        box = self._centre(selector)
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
                                                    "clickCount": 1})
@@ -92,8 +116,11 @@ class Chromium:
         """Text into the focused element, as a paste or an IME would insert it."""
         self.send("Input.insertText", {"text": text})
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
+    def screenshot(self, path: Path, *, full: bool = True) -> Path:
+        """A PNG of the whole page (full) or of what the window shows."""
+        if not full:
+            self.eval("window.scrollTo(0, 0)")
+        data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full})["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path

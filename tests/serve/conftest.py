@@ -1,7 +1,9 @@
 """One real `nla serve` for the serve tests: the toy kit, a lake labeled by the real stages, a bearer token.
 
-The lake is labeled in-process with the labeling job's own stage classes and shard committer (no Ray: the job's
-end-to-end test covers Ray Data), so the server starts within seconds of the kit being ready. The server is the
+The lake is labeled in-process with the labeling job's own plan, stage classes, shard committer and run recorder (no
+Ray: the job's end-to-end test covers Ray Data), so the server starts within seconds of the kit being ready.
+`Relabel` runs a from-activations job the same way, one shard at a time, for tests that watch a run in progress and
+compare two recipes. The server is the
 real CLI in a subprocess, shared by every test of the session (tests/serve and tests/reliability: the fixture is in
 tests/conftest.py) and stopped with SIGINT at the end.
 """
@@ -27,11 +29,36 @@ TOKEN = "test-token-8f3a"
 STARTUP_S = 180
 
 
+def job_config(lake: Path, *overrides: str):
+    """The labeling job's config (jobs/configs/toy.yaml) for `lake`, with key=value overrides."""
+    from nla.cli.jobs import default_config
+    from nla.config import load_config
+    from nla.labeling.config import LabelConfig
+
+    return load_config(LabelConfig, default_config(), [f"lake={lake}", "explainer.threads=1", *overrides])
+
+
+def recorder_for(plan, cfg, run_id: str, **kw):
+    """The job's RunRecorder for a plan run in this process (recording every commit: every_s=0)."""
+    from dataclasses import asdict
+
+    from nla.labeling.progress import RunRecorder
+    from nla.lake.store import now
+
+    return RunRecorder(plan.lake, run_id, job=plan.mode, config={**asdict(cfg), "mode": plan.mode}, started_at=now(),
+                       recipes={t: r.describe() for t, r in plan.recipes.items() if t in plan.writes},
+                       shards_total=len(plan.todo), every_s=0, **kw)
+
+
 def label_lake(kit: Path, root: Path, *, docs: int = 48) -> Path:
-    """A small lake labeled by the toy kit: toy corpus -> ReadShard -> ExtractStage -> ExplainStage -> ScoreStage."""
+    """A small lake labeled by the toy kit with the labeling job's plan (its recipes), stages, shard committer and
+    run recorder, in this process: toy corpus -> ReadShard -> ExtractStage -> ExplainStage -> ScoreStage."""
+    import torch
+
+    from jobs.label import stage_kwargs, summary
     from nla.labeling.committer import ShardCommitter
-    from nla.labeling.corpus import list_shards
-    from nla.lake.store import Lake
+    from nla.labeling.plan import make_plan
+    from nla.lake.store import now
     from nla.stages.explain import ExplainStage
     from nla.stages.extract import ExtractStage
     from nla.stages.read import ReadShard
@@ -39,21 +66,99 @@ def label_lake(kit: Path, root: Path, *, docs: int = 48) -> Path:
     from nla.toy.shards import write_corpus
 
     write_corpus(root / "corpus", docs=docs, shards=2, seed=5)
-    shards = list_shards(str(root / "corpus"))
-    read = ReadShard(id_column="id")
-    extract = ExtractStage(base=str(kit / "base"), base_id="toy/base",
-                           config={"layer": 1, "min_position": 8, "positions_per_doc": 4})
-    explain = ExplainStage(av=str(kit / "av"), sampling={"temperature": 0.0, "max_new_tokens": 64})
-    score = ScoreStage(ar=str(kit / "ar"))
-    lake = Lake(root / "lake")
-    committer = ShardCommitter(lake, [s.id for s in shards], run_id="serve-test", config_hash="t", base_id="toy/base",
-                               layer=1, d=extract.d, av_id="toy/av", ar_id="toy/ar", log=lambda *_: None)
-    items = {"shard": np.array([s.id for s in shards], object), "path": np.array([s.path for s in shards], object),
-             "format": np.array([s.format for s in shards], object)}
-    for docs_batch in read(items):
-        committer.add(score(explain(extract(docs_batch))))
-    committer.finish()
+    cfg = job_config(root / "lake", f"input={root / 'corpus'}", "extract.positions_per_doc=4")
+    plan = make_plan(cfg, "label")
+    kw = stage_kwargs(plan, cfg)
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        read = ReadShard(id_column=cfg.id_column)
+        extract, explain = ExtractStage(**kw["extract"]), ExplainStage(**kw["explain"])
+        score = ScoreStage(**kw["score"])
+        recorder = recorder_for(plan, cfg, "label-serve-test")
+        recorder.record("running")
+        committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="label-serve-test", config_hash="t",
+                                   base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id,
+                                   ar_id=plan.ar_id, recipes={t: r.hash for t, r in plan.recipes.items()},
+                                   sources={s.id: s.source for s in plan.todo}, log=lambda *_: None)
+        items = {k: np.array([getattr(s, a) for s in plan.todo], object)
+                 for k, a in (("shard", "id"), ("path", "path"), ("format", "format"))}
+        for docs_batch in read(items):
+            committer.add(score(explain(extract(docs_batch))))
+        recorder.record("ok", summary(committer.finish(), time.perf_counter() - t0), finished_at=now())
+    finally:
+        torch.set_num_threads(threads)
     return root / "lake"
+
+
+class Relabel:
+    """A from-activations run over a lake (another sampling: another recipe beside the first), driven step by step
+    in this process with the job's plan, stages, committer and run recorder, so a test can look at it mid-run:
+    start() records it running and labels `rows` activations of each of the lake's shards; commit() commits the next
+    shard (the committer commits a shard once the next one's rows arrive, as in a streaming run); finish() commits
+    the last one and records the run ok."""
+
+    def __init__(self, kit: Path, lake: Path, *, temperature: float, seed: int, rows: int = 8) -> None:
+        from jobs.label import stage_kwargs
+        from nla.labeling.plan import make_plan
+
+        self.cfg = job_config(lake, f"sampling.temperature={temperature}", f"sampling.seed={seed}")
+        self.plan = make_plan(self.cfg, "from-activations")
+        self.kw, self.rows = stage_kwargs(self.plan, self.cfg), rows
+        self.run_id = f"from-activations-t{temperature}-s{seed}"
+        self.batches: list = []
+
+    @property
+    def recipe(self) -> str:
+        return self.plan.recipe_hash("explanations")
+
+    def start(self) -> None:
+        import torch
+
+        from nla.labeling.committer import ShardCommitter
+        from nla.stages.explain import ExplainStage
+        from nla.stages.read import ReadActivations
+        from nla.stages.score import ScoreStage
+
+        plan = self.plan
+        self.t0 = time.perf_counter()
+        self.recorder = recorder_for(plan, self.cfg, self.run_id)
+        self.recorder.record("running")
+        self.committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=self.run_id, config_hash="t",
+                                        base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id,
+                                        ar_id=plan.ar_id, write_activations=False,
+                                        recipes={t: r.hash for t, r in plan.recipes.items()}, log=lambda *_: None)
+        threads = torch.get_num_threads()
+        try:
+            explain, score = ExplainStage(**self.kw["explain"]), ScoreStage(**self.kw["score"])
+            read = ReadActivations(lake=str(plan.lake.root))
+            for s in plan.todo:
+                batch = next(read({"shard": np.array([s.id], object)}))
+                self.batches.append(score(explain({k: v[: self.rows] for k, v in batch.items()})))
+        finally:
+            torch.set_num_threads(threads)
+
+    def _record(self) -> None:
+        from jobs.label import summary
+
+        st = self.committer.stats
+        self.recorder.progress(st.shards_committed + len(st.shards_failed) + len(st.shards_empty),
+                               lambda: summary(st, time.perf_counter() - self.t0))
+
+    def commit(self) -> None:
+        before = self.committer.stats.shards_committed
+        while self.batches and self.committer.stats.shards_committed == before:
+            self.committer.add(self.batches.pop(0))
+        self._record()
+
+    def finish(self) -> None:
+        from jobs.label import summary
+        from nla.lake.store import now
+
+        for b in self.batches:
+            self.committer.add(b)
+        stats = self.committer.finish()
+        self.recorder.record("ok", summary(stats, time.perf_counter() - self.t0), finished_at=now())
 
 
 def free_port() -> int:

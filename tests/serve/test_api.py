@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -69,7 +70,12 @@ def test_health_models_page_docs_and_token(server):
 
     page = urllib.request.urlopen(server.url + "/").read().decode()
     assert "NLA explorer" in page and "/static/app.js" in page
-    assert b"tokenize" in urllib.request.urlopen(server.url + "/static/app.js").read()
+    files = re.findall(r'(?:src|href)="/static/([^"]+)"', page)  # every script and stylesheet the page names
+    assert {"app.js", "uPlot.iife.min.js", "uPlot.min.css", "strip.js"} <= set(files)
+    for name in files:
+        assert len(urllib.request.urlopen(f"{server.url}/static/{name}").read()) > 100
+    assert b"/v1/strip" in urllib.request.urlopen(server.url + "/static/strip.js").read()
+    assert b"MIT" in urllib.request.urlopen(server.url + "/static/uPlot.LICENSE").read()  # the vendored licence
     paths = json.loads(urllib.request.urlopen(server.url + "/openapi.json").read())["paths"]
     assert {f"/v1/{e}" for e in ("extract", "explain", "reconstruct", "score", "compare", "search", "query",
                                   "models")} <= set(paths)
@@ -171,7 +177,9 @@ def test_search_and_query(server):
     assert 0 < len(kw) <= 7 and all("weather" in r["explanation"] or "music" in r["explanation"] for r in kw)
     q = ok(server, "/v1/query", {"sql": "SELECT act_id, mse, explanation FROM labels ORDER BY mse DESC", "limit": 5})
     assert q["columns"] == ["act_id", "mse", "explanation"] and len(q["rows"]) == 5 and q["truncated"]
-    n = ok(server, "/v1/query", {"sql": "SELECT count(*) AS n FROM explanations"})["rows"][0]["n"]
+    # the fixture's labeling run (the explorer tests add runs under other recipes beside it)
+    n = ok(server, "/v1/query", {"sql": "SELECT count(*) AS n FROM explanations WHERE run_id = 'label-serve-test'"}
+           )["rows"][0]["n"]
     assert n == 192 and not ok(server, "/v1/query", {"sql": "SELECT 1 AS one"})["truncated"]
 
 
