@@ -325,8 +325,8 @@ def main() -> None:
     for sampler, r in res_grpo["samplers"].items():
         e0, e1 = r["start"] or {}, r["end"] or {}
         fve = f"fve {e0.get('eval_fve_nrm', float('nan')):.3f} -> {e1.get('eval_fve_nrm', float('nan')):.3f}"
-        print(f"{'grpo ' + sampler:<12} {args.grpo_steps:>6} {r['seconds']:>8.0f} {r['generated_tokens_per_s']:>10,.0f} "
-              f"{r['mfu']:>6.1%} {fve:>30}  rollout {r['rollout_generations_per_s']:,.0f} gen/s, steady MFU "
+        print(f"{'grpo ' + sampler:<12} {args.grpo_steps:>6} {r['seconds']:>8.0f} "
+              f"{r['generated_tokens_per_s']:>10,.0f} {r['mfu']:>6.1%} {fve:>30}  rollout {r['rollout_generations_per_s']:,.0f} gen/s, steady MFU "
               f"{r['steady_mfu']:.1%}")
     print(f"wrote {out / 'gpu_sft.json'} and {out / 'gpu_grpo.json'}")
 
