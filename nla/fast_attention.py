@@ -3,7 +3,7 @@ decode kernel for the same cascade at one query per row (GPUs).
 
 The AV's rows share their prompt prefix, stored once as (Hkv, Lp, D); each row keeps only its own keys after it.
 `cascade_attention` is the reference math (any device, any number of queries) and serves the AV's suffix prefill;
-`decode_attention` does one decode step in one kernel per block: each program takes one row and one key head, reads
+`decode_attention` does one decode step in one kernel per block: each program takes a few rows and one key head, reads
 the shared prefix (L2-resident, it is the same for every program) and that row's keys up to the current position
 once, with an online softmax in fp32. The position is read from device memory, so one CUDA graph serves every step.
 This module holds no caches and knows nothing of models.
@@ -76,28 +76,37 @@ def _kernel():
 
 
 def decode_attention(q: torch.Tensor, shared_k: torch.Tensor, shared_v: torch.Tensor, row_k: torch.Tensor,
-                     row_v: torch.Tensor, t: torch.Tensor, scale: float) -> torch.Tensor:
+                     row_v: torch.Tensor, t: torch.Tensor, scale: float,
+                     config: dict[str, int] | None = None) -> torch.Tensor:
     """One decode step: q (B, 1, Hq, D) sees the whole shared prefix (Hkv, Lp, D) and its row's keys at positions
     0..t of row_k, row_v (B, Hkv, L, D); t is a one-element int64 device tensor. Returns (B, 1, Hq * D).
-    cascade_attention's result, computed in one pass (fp32 scores, probabilities in the model dtype for P @ V)."""
+    cascade_attention's result, computed in one pass (fp32 scores, probabilities in the model dtype for P @ V).
+    config: the kernel's tiling (decode_config's keys); default decode_config for these shapes."""
     B, _, Hq, D = q.shape
     Hkv, Lp = shared_k.shape[:2]
     assert q.is_contiguous() and shared_k.is_contiguous() and shared_v.is_contiguous()
     assert row_k.stride() == row_v.stride() and row_k.stride(-1) == 1
     out = torch.empty((B, 1, Hq * D), dtype=q.dtype, device=q.device)
     G = Hq // Hkv
-    _kernel()[(B, Hkv)](q, shared_k, shared_v, row_k, row_v, out, t, Lp, scale,
-                        q.stride(0), shared_k.stride(0), shared_k.stride(1),
-                        row_k.stride(0), row_k.stride(1), row_k.stride(2), out.stride(0),
-                        G=G, GP=max(16, _next_pow2(G)), D=D, IEEE=q.dtype == torch.float32,
-                        **_tiles(D * q.element_size()))
+    cfg = dict(config or decode_config(D, G, q.element_size()))
+    rows = cfg.pop("ROWS")
+    _kernel()[(-(-B // rows), Hkv)](q, shared_k, shared_v, row_k, row_v, out, t, B, Lp, scale,
+                                    q.stride(0), shared_k.stride(0), shared_k.stride(1),
+                                    row_k.stride(0), row_k.stride(1), row_k.stride(2), out.stride(0),
+                                    G=G, GP=max(16, _next_pow2(rows * G)), ROWS=rows, D=D,
+                                    IEEE=q.dtype == torch.float32, **cfg)
     return out
 
 
-def _tiles(row_bytes: int) -> dict[str, int]:
-    """Key block and pipeline depth that fit shared memory: 64 keys for rows of <= 512 bytes (bf16 D <= 256, fp32
-    D <= 128); Gemma-3-12B's D = 256 in fp32 (the exact checks) needs 32 keys and 2 stages (H100: 227 KiB)."""
-    return {"BLOCK": 64} if row_bytes <= 512 else {"BLOCK": 32, "num_stages": 2}
+def decode_config(D: int, G: int, element_size: int) -> dict[str, int]:
+    """The decode kernel's tiling for head width D, G query heads per key head and the element size in bytes:
+    ROWS rows per program (they read the shared prefix once together), BLOCK keys per tile, and Triton's
+    num_warps / num_stages where the default does not fit. 64-key tiles for rows of <= 512 bytes (bf16 D <= 256,
+    fp32 D <= 128); fp32 D = 256 (the exact checks of Gemma-3-12B) needs 32 keys and 2 stages (H100: 227 KiB)."""
+    row_bytes = D * element_size
+    if row_bytes > 512:
+        return {"ROWS": 1, "BLOCK": 32, "num_stages": 2}
+    return {"ROWS": 1, "BLOCK": 64}
 
 
 def _next_pow2(n: int) -> int:

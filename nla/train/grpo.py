@@ -162,6 +162,7 @@ class GRPOTrainer:
         cfg, t0 = self.cfg, time.perf_counter()
         reps = vectors.repeat_interleave(cfg.group, 0)
         responses, gens = self.sample(vectors, seed=cfg.seed * 1_000_003 + self.steps_done)
+        t_sample = time.perf_counter() - t0  # the rollout: the samples are on the host, so the GPU is done
         # reward -2 for a failed sample: no tags, or cut at the length cap (truncated, even with its tags closed)
         ok = [i for i, (g, r) in enumerate(zip(gens, responses)) if g.status == "ok" and r and r[-1] in self.eos_ids]
         rewards = torch.full((len(gens),), FAILED_REWARD)
@@ -224,7 +225,7 @@ class GRPOTrainer:
                 "mse_ok": float(ok_mse.mean()) if ok else float("nan"), "kl": kl_mean,
                 "response_tokens": float(np.mean([g.n_tokens for g in gens])),
                 "failed_fraction": 1 - len(ok) / len(gens), "av_loss": av_loss, "ar_loss": ar_loss,
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0, "sample_seconds": t_sample}
 
     def check_step0(self, reward_mse: torch.Tensor, train_mse: torch.Tensor) -> None:
         a, b = float(reward_mse.mean()), float(train_mse.mean())

@@ -70,6 +70,7 @@ def test_grpo_step_on_toy_kit(toy_kit):
     for k in ("reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens", "failed_fraction"):
         assert k in row and np.isfinite(row[k]) or k == "fve_nrm"
     assert -2.0 <= row["reward_mean"] <= 0.0 and row["kl"] >= 0
+    assert 0 < row["sample_seconds"] < row["seconds"]  # the rollout is timed apart (bench/gpu_train.py's rate)
     assert not torch.equal(ar.value_head.weight, head0) and not torch.equal(policy.get_input_embeddings().weight,
                                                                                emb0)
     with pytest.raises(GRPOMismatch, match="step 0"):

@@ -108,13 +108,17 @@ if not torch.cuda.is_available():
 from nla.fast_attention import cascade_attention, decode_attention
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 g = torch.Generator().manual_seed(0)
-for Lp, t in ((5, 0), (0, 70), (70, 100)):
-    q = torch.randn(3, 1, 14, 128, generator=g)
-    sk, sv = torch.randn(2, 2, Lp, 128, generator=g)
-    rk, rv = torch.randn(2, 5, 2, 150, 128, generator=g)[:, :3]
-    ref = cascade_attention(q, sk, sv, rk[:, :, :t + 1], rv[:, :, :t + 1], torch.ones(1, t + 1, dtype=bool), .1)
-    out = decode_attention(*(x.to(dev) for x in (q, sk, sv, rk, rv, torch.tensor([t]))), .1)
-    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-5)
+# (rows, query heads, key heads): Qwen2-like 7 per key head, Gemma-3-like 2; rows per program 1 (the default), and
+# 2 or 4, so groups end past the last row
+for B, Hq, Hkv, configs in ((3, 14, 2, (None, {"ROWS": 2, "BLOCK": 32})), (5, 4, 2, ({"ROWS": 4, "BLOCK": 32},))):
+    for Lp, t in ((5, 0), (0, 70), (70, 100)):
+        q = torch.randn(B, 1, Hq, 64, generator=g)
+        sk, sv = torch.randn(2, Hkv, Lp, 64, generator=g)
+        rk, rv = torch.randn(2, B + 2, Hkv, 150, 64, generator=g)[:, :B]
+        ref = cascade_attention(q, sk, sv, rk[:, :, :t + 1], rv[:, :, :t + 1], torch.ones(1, t + 1, dtype=bool), .1)
+        for config in configs:
+            out = decode_attention(*(x.to(dev) for x in (q, sk, sv, rk, rv, torch.tensor([t]))), .1, config=config)
+            torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-5)
 """
 
 
