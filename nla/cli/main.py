@@ -38,7 +38,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nla.cli import imports, jobs, lake, models, serve, toy, train
+    from nla.cli import export, imports, jobs, lake, models, serve, toy, train
 
     parser = argparse.ArgumentParser(
         prog="nla", formatter_class=_formatter, epilog=EPILOG,
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_commands(sub, _formatter)
     lake.add_commands(sub, _formatter)
     imports.add_commands(sub, _formatter)
+    export.add_commands(sub, _formatter)
     serve.add_commands(sub, _formatter)
     train.add_commands(sub, _formatter)
     return parser
