@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
@@ -69,7 +70,9 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
     items = [{"shard": s.id, "path": s.path, "format": s.format} for s in plan.todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     if plan.mode == "from-activations":
-        ds = stage(ds, ReadActivations, cfg.read, 1, lake=plan.lake.root, storage_options=plan.lake.storage_options)
+        # the actors run in their own folder (on a cluster, on other machines): a local lake goes by its absolute path
+        root = str(Path(plan.lake.root).expanduser().resolve()) if plan.lake.is_local else plan.lake.root
+        ds = stage(ds, ReadActivations, cfg.read, 1, lake=root, storage_options=plan.lake.storage_options)
     else:
         ds = stage(ds, ReadShard, cfg.read, 1, text_column=cfg.text_column, id_column=cfg.id_column,
                    batch_docs=cfg.read.batch_size)

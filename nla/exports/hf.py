@@ -44,7 +44,7 @@ def export_hf(lake: Lake, out: str | Path, *, where: str = "", vectors: bool = F
         cond = where_clause(q, where)
         cols = ", ".join(f"l.{c}" for c in COLUMNS) + (", a.vector" if vectors else "")
         join = " JOIN activations a USING (act_id)" if vectors else ""
-        sql = f"SELECT {cols} FROM labels l{join} WHERE true{cond} ORDER BY l.act_id, l.recipe, l.sample"
+        sql = f"SELECT {cols} FROM labels l{join} WHERE true{cond} ORDER BY l.source, l.doc_id, l.position, l.recipe, l.sample"
         summary = _summary(q, cond)
         if not summary["rows"]:
             raise NLAInputError(f"nothing to export: no explanation in lake {lake.root} matches"

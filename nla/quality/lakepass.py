@@ -8,7 +8,7 @@
   what its vectors share has a small spread (its AR reconstruction can be close to all of them); the AV's fallback
   templates have a spread near 1. Flagged when spread >= `template_spread`. It is also the best fve_nrm a single
   reconstruction of that text could reach on its vectors, relative to the recipe's: 1 - spread.
-- **low_norm**: the input's norm is below the `low_norm_percentile` of the norms of all activations of its layer
+- **low_norm**: the input's norm is at or below the `low_norm_percentile` of the norms of all activations of its layer
   and source in the lake (and below 0.999 x their median, so a source of equal-norm vectors, such as unit SAE
   decoder rows, flags nothing); judged where that (layer, source) has `low_norm_min_rows` vectors.
 
@@ -117,7 +117,7 @@ def refresh(lake: Lake, recipe: str, settings: QualitySettings | None = None, *,
         # per row: should it carry each lake flag now (t, l), and does it (ht, hl)
         rows_sql = (f"SELECT e.shard, e.act_id, e.sample, "
                     f"coalesce(e.{E.status} = 'ok' AND {TEMPLATE_KEY_SQL} IN (SELECT k FROM _template_keys), false) t, "
-                    f"coalesce(a.norm < n.t, false) l, list_contains(e.flags, '{TEMPLATE}') ht, "
+                    f"coalesce(a.norm <= n.t, false) l, list_contains(e.flags, '{TEMPLATE}') ht, "
                     f"list_contains(e.flags, '{LOW_NORM}') hl FROM explanations e "
                     f"LEFT JOIN activations a USING (act_id) LEFT JOIN _norm_thresholds n ON n.l = a.layer AND "
                     f"n.s = a.source WHERE e.recipe = $r")
