@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 class QualitySettings:
     template_min_vectors: int = 8  # template: a text (case, digits and punctuation ignored) must explain at least
     # this many distinct activations before its spread is judged
-    template_spread: float = 0.75  # template: flagged when the spread of the vectors one text explains is at least
+    template_spread: float = 0.8  # template: flagged when the spread of the vectors one text explains is at least
     # this share of what as many random activations of the run would have (1 = as unrelated as random; 0 = identical)
     low_norm_percentile: float = 1.0  # low_norm: an input below this percentile of its (layer, source) norms
     low_norm_min_rows: int = 100  # low_norm: judged only where the (layer, source) has at least this many vectors
