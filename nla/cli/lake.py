@@ -22,7 +22,8 @@ def _lake_arg(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any, formatter: Any) -> None:
     q = sub.add_parser("query", formatter_class=formatter, help="read-only SQL over the lake (DuckDB)",
                        description="Run one read-only SELECT over the lake. Views: activations, explanations, runs, "
-                                   "shards, checkpoints, labels (explanations + where each activation came from), "
+                                   "shards, checkpoints, labels (explanations + where each activation came from: "
+                                   "context, source, label, flags), quality (the flags summed up), "
                                    "features (one row per ranked feature of each explanation), training_sets_<name>. "
                                    "Macros: search_explanations(regex), search_features(regex), "
                                    "nearest(vector::FLOAT[d], k [, exact := true]) (through the index; its `method` "

@@ -2,8 +2,9 @@
 
 Two passes over the file, each in blocks of bounded size: the first checks every vector (finite, not all zeros) and
 fingerprints each unit of rows; only then is anything written, so a bad file leaves the lake as it was. The second
-streams the rows into one Delta commit (all units at once) and ledgers the units, so `nla label
---from-activations` finds them and a rerun of the same import does nothing (and says so).
+streams the rows into Delta, a few units a commit (Delta's writer holds each open file in memory until the commit,
+so one commit per file would grow with it), and ledgers them, so `nla label --from-activations` finds them and a
+rerun of the same import does nothing (and says so); a rerun after a storage failure writes only what is missing.
 
 Rows are activations like any other: act_id from (the AV's base, its layer, the source as doc_id, the row index as
 position), `source` names where they came from (`sae:NAME`, `file:NAME`), `label`/`meta` carry what the file said
@@ -29,6 +30,7 @@ from nla.lake.store import Lake, now
 from schemas import ACTIVATIONS
 
 UNIT_BYTES = 64 * 2**20  # float32 vector bytes per unit: what one labeling task reads and the committer buffers
+UNITS_PER_COMMIT = 4  # units written per Delta commit: bounds the writer's memory (about 4 x UNIT_BYTES)
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_.:+@-]{1,200}$")
 
 
@@ -136,15 +138,13 @@ def import_vectors(lake: Lake, path: str, *, av: str = "toy", source: str = "", 
     record_run(lake, run_id, job="import", config=config, status="running", started_at=started, recipes=recipes)
     dtype = storage_dtype(lake, "float32")
     lake.create(ACTIVATIONS, d=f.d, vector_dtype=dtype)
-    by_start = {a: u for a, _, u in units}
-
-    def batches() -> Iterator[pa.Table]:  # pass 2: the same blocks, now as rows
-        for block in f.blocks(start, stop, per_unit):
-            unit = by_start[block.start]
-            if unit != unit_id(f"{source}#{block.start}-{block.start + len(block.vectors)}", _fingerprint(block)):
-                raise NLAInputError(f"{f.name}: rows {block.start}+ changed while they were imported. Nothing was "
-                                    "committed. Fix: import a file nothing is writing to.")
+    def batches(a0: int, b0: int) -> Iterator[pa.Table]:  # pass 2: the same blocks, now as rows
+        for block in f.blocks(a0, b0, per_unit):
             n = len(block.vectors)
+            unit = unit_id(f"{source}#{block.start}-{block.start + n}", _fingerprint(block))
+            if unit not in sources:
+                raise NLAInputError(f"{f.name}: rows {block.start}+ changed while they were imported. Fix: import a "
+                                    "file nothing is writing to; the rows committed so far are replaced then.")
             cols = {"doc_id": [source] * n, "position": np.arange(block.start, block.start + n),
                     "vector": block.vectors, "label": block.labels, "meta": block.meta}
             yield activation_table(cols, base_model=base, layer=layer, shard=unit, run_id=run_id,
@@ -152,9 +152,16 @@ def import_vectors(lake: Lake, path: str, *, av: str = "toy", source: str = "", 
 
     sources = {u: {"name": f"{source}#{a}-{b}", "path": str(f.path.resolve()), "fingerprint": u.rsplit("@", 1)[1],
                    "size": (b - a) * f.d * 4} for a, b, u in units}
+    version = None
     try:
-        version = lake.commit_units(ACTIVATIONS, batches, units=ids, run_id=run_id, recipe=recipe.hash,
-                                    sources=sources)
+        for g in range(0, len(units), UNITS_PER_COMMIT):
+            group = units[g:g + UNITS_PER_COMMIT]
+            if {u for _, _, u in group} <= done:
+                continue  # committed by an import that stopped part way
+            a0, b0 = group[0][0], group[-1][1]
+            version = lake.commit_units(ACTIVATIONS, lambda a0=a0, b0=b0: batches(a0, b0),
+                                        units=[u for _, _, u in group], run_id=run_id, recipe=recipe.hash,
+                                        sources=sources)
     except BaseException:
         record_run(lake, run_id, job="import", config=config, status="failed", started_at=started,
                    finished_at=now(), recipes=recipes)

@@ -1,4 +1,5 @@
-"""Open a file of vectors and read it in blocks of rows, bounded in memory: .npy (memory-mapped), .safetensors (one
+"""Open a file of vectors and read it in blocks of rows, bounded in memory: .npy (read block by block from the file,
+C or Fortran order), .safetensors (one
 named tensor, an SAE's decoder matrix included; rows sliced from the file), Parquet or a Delta table (a vector
 column, optionally a label column and metadata columns). Every problem with the file is one NLAInputError naming
 it. This module does not check values or write anything (importer.py does).
@@ -55,8 +56,7 @@ class VectorFile:
 
     def _matrix_rows(self, a: int, b: int) -> np.ndarray:
         if self.kind == "npy":
-            m = self._handle[:, a:b].T if self.transpose else self._handle[a:b]
-            return np.ascontiguousarray(m, dtype=np.float32)
+            return _npy_rows(self._handle, a, b, self.n, self.d, transpose=self.transpose)
         import torch
 
         sl = self._handle.get_slice(self.tensor)
@@ -125,17 +125,45 @@ def _matrix_shape(p: Path, shape: Sequence[int], what: str, transpose: bool) -> 
     return (shape[1], shape[0]) if transpose else (shape[0], shape[1])
 
 
+@dataclass(frozen=True)
+class _Npy:
+    path: Path
+    offset: int  # where the data starts
+    dtype: np.dtype
+    fortran: bool
+
+
 def _open_npy(p: Path, kind: str, *, transpose: bool, **_: Any) -> VectorFile:
+    fmt = np.lib.format
     try:
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        with open(p, "rb") as f:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
     except (ValueError, OSError) as e:
         raise NLAInputError(f"{p}: not a readable .npy array ({e}). Fix: re-save it with numpy.save.") from e
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise NLAInputError(f"{p}: dtype {arr.dtype}; vectors must be floating point. Fix: save them as float32.")
-    n, d = _matrix_shape(p, arr.shape, "the array", transpose)
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    return VectorFile(p, kind, n, d, transpose=transpose, _handle=arr)
+    if not np.issubdtype(dtype, np.floating):
+        raise NLAInputError(f"{p}: dtype {dtype}; vectors must be floating point. Fix: save them as float32.")
+    n, d = _matrix_shape(p, shape, "the array", transpose)
+    return VectorFile(p, kind, n, d, transpose=transpose, _handle=_Npy(p, offset, dtype, fortran and len(shape) == 2))
+
+
+def _npy_rows(h: _Npy, a: int, b: int, n: int, d: int, *, transpose: bool) -> np.ndarray:
+    """Vectors a..b-1 read from the file: one read when they lie contiguous (rows of a C-order (n, d), columns of a
+    Fortran-order (d, n)), else one read per dimension (columns of a C-order (d, n), rows of a Fortran (n, d))."""
+    size = h.dtype.itemsize
+    with open(h.path, "rb") as f:
+        if transpose == h.fortran:  # the vectors are contiguous
+            f.seek(h.offset + a * d * size)
+            m = np.fromfile(f, dtype=h.dtype, count=(b - a) * d).reshape(b - a, d)
+        else:  # (d, n) in memory order: each dimension's values for a..b-1 are contiguous
+            m = np.empty((d, b - a), h.dtype)
+            for j in range(d):
+                f.seek(h.offset + (j * n + a) * size)
+                m[j] = np.fromfile(f, dtype=h.dtype, count=b - a)
+            m = m.T
+    return np.ascontiguousarray(m, dtype=np.float32)
 
 
 def _open_safetensors(p: Path, kind: str, *, tensor: str, transpose: bool, **_: Any) -> VectorFile:
