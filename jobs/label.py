@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
@@ -29,6 +30,7 @@ from nla.lake.rows import storage_dtype
 from nla.labeling.progress import RunRecorder
 from nla.lake.runs import config_hash, new_run_id
 from nla.lake.store import now
+from nla.quality.flags import FLAGS
 from nla.sysinfo import peak_rss_mb
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
@@ -69,7 +71,9 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
     items = [{"shard": s.id, "path": s.path, "format": s.format} for s in plan.todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     if plan.mode == "from-activations":
-        ds = stage(ds, ReadActivations, cfg.read, 1, lake=plan.lake.root, storage_options=plan.lake.storage_options)
+        # the actors run in their own folder (on a cluster, on other machines): a local lake goes by its absolute path
+        root = str(Path(plan.lake.root).expanduser().resolve()) if plan.lake.is_local else plan.lake.root
+        ds = stage(ds, ReadActivations, cfg.read, 1, lake=root, storage_options=plan.lake.storage_options)
     else:
         ds = stage(ds, ReadShard, cfg.read, 1, text_column=cfg.text_column, id_column=cfg.id_column,
                    batch_docs=cfg.read.batch_size, storage_options=plan.input_options)
@@ -96,6 +100,7 @@ def summary(stats: RunStats, seconds: float) -> dict:
             "short_documents": stats.short_documents, "activations": acts, "explanations": stats.explanations,
             "explanations_ok": stats.samples_ok, "explanations_error": stats.explanations_error, "seconds": seconds,
             "activations_per_s": acts / seconds if seconds else 0.0, **per_stage, **scores,
+            "explanations_flagged": stats.flagged, **{f"flag_{f}": stats.flags.get(f, 0) for f in FLAGS},
             "driver_peak_rss_mb": peak_rss_mb()}
 
 
@@ -165,7 +170,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
                                write_activations=mode != "from-activations", write_explanations=mode != "extract",
                                recipes={t: r.hash for t, r in plan.recipes.items()},
                                sources={s.id: s.source for s in plan.todo},
-                               vector_dtype=storage_dtype(plan.lake, cfg.models.dtype))
+                               vector_dtype=storage_dtype(plan.lake, cfg.models.dtype), quality=cfg.quality)
     status, interrupted = "failed", None
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
         else None
@@ -205,11 +210,11 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
         raise JobInterrupted(f"interrupted: {stats.shards_committed} shards committed, {left} left. Rerun the same "
                              "command to resume (committed shards are skipped).", interrupted)
     print_summary(s, plan, run_id, stats)
-    _warn(s, stats, plan)
+    _warn(s, stats, plan, cfg.quality.warn_share)
     return {"run_id": run_id, "recipes": {t: r.hash for t, r in plan.recipes.items()}, **s}
 
 
-def _warn(s: dict, stats: RunStats, plan: Plan) -> None:
+def _warn(s: dict, stats: RunStats, plan: Plan, warn_share: float) -> None:
     """Say in plain words when the run did less than asked, or when the pair does not explain this data."""
     if plan.todo and stats.explanations and stats.explanations_error == stats.explanations:
         raise NothingDone(f"nothing was labeled: every AV batch failed ({stats.explanations_error} explanations with "
@@ -219,8 +224,12 @@ def _warn(s: dict, stats: RunStats, plan: Plan) -> None:
         raise NothingDone("nothing was labeled: every shard was empty or unreadable (see the lines above). Fix the "
                           "cause and rerun the same command: nothing was marked done.")
     if s.get("fve_nrm", 0.0) < 0:
-        print(f"warning: fve_nrm {s['fve_nrm']:.3f} < 0: this pair does not explain this data (its reconstructions "
-              "are worse than predicting the mean activation). Use an AV/AR pair trained for this base and text.")
+        print(f"warning: fve_nrm {s['fve_nrm']:.3f} < 0: this pair does not explain this data: its reconstructions "
+              "are worse than predicting the mean activation. Use an AV/AR pair trained for this base and text.")
+    if stats.explanations and stats.flagged > warn_share * stats.explanations:
+        top = ", ".join(f"{f} {n}" for f, n in sorted(stats.flags.items(), key=lambda kv: -kv[1]))
+        print(f"warning: {stats.flagged} of {stats.explanations} explanations ({stats.flagged / stats.explanations:.0%}) "
+              f"are flagged ({top}): see `nla quality` and docs/quality.md before trusting them.")
 
 
 def nla_message(e: BaseException) -> str | None:

@@ -3,7 +3,7 @@
 from schemas.spec import Column, TableSpec
 
 EXPLANATIONS = TableSpec(
-    name="explanations", version=2,
+    name="explanations", version=3,
     doc="AV explanations and AR scores; one row per (act_id, av, ar, recipe, sample): another AV, AR or sampling adds rows beside the old ones. Failed samples are kept with a status.",
     columns=(
         Column("act_id", "string", "the activation explained (activations.act_id)", nullable=False),
@@ -16,6 +16,8 @@ EXPLANATIONS = TableSpec(
         Column("status", "string", "ok | no_tags | truncated | error"),
         Column("mse", "float32", "mse_nrm = 2(1 - cos) of the AR reconstruction; null unless scored"),
         Column("cos", "float32", "cosine of the AR reconstruction and the activation"),
+        Column("flags", "list<string>", "what looks wrong with this explanation, empty when clean: template, "
+               "degenerate, low_norm, truncated, no_tags (nla/quality/flags.py, docs/quality.md)"),
         Column("shard", "string", "the unit id of the activations' shard the row came from"),
         Column("recipe", "string", "hash of the labeling recipe (AV, AR and sidecar content, sampling settings); "
                "runs.recipes holds its fields"),

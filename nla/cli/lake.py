@@ -22,7 +22,8 @@ def _lake_arg(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any, formatter: Any) -> None:
     q = sub.add_parser("query", formatter_class=formatter, help="read-only SQL over the lake (DuckDB)",
                        description="Run one read-only SELECT over the lake. Views: activations, explanations, runs, "
-                                   "shards, checkpoints, labels (explanations + where each activation came from), "
+                                   "shards, checkpoints, labels (explanations + where each activation came from: "
+                                   "context, source, label, flags), quality (the flags summed up), "
                                    "features (one row per ranked feature of each explanation), training_sets_<name>. "
                                    "Macros: search_explanations(regex), search_features(regex), "
                                    "nearest(vector::FLOAT[d], k [, exact := true]) (through the index; its `method` "
@@ -163,37 +164,42 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _query(q: Any, args: argparse.Namespace) -> int:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
     if args.format == "table":
         t = q.run(args.sql, limit=args.limit)
         print_table(_printable(t.to_pylist()), t.column_names, width=80)
         print(f"({t.num_rows} rows{'; --limit shows more' if t.num_rows == args.limit else ''})")
         return 0
     q.check(args.sql)
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    n = stream_result(q, args.sql, args.format, args.out)
+    if args.out:
+        print(f"{n} rows -> {Path(args.out).resolve()}")
+    return 0
+
+
+def stream_result(q: Any, sql: str, fmt: str, out_path: str | None) -> int:
+    """Stream a checked SELECT's result to a file (or stdout) as csv, json lines or parquet; returns the rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    out = open(out_path, "wb") if out_path else sys.stdout.buffer
     writer, n = None, 0
     try:
-        for batch in q.stream(args.sql, checked=True):
+        for batch in q.stream(sql, checked=True):
             n += batch.num_rows
-            if args.format == "json":
+            if fmt == "json":
                 for row in batch.to_pylist():
                     out.write((json.dumps(row, default=str) + "\n").encode())
                 continue
             if writer is None:
-                writer = (pq.ParquetWriter(out, batch.schema) if args.format == "parquet"
-                          else pcsv.CSVWriter(out, batch.schema))
-            writer.write(pa.Table.from_batches([batch]) if args.format == "parquet" else batch)
+                writer = pq.ParquetWriter(out, batch.schema) if fmt == "parquet" else pcsv.CSVWriter(out, batch.schema)
+            writer.write(pa.Table.from_batches([batch]) if fmt == "parquet" else batch)
     finally:
         if writer is not None:
             writer.close()
-        if args.out:
+        if out_path:
             out.close()
-    if args.out:
-        print(f"{n} rows -> {Path(args.out).resolve()}")
-    return 0
+    return n
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ examples:
   nla tables                                 the lake's tables (--lake DIR, default $NLA_LAKE or ./lake)
   nla query "SELECT status, count(*), avg(mse) FROM explanations GROUP BY status"
   nla search "The text is about weather." -k 5
+  nla import sae.safetensors --tensor W_dec --source sae:res-l20     vectors (SAE latents, ...) into the lake
+  nla quality                                the quality flags of the lake's explanations, summed up
+  nla export hf --out labels-dataset         the labels as a HF-datasets-ready Parquet folder with a card
   nla mine --where "mse > 0.8" --limit 1000 --name hard_v1
   nla train sft --role av --data hard_v1_best --from KIT/av     retrain on mined examples (Ray Train)
   nla retrain --lake ./lake                  label -> mine -> retrain -> relabel the held-out hard set
@@ -35,7 +38,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nla.cli import jobs, lake, models, serve, toy, train
+    from nla.cli import export, imports, jobs, lake, models, serve, toy, train
 
     parser = argparse.ArgumentParser(
         prog="nla", formatter_class=_formatter, epilog=EPILOG,
@@ -47,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_commands(sub, _formatter)
     jobs.add_commands(sub, _formatter)
     lake.add_commands(sub, _formatter)
+    imports.add_commands(sub, _formatter)
+    export.add_commands(sub, _formatter)
     serve.add_commands(sub, _formatter)
     train.add_commands(sub, _formatter)
     return parser

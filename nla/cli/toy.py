@@ -36,6 +36,12 @@ def add_commands(sub: Any, formatter: Any) -> None:
     c.add_argument("--shards", type=int, default=5, help="number of shard files (default 5)")
     c.add_argument("--seed", type=int, default=2026, help="seed (the kit itself was trained on seed 0)")
     c.set_defaults(func=cmd_toy_corpus)
+    sae = tsub.add_parser("sae", help="write an SAE-style decoder for the toy kit (input for `nla import`)",
+                          description="Write a .safetensors file with W_dec (LATENTS x d: unit directions of the "
+                                      "toy base's layer-K activations), W_enc and b_dec, as an SAE's file has them.")
+    sae.add_argument("--out", default="toy-sae.safetensors", help="file to write (default ./toy-sae.safetensors)")
+    sae.add_argument("--latents", type=int, default=512, help="rows of W_dec (default 512)")
+    sae.set_defaults(func=cmd_toy_sae)
     te = tsub.add_parser("teacher", help="serve the toy teacher as an OpenAI-compatible API (for `nla teach`)")
     te.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     te.set_defaults(func=cmd_toy_teacher)
@@ -82,6 +88,17 @@ def cmd_toy_corpus(args: argparse.Namespace) -> int:
 
     paths = write_corpus(Path(args.out), docs=args.docs, shards=args.shards, seed=args.seed)
     print(f"{args.docs} documents in {len(paths)} shards -> {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_toy_sae(args: argparse.Namespace) -> int:
+    from nla.errors import NLAInputError
+    from nla.toy.sae import write_toy_sae
+
+    if not 1 <= args.latents <= 100_000:
+        raise NLAInputError(f"--latents {args.latents}: choose 1..100000.")
+    out = write_toy_sae(args.out, latents=args.latents)
+    print(f"W_dec ({args.latents} x d), W_enc, b_dec -> {out.resolve()}")
     return 0
 
 

@@ -4,7 +4,9 @@ The job streams rows in input order (Ray Data preserve_order), so when a row of 
 shard is complete: its buffered rows are committed (activations first, then explanations) and recorded in the
 ledger; a rerun skips ledgered shards and a retried shard replaces its rows. Memory is bounded by one shard's rows.
 Failure rows (bad documents, unreadable shards) are counted and reported, never written as data; an unreadable
-shard is not ledgered, so a rerun tries it again.
+shard is not ledgered, so a rerun tries it again. Each explanation row is flagged from its own text as it is built;
+once every shard is committed, finish() sets the lake-wide flags of the recipe (nla.quality.lakepass) and counts the
+run's flags.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from nla.lake.rows import activation_table, explanation_table
 from nla.lake.schema import VectorDtype
 from nla.lake.store import Lake
+from nla.quality.settings import QualitySettings
 from nla.stages import ERROR, OK, concat
 from schemas import ACTIVATIONS, EXPLANATIONS
 
@@ -44,6 +47,8 @@ class RunStats:
     cos_sum: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     failures: list[str] = field(default_factory=list)  # the first few messages, for the summary and the runs row
+    flagged: int = 0  # explanations of this run with at least one quality flag
+    flags: dict[str, int] = field(default_factory=dict)  # flag -> explanations of this run carrying it
     _vec_sum: Any = None  # running sum of sqrt(d)-normalised activations: the predict-the-mean baseline
     _vec_n: int = 0
 
@@ -77,8 +82,11 @@ class ShardCommitter:
     def __init__(self, lake: Lake, order: list[str], *, run_id: str, config_hash: str, base_id: str, layer: int,
                  d: int, av_id: str = "", ar_id: str = "", write_activations: bool = True, write_explanations: bool = True,
                  recipes: dict[str, str] | None = None, sources: dict[str, dict] | None = None,
-                 log: Any = print, vector_dtype: VectorDtype = "float32") -> None:
-        """recipes: table -> the recipe hash its rows are committed under; sources: unit -> its ledger record."""
+                 log: Any = print, vector_dtype: VectorDtype = "float32",
+                 quality: QualitySettings | None = None) -> None:
+        """recipes: table -> the recipe hash its rows are committed under; sources: unit -> its ledger record;
+        quality: the flags' thresholds."""
+        self.quality = quality or QualitySettings()
         self.vector_dtype = vector_dtype  # how activations are stored (nla.lake.rows.storage_dtype)
         self.lake, self.order = lake, {s: i for i, s in enumerate(order)}
         self.recipes, self.sources = recipes or {}, sources or {}
@@ -102,7 +110,24 @@ class ShardCommitter:
 
     def finish(self) -> RunStats:
         self._commit_before(len(self.order))
+        if self.write_explanations and self.stats.explanations:
+            self._flag()
         return self.stats
+
+    def _flag(self) -> None:
+        """Lake-wide flags for the recipe, then this run's flag counts."""
+        from nla.lake.query import LakeQuery
+        from nla.quality.lakepass import refresh
+
+        refresh(self.lake, self.recipes.get(EXPLANATIONS.name, ""), self.quality, run_id=self.run_id,
+                config_hash=self.config_hash, log=self.log)
+        with LakeQuery(self.lake) as q:
+            counts = q.run(f"SELECT f, count(*) n FROM (SELECT unnest({EXPLANATIONS.col.flags}) f FROM explanations "
+                           "WHERE run_id = $r) GROUP BY f", {"r": self.run_id}, checked=True, limit=None).to_pylist()
+            flagged = q.run(f"SELECT count(*) FROM explanations WHERE run_id = $r AND len({EXPLANATIONS.col.flags}) > 0",
+                            {"r": self.run_id}, checked=True).column(0)[0].as_py()
+        self.stats.flags = {r["f"]: r["n"] for r in counts}
+        self.stats.flagged = int(flagged)
 
     def _commit_before(self, index: int) -> None:
         for shard, i in sorted(self.order.items(), key=lambda kv: kv[1]):
@@ -158,7 +183,7 @@ class ShardCommitter:
                 status=rows["expl_status"][ex] if len(ex) else [], n_tokens=rows["n_tokens"][ex] if len(ex) else [],
                 av=self.av_id, ar=self.ar_id if has_scores else "", samples=rows["sample"][ex] if len(ex) else [],
                 shard=shard, run_id=self.run_id, mse=rows["mse"][ex] if has_scores and len(ex) else None,
-                cos=rows["cos"][ex] if has_scores and len(ex) else None, recipe=recipe)
+                cos=rows["cos"][ex] if has_scores and len(ex) else None, recipe=recipe, quality=self.quality)
             errors = int((rows["expl_status"][ex] == ERROR).sum()) if len(ex) else 0
             st.explanations_error += errors
             if errors and not st.first_error:

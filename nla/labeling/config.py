@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nla.av_vllm import VLLMSettings
+from nla.quality.settings import QualitySettings
 
 
 @dataclass
@@ -75,3 +76,4 @@ class LabelConfig:
     explainer: StageResources = field(default_factory=StageResources)
     scorer: StageResources = field(default_factory=StageResources)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)  # engine settings when models.av_backend is vllm
+    quality: QualitySettings = field(default_factory=QualitySettings)  # the quality flags' thresholds

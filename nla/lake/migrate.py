@@ -1,7 +1,10 @@
 """Upgrade a lake written by an older nla to this schema, in place: one atomic commit per table, resumable.
 
 Version 1 knew a shard by its file name and rows by no recipe. Migrated rows get recipe 'legacy', ledger rows keep
-their name as unit id with no fingerprint, and runs get no recipes. Each table is rewritten (streamed, bounded
+their name as unit id with no fingerprint, and runs get no recipes. Version 2 had no vector sources and no quality
+flags: its activations get source 'corpus' (extraction wrote every one), its explanations the flags their own text
+and status give (truncated, no_tags, degenerate; template and low_norm are set by the next labeling run of their
+recipe, or `nla quality --refresh`). A table several versions behind takes every step in one rewrite. Each table is rewritten (streamed, bounded
 memory) as one Delta overwrite that also changes its schema, then its recorded schema version is updated; a table
 whose columns are already new only gets the version, so a migration killed anywhere is finished by running it
 again. Old versions stay readable by time travel until vacuumed. Nothing else here.
@@ -14,8 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from nla.lake.rows import CORPUS
 from nla.lake.schema import arrow_schema
 from nla.lake.store import Lake, _writer
+from nla.quality.flags import row_flags
 from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS, TableSpec
 
 LEGACY_RECIPE = "legacy"  # rows and ledger entries written before recipes existed
@@ -34,21 +39,44 @@ def _legacy(b: pa.RecordBatch) -> pa.Array:
     return pa.array([LEGACY_RECIPE] * b.num_rows, pa.string())
 
 
-UPGRADES: dict[str, tuple[TableSpec, int, Upgrade]] = {
-    ACTIVATIONS.name: (ACTIVATIONS, 1, _add(recipe=_legacy)),
-    EXPLANATIONS.name: (EXPLANATIONS, 1, _add(recipe=_legacy)),
-    SHARDS.name: (SHARDS, 1, _add(recipe=_legacy, name=lambda b: b.column(SHARDS.col.shard),
-                                  path=lambda b: pa.array([""] * b.num_rows, pa.string()),
-                                  fingerprint=lambda b: pa.array([""] * b.num_rows, pa.string()),
-                                  size=lambda b: pa.nulls(b.num_rows, pa.int64()))),
-    RUNS.name: (RUNS, 1, _add(recipes=lambda b: pa.nulls(b.num_rows, pa.string()))),
+def _flags(b: pa.RecordBatch) -> pa.Array:
+    E = EXPLANATIONS.col
+    cols = (b.column(E.explanation).to_pylist(), b.column(E.raw_output).to_pylist(), b.column(E.status).to_pylist())
+    return pa.array([row_flags(e, r, s) for e, r, s in zip(*cols)], pa.list_(pa.string()))
+
+
+def _nulls(b: pa.RecordBatch) -> pa.Array:
+    return pa.nulls(b.num_rows, pa.string())
+
+
+# table -> (its spec now, the steps from each older version to the next)
+UPGRADES: dict[str, tuple[TableSpec, dict[int, Upgrade]]] = {
+    ACTIVATIONS.name: (ACTIVATIONS, {1: _add(recipe=_legacy), 2: _add(
+        source=lambda b: pa.array([CORPUS] * b.num_rows, pa.string()), label=_nulls, meta=_nulls)}),
+    EXPLANATIONS.name: (EXPLANATIONS, {1: _add(recipe=_legacy), 2: _add(flags=_flags)}),
+    SHARDS.name: (SHARDS, {1: _add(recipe=_legacy, name=lambda b: b.column(SHARDS.col.shard),
+                                   path=lambda b: pa.array([""] * b.num_rows, pa.string()),
+                                   fingerprint=lambda b: pa.array([""] * b.num_rows, pa.string()),
+                                   size=lambda b: pa.nulls(b.num_rows, pa.int64()))}),
+    RUNS.name: (RUNS, {1: _add(recipes=_nulls)}),
 }
+
+
+def _steps(steps: dict[int, Upgrade], version: int) -> Upgrade:
+    """The upgrades from `version` to now, chained: each step sees the batch the previous one made."""
+    def up(b: pa.RecordBatch) -> dict[str, Any]:
+        for v in sorted(k for k in steps if k >= version):
+            cols = steps[v](b)
+            b = pa.RecordBatch.from_arrays([pa.array(c) if isinstance(c, list) else c for c in cols.values()],
+                                           names=list(cols))
+        return {n: b.column(n) for n in b.schema.names}
+    return up
 
 
 def pending(lake: Lake) -> dict[str, int]:
     """Tables of this lake at an older schema version: {name: version}."""
     out = {}
-    for name, (spec, _, _) in UPGRADES.items():
+    for name, (spec, _) in UPGRADES.items():
         if lake.exists(name):
             v = lake.layout(name).get("schema_version", 1)
             if v != spec.version:
@@ -64,13 +92,14 @@ def migrate(lake: Lake, *, log: Callable[[str], None] = print) -> list[str]:
 
     done = []
     for name, version in pending(lake).items():
-        spec, from_version, upgrade = UPGRADES[name]
-        if version != from_version:
+        spec, steps = UPGRADES[name]
+        if version not in steps:
             from nla.errors import NLASchemaError
 
             raise NLASchemaError(f"lake {lake.root}: table {name!r} has schema version {version}, which this nla "
-                                 f"cannot migrate (it knows {from_version} -> {spec.version}). Fix: use the nla "
+                                 f"cannot migrate (it knows {sorted(steps)} -> {spec.version}). Fix: use the nla "
                                  "version that wrote it.")
+        upgrade = _steps(steps, version)
         layout = lake.layout(name)
         schema = arrow_schema(spec, d=layout.get("d"), vector_dtype=layout.get("vector_dtype", "float32"))
         table = lake.table(name)

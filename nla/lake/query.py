@@ -19,6 +19,7 @@ from nla.errors import NLAInputError, NLAQueryError
 from nla.lake.compare import compare_macro
 from nla.lake.search import SearchResult, Searcher, table_dataset
 from nla.lake.store import Lake
+from nla.quality.flags import FLAGS
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 MAX_SQL_CHARS = 20_000
@@ -26,8 +27,16 @@ DEFAULT_TIMEOUT_S = 30.0
 
 E, A = EXPLANATIONS.col, ACTIVATIONS.col
 # Explanations joined with where their activation came from (no vector: select it from activations when needed).
-LABELS_SQL = (f"SELECT e.*, a.{A.doc_id}, a.{A.position}, a.{A.token}, a.{A.context}, a.{A.layer}, a.{A.base_model} "
-              f"FROM explanations e LEFT JOIN activations a USING ({E.act_id})")
+LABELS_SQL = (f"SELECT e.*, a.{A.doc_id}, a.{A.position}, a.{A.token}, a.{A.context}, a.{A.layer}, a.{A.base_model}, "
+              f"a.{A.source}, a.{A.label}, a.{A.meta}, a.{A.norm} FROM explanations e LEFT JOIN activations a USING "
+              f"({E.act_id})")
+# The quality flags summed up: one row per (recipe, av, ar, source), a count per flag, and the mean mse of the clean
+# and the flagged explanations.
+QUALITY_SQL = ("SELECT recipe, av, ar, source, count(*) AS explanations, count(*) FILTER (WHERE len(flags) > 0) AS "
+               "flagged, round(count(*) FILTER (WHERE len(flags) > 0) / count(*), 4) AS share_flagged, "
+               + ", ".join(f"count(*) FILTER (WHERE list_contains(flags, '{f}')) AS {f}" for f in FLAGS)
+               + ", avg(mse) FILTER (WHERE len(flags) = 0) AS mse_clean, avg(mse) FILTER (WHERE len(flags) > 0) AS "
+               "mse_flagged FROM labels GROUP BY ALL ORDER BY ALL")
 # The release's explanations are 2-3 features, most important first, separated by blank lines: one row per feature.
 FEATURES_SQL = (f"SELECT {E.act_id}, {E.av}, {E.ar}, {E.sample}, {E.mse}, {E.cos}, trim(u.feature) AS feature, "
                 f"u.rank::INTEGER AS rank FROM explanations, "
@@ -84,6 +93,7 @@ class LakeQuery:
         if {"explanations", "activations"} <= set(self.tables):
             self.con.execute(f"CREATE VIEW labels AS {LABELS_SQL}")
             self.con.execute(f"CREATE VIEW features AS {FEATURES_SQL}")
+            self.con.execute(f"CREATE VIEW quality AS {QUALITY_SQL}")
             for m in (*MACROS, compare_macro()):
                 self.con.execute(m)
         if self.d:
@@ -271,7 +281,7 @@ class LakeQuery:
                                  "search_explanations(pattern), search_features(pattern), nearest(query, k) and "
                                  "compare(a, b); the rest are DuckDB's (duckdb.org/docs/sql/functions/overview).")
         if isinstance(e, duckdb.CatalogException):
-            known = ", ".join(sorted(self.tables) + (["labels", "features"] if "labels" in self.views() else []))
+            known = ", ".join(sorted(self.tables) + (["labels", "features", "quality"] if "labels" in self.views() else []))
             return NLAQueryError(f"{msg}. Tables here: {known or 'none'}. Fix: check the name (`nla tables`).")
         if isinstance(e, duckdb.BinderException):
             return NLAQueryError(f"{msg}. Fix: check column names (`nla tables` prints each table's schema).")

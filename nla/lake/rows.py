@@ -15,6 +15,8 @@ import pyarrow as pa
 
 from nla.lake.schema import VectorDtype, arrow_schema, vectors_to_arrow
 from nla.lake.store import now
+from nla.quality.flags import row_flags
+from nla.quality.settings import QualitySettings
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 A, E = ACTIVATIONS.col, EXPLANATIONS.col
@@ -33,20 +35,29 @@ def storage_dtype(lake: Any, compute_dtype: str) -> VectorDtype:
     return "bfloat16" if compute_dtype == "bfloat16" else "float32"
 
 
-def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int, shard: str,
-                     run_id: str, recipe: str = "", vector_dtype: VectorDtype = "float32") -> pa.Table:
-    """Extractor output (doc_id, position, token_id, token, context, vector) -> rows of `activations`. vector_dtype
+CORPUS = "corpus"  # activations.source of the rows extraction wrote
+
+
+def activation_table(cols: dict[str, Any], *, base_model: str, layer: int, shard: str,
+                     run_id: str, recipe: str = "", vector_dtype: VectorDtype = "float32",
+                     source: str = CORPUS) -> pa.Table:
+    """Extractor output (doc_id, position, token_id, token, context, vector; imported vectors may also give label
+    and meta, a JSON string each, and leave token_id/token/context None) -> rows of `activations`. vector_dtype
     "bfloat16" stores vectors a bf16 model produced at 2 bytes a value, without loss."""
     vectors = np.asarray(cols["vector"], dtype=np.float32)
     n, d = vectors.shape
     ids = [act_id(base_model, layer, str(doc), int(p)) for doc, p in zip(cols["doc_id"], cols["position"])]
+    none = [None] * n
     data = {
         A.act_id: ids, A.base_model: [base_model] * n, A.layer: np.full(n, layer, np.int32),
         A.doc_id: [str(x) for x in cols["doc_id"]], A.position: np.asarray(cols["position"], np.int32),
-        A.token_id: np.asarray(cols["token_id"], np.int64), A.token: list(cols["token"]),
-        A.context: list(cols["context"]), A.vector: vectors_to_arrow(vectors, vector_dtype),
+        A.token_id: pa.array(cols["token_id"], pa.int64()) if cols.get("token_id") is not None else none,
+        A.token: list(cols["token"]) if cols.get("token") is not None else none,
+        A.context: list(cols["context"]) if cols.get("context") is not None else none,
+        A.vector: vectors_to_arrow(vectors, vector_dtype),
         A.norm: np.linalg.norm(vectors, axis=1).astype(np.float32), A.shard: [shard] * n, A.recipe: [recipe] * n,
-        A.run_id: [run_id] * n,
+        A.source: [source] * n, A.label: list(cols["label"]) if cols.get("label") is not None else none,
+        A.meta: list(cols["meta"]) if cols.get("meta") is not None else none, A.run_id: [run_id] * n,
     }
     return pa.table(data, schema=arrow_schema(ACTIVATIONS, d=d, vector_dtype=vector_dtype))
 
@@ -54,9 +65,12 @@ def activation_table(cols: dict[str, np.ndarray], *, base_model: str, layer: int
 def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | None], raw_output: Sequence[str],
                       status: Sequence[str], n_tokens: Sequence[int], av: str, ar: str, samples: Sequence[int],
                       shard: str, run_id: str, mse: Sequence[float | None] | None = None,
-                      cos: Sequence[float | None] | None = None, recipe: str = "") -> pa.Table:
-    """AV outputs (per sample) + AR scores -> `explanations` rows. NaN scores are stored as null."""
+                      cos: Sequence[float | None] | None = None, recipe: str = "",
+                      quality: QualitySettings | None = None) -> pa.Table:
+    """AV outputs (per sample) + AR scores -> `explanations` rows. NaN scores are stored as null; each row gets the
+    flags its own text and status give (nla.quality.flags.row_flags; the lake-wide ones come later)."""
     n = len(act_ids)
+    flags = [row_flags(e, r, s, quality) for e, r, s in zip(explanation, raw_output, status)]
 
     def scores(values: Sequence[float | None] | None) -> pa.Array:
         if values is None:
@@ -70,7 +84,7 @@ def explanation_table(act_ids: Sequence[str], *, explanation: Sequence[str | Non
         E.explanation: [x if isinstance(x, str) else None for x in explanation],
         E.raw_output: [x if isinstance(x, str) else "" for x in raw_output],
         E.n_tokens: np.asarray(n_tokens, np.int32), E.status: list(status),
-        E.mse: scores(mse), E.cos: scores(cos), E.shard: [shard] * n, E.recipe: [recipe] * n, E.run_id: [run_id] * n,
+        E.mse: scores(mse), E.cos: scores(cos), E.flags: pa.array(flags, pa.list_(pa.string())), E.shard: [shard] * n, E.recipe: [recipe] * n, E.run_id: [run_id] * n,
         E.created_at: [now()] * n,
     }
     return pa.table(data, schema=arrow_schema(EXPLANATIONS))

@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,42 +173,101 @@ class Lake:
         ledger (unless ledger=False: rows that must be redone, such as failed AV batches, are written but not marked
         done). Rows of the same unit under other recipes stay. Returns the table version; rerunning never
         duplicates rows. `source` holds the ledger's name, path, fingerprint and size of the unit."""
-        name = name or spec.name
-        return self._when_reachable(f"committing unit {shard} to {name!r}", lambda: self._commit_shard(
-            spec, rows, shard=shard, run_id=run_id, recipe=recipe, config_hash=config_hash, name=name,
-            source=source, ledger=ledger))
+        return self.commit_units(spec, [rows], units=[shard], run_id=run_id, recipe=recipe, config_hash=config_hash,
+                                 name=name, sources={shard: source} if source else None, ledger=ledger)
 
-    def _commit_shard(self, spec: TableSpec, rows: pa.Table, *, shard: str, run_id: str, recipe: str,
-                      config_hash: str, name: str, source: dict[str, Any] | None, ledger: bool) -> int:
+    def commit_units(self, spec: TableSpec, batches: Sequence[pa.Table] | Callable[[], Iterable[pa.Table]], *,
+                     units: Sequence[str], run_id: str, recipe: str = "", config_hash: str = "",
+                     name: str | None = None, sources: dict[str, dict[str, Any]] | None = None,
+                     ledger: bool = True) -> int:
+        """commit_shard for several units in one atomic commit, their rows streamed: `batches` is a list of tables
+        or a function returning a fresh iterator of them (a retried commit reads them again). A table that does not
+        exist yet must be created first (lake.create) unless `batches` is a list. Every batch row must belong to one
+        of `units` under `recipe`; the commit replaces exactly those units' rows of that recipe. While an object store
+        does not answer, the commit waits (NLA_STORE_WAIT_S) and is tried again."""
+        name = name or spec.name
+        what = f"committing unit {units[0]}" if len(units) == 1 else f"committing {len(units)} units"
+        return self._when_reachable(f"{what} to {name!r}", lambda: self._commit_units(
+            spec, batches, units=units, run_id=run_id, recipe=recipe, config_hash=config_hash, name=name,
+            sources=sources, ledger=ledger))
+
+    def _commit_units(self, spec: TableSpec, batches: Sequence[pa.Table] | Callable[[], Iterable[pa.Table]], *,
+                      units: Sequence[str], run_id: str, recipe: str, config_hash: str, name: str,
+                      sources: dict[str, dict[str, Any]] | None, ledger: bool) -> int:
         from deltalake import write_deltalake
 
         assert spec.shard_column, f"{spec.name} is not sharded"
-        self._ensure(spec, rows, name)
+        if not callable(batches):
+            if batches:
+                self._ensure(spec, batches[0], name)
+            listed = batches
+            batches = lambda: listed  # noqa: E731
         schema = self.arrow_schema(name, spec)
-        batch = check_batch(spec, rows, schema)
-        for col, value in ((spec.shard_column, shard), ("recipe", recipe)):
-            if batch.num_rows and not pc.all(pc.equal(batch.column(col), value)).as_py():
-                raise NLASchemaError(f"rows for shard {shard!r} of {name!r} carry other {col} values. Fix: set {col} "
-                                     f"= {value!r} on every row of the batch.")
-        predicate = f"{spec.shard_column} = '{_sql_str(shard)}' AND recipe = '{_sql_str(recipe)}'"
-        version = self._retry(name, lambda props: write_deltalake(
-            self.uri(name), batch, mode="overwrite", predicate=predicate, commit_properties=props,
-            writer_properties=_writer(schema), storage_options=self.storage_options),
-            run_id=run_id, config_hash=config_hash, shard=shard, recipe=recipe)
+        wanted = set(units)
+        counts: dict[str, int] = {}
+
+        def checked() -> Iterator[pa.RecordBatch]:
+            counts.clear()
+            for rows in batches():
+                batch = check_batch(spec, rows, schema)
+                if not batch.num_rows:
+                    continue
+                if not pc.all(pc.equal(batch.column("recipe"), recipe)).as_py():
+                    raise NLASchemaError(f"rows for {name!r} carry other recipe values than {recipe!r}. Fix: set "
+                                         f"recipe = {recipe!r} on every row of the batch.")
+                for unit, n in zip(*pc.value_counts(batch.column(spec.shard_column)).flatten()):
+                    if unit.as_py() not in wanted:
+                        raise NLASchemaError(f"rows for {name!r} carry other {spec.shard_column} values: "
+                                             f"{unit.as_py()!r} is not a unit of this commit ({sorted(wanted)[:3]}). "
+                                             f"Fix: set {spec.shard_column} to the unit the rows belong to.")
+                    counts[unit.as_py()] = counts.get(unit.as_py(), 0) + n.as_py()
+                yield from batch.to_batches()
+
+        keys = ", ".join(f"'{_sql_str(u)}'" for u in units)
+        predicate = f"{spec.shard_column} IN ({keys}) AND recipe = '{_sql_str(recipe)}'"
+        refused: list[Exception] = []  # a batch refused mid-stream: raised as itself, not as Delta's wrapper
+
+        def write(props: Any) -> None:
+            def stream() -> Iterator[pa.RecordBatch]:
+                try:
+                    yield from checked()
+                except Exception as e:
+                    refused.append(e)
+                    raise
+            refused.clear()
+            try:
+                write_deltalake(self.uri(name), pa.RecordBatchReader.from_batches(schema, stream()), mode="overwrite",
+                                predicate=predicate, commit_properties=props, writer_properties=_writer(schema),
+                                storage_options=self.storage_options)
+            except Exception:
+                if refused:
+                    raise refused[0] from None
+                raise
+
+        version = self._retry(name, write,
+            run_id=run_id, config_hash=config_hash, shard=units[0] if len(units) == 1 else f"{len(units)} units",
+            recipe=recipe)
         if ledger:
-            self.record_shard(name, shard, recipe=recipe, run_id=run_id, rows=batch.num_rows, version=version,
-                              source=source)
+            self.record_units(name, {u: counts.get(u, 0) for u in units}, recipe=recipe, run_id=run_id,
+                              version=version, sources=sources)
         return version
 
     def record_shard(self, table_name: str, shard: str, *, recipe: str, run_id: str, rows: int, version: int,
                      source: dict[str, Any] | None = None) -> None:
-        src = source or {}
+        self.record_units(table_name, {shard: rows}, recipe=recipe, run_id=run_id, version=version,
+                          sources={shard: source} if source else None)
+
+    def record_units(self, table_name: str, rows: dict[str, int], *, recipe: str, run_id: str, version: int,
+                     sources: dict[str, dict[str, Any]] | None = None) -> None:
+        """Ledger the units (unit -> rows committed) in one merge."""
         c = SHARDS.col
-        ledger = pa.table({c.table_name: [table_name], c.shard: [shard], c.recipe: [recipe],
-                           c.name: [src.get("name", shard)], c.path: [src.get("path", "")],
-                           c.fingerprint: [src.get("fingerprint", "")], c.size: [src.get("size")],
-                           c.run_id: [run_id], c.rows: [rows], c.table_version: [version],
-                           c.committed_at: [now()]}, schema=arrow_schema(SHARDS))
+        src = [(sources or {}).get(u) or {} for u in rows]
+        n = len(rows)
+        ledger = pa.table({c.table_name: [table_name] * n, c.shard: list(rows), c.recipe: [recipe] * n,
+                           c.name: [s.get("name", u) for s, u in zip(src, rows)],
+                           c.path: [s.get("path", "") for s in src], c.fingerprint: [s.get("fingerprint", "") for s in src],
+                           c.size: [s.get("size") for s in src], c.run_id: [run_id] * n, c.rows: list(rows.values()),
+                           c.table_version: [version] * n, c.committed_at: [now()] * n}, schema=arrow_schema(SHARDS))
         self.merge(SHARDS, ledger, run_id=run_id)
 
     def ledger(self, table_name: str | None = None) -> list[dict[str, Any]]:

@@ -64,7 +64,8 @@ class ReadActivations:
                 n = b.num_rows
                 yield {"shard": objects([str(sid)] * n), "doc_id": objects(b.column(A.doc_id).to_pylist()),
                        "act_id": objects(b.column(A.act_id).to_pylist()),
-                       "position": b.column(A.position).to_numpy(), "token_id": b.column(A.token_id).to_numpy(),
+                       "position": b.column(A.position).to_numpy(),
+                       "token_id": b.column(A.token_id).fill_null(-1).to_numpy(),  # -1: an imported vector
                        "token": objects(b.column(A.token).to_pylist()),
                        "context": objects(b.column(A.context).to_pylist()),
                        "vector": vectors_from_arrow(b.column(A.vector)), "status": objects(["ok"] * n),

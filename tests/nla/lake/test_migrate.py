@@ -18,15 +18,20 @@ from nla.lake.store import Lake, now
 from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS
 from tests.nla.lake.conftest import D, shard_rows
 
-V1_DROP = {ACTIVATIONS.name: {"recipe"}, EXPLANATIONS.name: {"recipe"}, RUNS.name: {"recipes"},
-           SHARDS.name: {"recipe", "name", "path", "fingerprint", "size"}}
+V3_NEW = {ACTIVATIONS.name: {"source", "label", "meta"}, EXPLANATIONS.name: {"flags"}, RUNS.name: set(),
+          SHARDS.name: set()}
+V1_DROP = {ACTIVATIONS.name: {"recipe"} | V3_NEW[ACTIVATIONS.name], EXPLANATIONS.name: {"recipe", "flags"},
+           RUNS.name: {"recipes"}, SHARDS.name: {"recipe", "name", "path", "fingerprint", "size"}}
+
+
+def old(spec, version: int, drop: set[str]):
+    """The table as an older nla declared it."""
+    return dataclasses.replace(spec, version=version, columns=tuple(c for c in spec.columns if c.name not in drop),
+                               key=tuple(k for k in spec.key if k not in drop))
 
 
 def v1(spec):
-    """The table as the previous nla declared it."""
-    drop = V1_DROP[spec.name]
-    return dataclasses.replace(spec, version=1, columns=tuple(c for c in spec.columns if c.name not in drop),
-                               key=tuple(k for k in spec.key if k not in drop))
+    return old(spec, 1, V1_DROP[spec.name])
 
 
 def write_v1_lake(root) -> Lake:
@@ -36,7 +41,7 @@ def write_v1_lake(root) -> Lake:
         for spec, t in ((ACTIVATIONS, acts), (EXPLANATIONS, expl)):
             old = v1(spec)
             lake.create(old, d=D if spec.has_vector else None)
-            write_deltalake(lake.uri(spec.name), t.drop_columns(["recipe"]).cast(arrow_schema(old, d=D if spec.has_vector
+            write_deltalake(lake.uri(spec.name), t.drop_columns(sorted(V1_DROP[spec.name])).cast(arrow_schema(old, d=D if spec.has_vector
                                                                                             else None)), mode="append")
             ledger = {"table_name": [spec.name], "shard": [f"part-{s}.jsonl"], "run_id": ["r1"],
                       "rows": [t.num_rows], "table_version": [1], "committed_at": [now()]}
@@ -60,7 +65,7 @@ def test_v1_lake_is_refused_with_the_command_then_migrated(tmp_path, capsys):
     assert main(["migrate", "--lake", lake.root]) == 0
     out = capsys.readouterr().out
     assert f"lake {lake.root}: migrated activations, explanations, shards, runs" in out
-    assert "[migrate] activations: 80 rows rewritten at schema v2" in out
+    assert f"[migrate] activations: 80 rows rewritten at schema v{ACTIVATIONS.version}" in out
     lake.check_versions()
     assert pending(lake) == {} and migrate(lake) == []
     assert main(["migrate", "--lake", lake.root]) == 0
@@ -68,6 +73,7 @@ def test_v1_lake_is_refused_with_the_command_then_migrated(tmp_path, capsys):
     with LakeQuery(lake) as q:
         assert {t: q.run(f"SELECT count(*) n FROM {t}").column("n")[0].as_py() for t in before} == before
         assert q.run("SELECT DISTINCT recipe FROM explanations").column(0).to_pylist() == [LEGACY_RECIPE]
+        assert q.run("SELECT DISTINCT source FROM activations").column(0).to_pylist() == ["corpus"]
         ledger = q.run("SELECT shard, recipe, name, fingerprint FROM shards ORDER BY ALL", limit=None).to_pylist()
     assert ledger[0] == {"shard": "part-0.jsonl", "recipe": LEGACY_RECIPE, "name": "part-0.jsonl", "fingerprint": ""}
     assert json.loads(lake.table(ACTIVATIONS.name).metadata().description)["schema_version"] == ACTIVATIONS.version
@@ -94,3 +100,30 @@ def test_migration_killed_between_its_two_commits_is_finished_by_a_rerun(tmp_pat
     assert sorted(migrate(lake)) == sorted([ACTIVATIONS.name, EXPLANATIONS.name, SHARDS.name, RUNS.name])
     with LakeQuery(lake) as q:
         assert q.run("SELECT count(*) - count(DISTINCT act_id) d FROM activations").column(0)[0].as_py() == 0
+
+
+def test_v2_lake_gets_sources_and_the_flags_its_rows_show(tmp_path, capsys):
+    """A lake of the previous schema (v2: no vector sources, no quality flags): activations become source 'corpus',
+    explanations get the flags their own status and text give; template and low_norm wait for the next run."""
+    lake = Lake(tmp_path / "lake")
+    for s in range(2):
+        acts, expl = shard_rows(s)
+        for spec, t in ((ACTIVATIONS, acts), (EXPLANATIONS, expl)):
+            v2 = old(spec, 2, V3_NEW[spec.name])
+            lake.create(v2, d=D if spec.has_vector else None)
+            write_deltalake(lake.uri(spec.name), t.drop_columns(sorted(V3_NEW[spec.name])).cast(
+                arrow_schema(v2, d=D if spec.has_vector else None)), mode="append")
+    with pytest.raises(NLASchemaError, match="nla migrate"):
+        lake.check_versions()
+    assert pending(lake) == {ACTIVATIONS.name: 2, EXPLANATIONS.name: 2}
+    from nla.cli.main import main
+
+    assert main(["migrate", "--lake", lake.root]) == 0
+    assert "migrated activations, explanations" in capsys.readouterr().out
+    with LakeQuery(lake) as q:
+        assert q.run("SELECT source, count(*) n, count(label) l FROM activations GROUP BY 1").to_pylist() == [
+            {"source": "corpus", "n": 80, "l": 0}]
+        flags = q.run("SELECT status, flags, count(*) n FROM explanations GROUP BY ALL ORDER BY status",
+                      limit=None).to_pylist()
+    # shard_rows: one no_tags row per shard, the rest clean toy-like explanations
+    assert flags == [{"status": "no_tags", "flags": ["no_tags"], "n": 2}, {"status": "ok", "flags": [], "n": 78}]
