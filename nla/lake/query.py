@@ -23,6 +23,8 @@ from schemas import ACTIVATIONS, EXPLANATIONS
 
 MAX_SQL_CHARS = 20_000
 DEFAULT_TIMEOUT_S = 30.0
+PARSE_FIX = ("write one read-only SELECT in DuckDB's dialect (duckdb.org/docs/sql/introduction); query('...') runs "
+             "only a SELECT too.")
 
 E, A = EXPLANATIONS.col, ACTIVATIONS.col
 # Explanations joined with where their activation came from (no vector: select it from activations when needed).
@@ -108,7 +110,7 @@ class LakeQuery:
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as e:
-            raise NLAQueryError(f"SQL does not parse: {_first_line(e)}") from e
+            raise NLAQueryError(f"SQL does not parse: {_first_line(e)}. Fix: {PARSE_FIX}") from e
         if len(stmts) != 1:
             raise NLAQueryError(f"{len(stmts)} statements given; the lake answers exactly one read-only SELECT per "
                                 "query. Fix: send them one at a time.")
@@ -275,8 +277,11 @@ class LakeQuery:
             return NLAQueryError(f"{msg}. Tables here: {known or 'none'}. Fix: check the name (`nla tables`).")
         if isinstance(e, duckdb.BinderException):
             return NLAQueryError(f"{msg}. Fix: check column names (`nla tables` prints each table's schema).")
+        if isinstance(e, duckdb.ParserException):  # e.g. inside query('...'), which DuckDB parses at run time
+            return NLAQueryError(f"SQL does not parse: {msg}. Fix: {PARSE_FIX}")
         if isinstance(e, duckdb.Error):
-            return NLAQueryError(f"query failed: {msg}")
+            return NLAQueryError(f"query failed: {msg}. Fix: correct the SQL (DuckDB's dialect: "
+                                 "duckdb.org/docs/sql/introduction); `nla tables` prints each table's schema.")
         return e
 
     def views(self) -> set[str]:

@@ -109,32 +109,37 @@ def test_projection_pushdown_skips_vectors(lake):
     assert 0 < without < with_vec / 3
 
 
-@pytest.mark.parametrize("sql", [
-    "COPY (SELECT 1) TO '/tmp/nla_escape.csv'",
-    "COPY explanations TO '/tmp/nla_escape.parquet' (FORMAT parquet)",
-    "ATTACH '/tmp/nla_escape.db' AS x",
-    "INSTALL httpfs",
-    "LOAD httpfs",
-    "SELECT * FROM read_csv('/etc/passwd')",
-    "SELECT * FROM read_text('/etc/hostname')",
-    "SELECT * FROM '/etc/passwd'",
-    "SELECT * FROM glob('/etc/*')",
-    "PRAGMA database_list",
-    "SET threads = 1",
-    "SELECT 1; DROP VIEW labels",
-    "CREATE TABLE x AS SELECT 1",
-    "INSERT INTO explanations SELECT * FROM explanations",
-    "DELETE FROM explanations",
-    "DROP VIEW labels",
-    "EXPORT DATABASE '/tmp/nla_export'",
-    "SELECT * FROM query('DROP VIEW labels')",
-    "SELECT " + "1 + " * 6000 + "1",
-    "",
+READ_ONLY = "statements are refused: the lake is read-only here"
+NO_FILES = r"refused: Permission Error: Cannot access file \"{}\" - file system operations are disabled"
+
+
+@pytest.mark.parametrize("sql, why", [  # each escape is refused for its own reason, named in the message
+    ("COPY (SELECT 1) TO '/tmp/nla_escape.csv'", f"^COPY {READ_ONLY}"),
+    ("COPY explanations TO '/tmp/nla_escape.parquet' (FORMAT parquet)", f"^COPY {READ_ONLY}"),
+    ("ATTACH '/tmp/nla_escape.db' AS x", f"^ATTACH {READ_ONLY}"),
+    ("INSTALL httpfs", f"^LOAD {READ_ONLY}"),  # DuckDB parses INSTALL as a LOAD statement
+    ("LOAD httpfs", f"^LOAD {READ_ONLY}"),
+    ("SELECT * FROM read_csv('/etc/passwd')", NO_FILES.format("/etc/passwd")),
+    ("SELECT * FROM read_text('/etc/hostname')", NO_FILES.format("/etc/hostname")),
+    ("SELECT * FROM '/etc/passwd'", "Table with name /etc/passwd does not exist!. Tables here: activations"),
+    ("SELECT * FROM glob('/etc/*')", NO_FILES.format(r"/etc/\*")),
+    ("PRAGMA database_list", f"^PRAGMA {READ_ONLY}"),
+    ("SET threads = 1", f"^SET {READ_ONLY}"),
+    ("SELECT 1; DROP VIEW labels", "^2 statements given; the lake answers exactly one read-only SELECT"),
+    ("CREATE TABLE x AS SELECT 1", f"^CREATE {READ_ONLY}"),
+    ("INSERT INTO explanations SELECT * FROM explanations", f"^INSERT {READ_ONLY}"),
+    ("DELETE FROM explanations", f"^DELETE {READ_ONLY}"),
+    ("DROP VIEW labels", f"^DROP {READ_ONLY}"),
+    ("EXPORT DATABASE '/tmp/nla_export'", f"^EXPORT {READ_ONLY}"),
+    ("SELECT * FROM query('DROP VIEW labels')", "^SQL does not parse: Parser Error: Expected a single SELECT statement"
+                                                r"\. Fix: write one read-only SELECT"),
+    ("SELECT " + "1 + " * 6000 + "1", "^query of 24008 characters is over the 20000 limit. Fix: shorten it"),
+    ("", "^empty query. Fix: pass one SELECT"),
 ])
-def test_sandbox_refuses(lake, sql):
+def test_sandbox_refuses(lake, sql, why):
     before = versions(lake)
     q = LakeQuery(lake)
-    with pytest.raises(NLAQueryError):
+    with pytest.raises(NLAQueryError, match=why):
         q.run(sql)
     assert q.run("SELECT count(*) n FROM labels").column("n")[0].as_py() == 120  # views intact
     assert versions(lake) == before

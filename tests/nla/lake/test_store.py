@@ -47,12 +47,23 @@ def test_commit_metadata_and_time_travel(lake):
 
 
 def test_optimize_and_safe_vacuum(lake):
-    before = lake.table("activations").to_pyarrow_dataset().to_table().sort_by("act_id")
-    for _ in range(2):
-        lake.commit_shard(ACTIVATIONS, shard_rows(0)[0], shard="s0", run_id="r3")
+    """Shard s0 holds three files (its rows under three recipes): compaction makes them one, in one commit, and
+    changes no row; with one file per shard left, a second compaction has nothing to do and commits nothing."""
+    acts = shard_rows(0)[0]
+    for recipe in ("b", "c"):
+        lake.commit_shard(ACTIVATIONS, acts.set_column(acts.schema.get_field_index("recipe"), "recipe",
+                                                       pa.array([recipe] * acts.num_rows)),
+                          shard="s0", run_id="r3", recipe=recipe)
+    before = lake.table("activations").to_pyarrow_dataset().to_table().sort_by([("act_id", "ascending"),
+                                                                                 ("recipe", "ascending")])
+    assert before.num_rows == 200 and len(lake.table("activations").file_uris()) == 5
+    version = lake.table("activations").version()
     metrics = lake.optimize("activations")
-    assert metrics["numFilesRemoved"] >= 0
-    assert lake.table("activations").to_pyarrow_dataset().to_table().sort_by("act_id").equals(before)
+    assert (metrics["numFilesRemoved"], metrics["numFilesAdded"], metrics["partitionsOptimized"]) == (3, 1, 1)
+    assert len(lake.table("activations").file_uris()) == 3 and lake.table("activations").version() == version + 1
+    assert lake.table("activations").to_pyarrow_dataset().to_table().sort_by([("act_id", "ascending"),
+                                                                              ("recipe", "ascending")]).equals(before)
+    assert lake.optimize("activations")["numFilesRemoved"] == 0 and lake.table("activations").version() == version + 1
     with pytest.raises(NLALakeError, match="safe minimum"):
         lake.vacuum("activations", retention_hours=0)
     assert lake.vacuum("activations") == []  # nothing older than the safe retention yet
