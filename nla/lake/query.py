@@ -10,7 +10,7 @@ settings and writes are refused. This module does not write tables.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -55,10 +55,9 @@ class LakeQuery:
     """An in-memory DuckDB with read-only views over the lake's tables (optionally pinned to versions)."""
 
     def __init__(self, lake: Lake, *, versions: dict[str, int] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 filesystem_for: Callable[[str], Any] | None = None, memory_limit: str | None = None) -> None:
-        """versions pins tables to Delta versions; filesystem_for(table_uri) may supply the pyarrow filesystem each
-        table is read through (instrumentation, custom stores); memory_limit caps DuckDB's memory (e.g. "1GB"; a
-        shared server sets it so one query cannot take the replica's memory), None = DuckDB's default (80% of RAM)."""
+                 memory_limit: str | None = None) -> None:
+        """versions pins tables to Delta versions; memory_limit caps DuckDB's memory (e.g. "1GB"; a shared server
+        sets it so one query cannot take the replica's memory), None = DuckDB's default (80% of RAM)."""
         import duckdb
 
         self.lake, self.timeout_s = lake, timeout_s
@@ -75,8 +74,7 @@ class LakeQuery:
         for name in lake.names():
             view = name.replace("/", "_")
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
-            self.datasets[view], self.tables[view] = table_dataset(lake, name, version=(versions or {}).get(name),
-                                                                   filesystem_for=filesystem_for)
+            self.datasets[view], self.tables[view] = table_dataset(lake, name, version=(versions or {}).get(name))
             self.con.register(view, self.datasets[view])
             if name == ACTIVATIONS.name:
                 self.d = self.datasets[view].schema.field(A.vector).type.list_size
