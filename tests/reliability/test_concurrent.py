@@ -52,9 +52,13 @@ def test_commit_drivers_race_with_compaction(reference, tmp_path):
     cmd = [sys.executable, "-m", "tests.reliability.commit_driver", str(lake), str(reference.batches)]
     sets = {"A": "part-0000.jsonl,part-0001.jsonl,part-0002.jsonl,part-0003.jsonl",
             "B": "part-0004.jsonl,part-0005.jsonl,part-0006.jsonl,part-0007.jsonl", "C": ""}  # C: all 8
-    compactor = Compactor(lake)
-    procs = {k: subprocess.Popen([*cmd, *(["--shards", v] if v else [])], stdout=subprocess.PIPE,
+    go = tmp_path / "go"
+    procs = {k: subprocess.Popen([*cmd, "--go", str(go), *(["--shards", v] if v else [])], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for k, v in sets.items()}
+    for k, p in procs.items():  # all three loaded and waiting: they start committing at one moment
+        assert p.stdout.readline() == "ready\n", k
+    compactor = Compactor(lake)
+    go.touch()
     outs = {k: p.communicate(timeout=300)[0] for k, p in procs.items()}
     compacted = compactor.finish()
     assert all(p.returncode == 0 for p in procs.values()), outs
