@@ -1,4 +1,4 @@
-"""Retraining on the toy kit: GRPO pieces, SFT and GRPO through real Ray Train (1 and 2 workers, DDP and FSDP),
+"""Retraining on the toy kit (GRPO's pieces: tests/nla/test_grpo.py): SFT and GRPO through real Ray Train (1 and 2 workers, DDP and FSDP),
 resume after a worker is killed, targets (best-of-k and a teacher over HTTP), the retrain loop, and bad data."""
 
 from __future__ import annotations
@@ -39,41 +39,6 @@ def lake(tmp_path_factory, toy_kit):
     mine(lk, where="status = 'ok'", name="all_ok")
     mine(lk, where="status = 'ok' AND mse > 0.5", name="hard", limit=200)
     return root / "lake"
-
-
-def test_group_advantages_and_k3():
-    from nla.train.grpo import group_advantages, k3
-
-    r = torch.tensor([1.0, 2.0, 3.0, 4.0, -2.0, -2.0, -2.0, -2.0])
-    a = group_advantages(r, 4)
-    assert torch.allclose(a[:4].mean(), torch.tensor(0.0), atol=1e-6) and a[3] > a[0]
-    assert torch.allclose(a[4:], torch.zeros(4))  # a group that all failed teaches nothing
-    lp, ref = torch.randn(100), torch.randn(100)
-    assert (k3(lp, ref) >= 0).all() and torch.allclose(k3(lp, lp), torch.zeros(100))
-
-
-def test_grpo_step_on_toy_kit(toy_kit):
-    """One GRPO step in-process: rewards from the live AR, step-0 check, the AV and the AR both move."""
-    from nla.client import eos_ids
-    from nla.train.grpo import GRPOConfig, GRPOMismatch, GRPOTrainer
-    from nla.train.run import load_ar, load_av
-
-    policy, tok, av_meta = load_av(str(toy_kit / "av"), torch.float32, "cpu")
-    reference, _, _ = load_av(str(toy_kit / "av"), torch.float32, "cpu")
-    ar, _, ar_meta = load_ar(str(toy_kit / "ar"), torch.float32, "cpu")
-    cfg = GRPOConfig(batch_size=4, group=4, max_new_tokens=48, av_lr=1e-4, ar_lr=1e-4)
-    t = GRPOTrainer(policy, reference, ar, tok, av_meta, ar_meta, cfg, eos_ids(toy_kit / "av", tok))
-    head0 = ar.value_head.weight.detach().clone()
-    emb0 = policy.get_input_embeddings().weight.detach().clone()
-    torch.manual_seed(0)
-    row = t.step(torch.randn(4, av_meta.d_model) * 3)
-    for k in ("reward_mean", "reward_std", "fve_nrm", "kl", "response_tokens", "failed_fraction"):
-        assert k in row and np.isfinite(row[k]) or k == "fve_nrm"
-    assert -2.0 <= row["reward_mean"] <= 0.0 and row["kl"] >= 0
-    assert not torch.equal(ar.value_head.weight, head0) and not torch.equal(policy.get_input_embeddings().weight,
-                                                                               emb0)
-    with pytest.raises(GRPOMismatch, match="step 0"):
-        t.check_step0(torch.tensor([0.5]), torch.tensor([0.7]))
 
 
 def test_sft_av_one_worker_registers_release_checkpoint(lake, toy_kit, tmp_path):
