@@ -192,3 +192,21 @@ def test_lost_commit_races_are_retried_then_refused_clearly(lake, monkeypatch):
         lake._retry("activations", raced_write(lake, "activations", acts, "s1", [5]), run_id="race")
     # only the winners' commits landed; the loser wrote nothing
     assert lake.table("activations").version() == version + 2 and count(lake, "activations") == before
+
+
+def test_vector_row_groups_hold_32_mib(tmp_path):
+    """Vector tables are written in row groups of ROW_GROUP_BYTES (32 MiB) of vectors, so readers stream them in
+    bounded pieces: at d = 4096 that is 2,048 rows a group."""
+    import pyarrow.parquet as pq
+
+    from nla.lake.store import ROW_GROUP_BYTES
+
+    lk = Lake(tmp_path / "lake")
+    acts, _ = shard_rows(0, n=4500, d=4096)
+    lk.commit_shard(ACTIVATIONS, acts, shard="s0", run_id="r")
+    [path] = lk.table("activations").file_uris()
+    md = pq.read_metadata(path)
+    groups = [md.row_group(g) for g in range(md.num_row_groups)]
+    assert ROW_GROUP_BYTES == 32 * 2**20 and [g.num_rows for g in groups] == [2048, 2048, 404]
+    vector = [c for c in range(md.num_columns) if groups[0].column(c).path_in_schema.startswith("vector.")]
+    assert sum(groups[0].column(c).total_uncompressed_size for c in vector) >= ROW_GROUP_BYTES
