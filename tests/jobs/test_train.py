@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,8 +171,21 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path, 
 
 
 def test_targets_teacher_and_best_of_k(lake, toy_kit):
+    """Teacher targets over HTTP (an unreachable teacher is refused before anything is written), and best-of-2
+    targets: only rows the AR now scores better than their mined explanation, each at its real AR mse."""
+    from nla.client import NLACritic
+    from nla.lake.schema import vectors_from_arrow
     from nla.toy.teacher import serve
 
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    p = nla("teach", "--data", "hard", "--out", "hard_nowhere", "--teacher-url", f"http://127.0.0.1:{closed}/v1",
+            "--lake", str(lake))
+    assert p.returncode == 2 and p.stderr.splitlines()[-1].startswith(
+        f"error: teacher http://127.0.0.1:{closed}/v1 unreachable (<urlopen error [Errno 111] Connection refused>). "
+        "Fix: start the endpoint"), p.stderr[-2000:]
+    assert not Lake(lake).exists("training_sets/hard_nowhere")
     server = serve()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
@@ -186,8 +200,16 @@ def test_targets_teacher_and_best_of_k(lake, toy_kit):
     assert rows[0]["av"] == "teacher:nla-toy-teacher"
     p = nla("teach", "--data", "hard", "--out", "hard_best", "--method", "best-of-k", "--k", "2", "--lake", str(lake))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    got = Lake(lake).table("training_sets/hard_best").to_pyarrow_dataset().to_table(columns=["mse"])
-    assert got.num_rows > 0  # best-of-2 improved on some greedy labels
+    best = Lake(lake).table("training_sets/hard_best").to_pyarrow_dataset(
+        schema=Lake(lake).arrow_schema("training_sets/hard_best")).to_table(
+        columns=["act_id", "explanation", "mse", "vector", "av"])
+    mined = dict(zip(*Lake(lake).table("training_sets/hard").to_pyarrow_dataset().to_table(
+        columns=["act_id", "mse"]).to_pydict().values()))
+    got = best.to_pydict()
+    assert 0 < len(got["act_id"]) <= len(mined) and set(got["av"]) == {"best-of-2"}
+    assert all(m < mined[a] for a, m in zip(got["act_id"], got["mse"]))  # each one improved on its mined label
+    mse, _ = NLACritic(toy_kit / "ar").score_batch(got["explanation"], vectors_from_arrow(best.column("vector")))
+    np.testing.assert_allclose(got["mse"], mse.numpy(), atol=1e-4)  # the AR's real score of the kept target
 
 
 @pytest.mark.parametrize("args, match", [
@@ -240,9 +262,11 @@ def test_retrain_loop(lake, tmp_path):
     t = json.loads(row["throughput"])
     assert row["status"] == "ok"
     assert f"nla compare {before} {after}" in p.stdout
+    print({k: v for k, v in t.items() if "heldout" in k})
     for k in ("hard_heldout", "random_heldout"):
         assert t[f"{k}_n"] > 1 and t[f"{k}_mse_after"] != t[f"{k}_mse_before"]
         assert abs(t[f"{k}_diff"] - (t[f"{k}_mse_after"] - t[f"{k}_mse_before"])) < 1e-9
+    assert t["hard_heldout_mse_after"] < t["hard_heldout_mse_before"]  # retraining on hard examples helped there
 
 
 def test_retrain_refuses_a_missing_input(tmp_path):
