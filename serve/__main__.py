@@ -11,6 +11,7 @@ Serve down on SIGINT/SIGTERM. Bad input exits 2 with one line naming it and the 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sys
@@ -60,6 +61,8 @@ def run(cfg: ServeConfig) -> None:
 
     host, port = cfg.http.host, cfg.http.port
     digest = token_digest()
+    # only the digest travels: a local Ray's processes (and so the replicas) would inherit the token from this one
+    os.environ.pop(TOKEN_ENV, None)
     if host not in LOOPBACK and not digest:
         print(f"warning: listening on {host} without a token: anyone who reaches this port can use the API. "
               f"Set {TOKEN_ENV} to require 'Authorization: Bearer <token>'.", file=sys.stderr)

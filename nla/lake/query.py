@@ -10,7 +10,7 @@ settings and writes are refused. This module does not write tables.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +24,8 @@ from schemas import ACTIVATIONS, EXPLANATIONS
 
 MAX_SQL_CHARS = 20_000
 DEFAULT_TIMEOUT_S = 30.0
+PARSE_FIX = ("write one read-only SELECT in DuckDB's dialect (duckdb.org/docs/sql/introduction); query('...') runs "
+             "only a SELECT too.")
 
 E, A = EXPLANATIONS.col, ACTIVATIONS.col
 # Explanations joined with where their activation came from (no vector: select it from activations when needed).
@@ -62,10 +64,9 @@ class LakeQuery:
     """An in-memory DuckDB with read-only views over the lake's tables (optionally pinned to versions)."""
 
     def __init__(self, lake: Lake, *, versions: dict[str, int] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 filesystem_for: Callable[[str], Any] | None = None, memory_limit: str | None = None) -> None:
-        """versions pins tables to Delta versions; filesystem_for(table_uri) may supply the pyarrow filesystem each
-        table is read through (instrumentation, custom stores); memory_limit caps DuckDB's memory (e.g. "1GB"; a
-        shared server sets it so one query cannot take the replica's memory), None = DuckDB's default (80% of RAM)."""
+                 memory_limit: str | None = None) -> None:
+        """versions pins tables to Delta versions; memory_limit caps DuckDB's memory (e.g. "1GB"; a shared server
+        sets it so one query cannot take the replica's memory), None = DuckDB's default (80% of RAM)."""
         import duckdb
 
         self.lake, self.timeout_s = lake, timeout_s
@@ -82,8 +83,7 @@ class LakeQuery:
         for name in lake.names():
             view = name.replace("/", "_")
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
-            self.datasets[view], self.tables[view] = table_dataset(lake, name, version=(versions or {}).get(name),
-                                                                   filesystem_for=filesystem_for)
+            self.datasets[view], self.tables[view] = table_dataset(lake, name, version=(versions or {}).get(name))
             self.con.register(view, self.datasets[view])
             if name == ACTIVATIONS.name:
                 self.d = self.datasets[view].schema.field(A.vector).type.list_size
@@ -118,7 +118,7 @@ class LakeQuery:
         try:
             stmts = self.con.extract_statements(sql)
         except duckdb.Error as e:
-            raise NLAQueryError(f"SQL does not parse: {_first_line(e)}") from e
+            raise NLAQueryError(f"SQL does not parse: {_first_line(e)}. Fix: {PARSE_FIX}") from e
         if len(stmts) != 1:
             raise NLAQueryError(f"{len(stmts)} statements given; the lake answers exactly one read-only SELECT per "
                                 "query. Fix: send them one at a time.")
@@ -285,8 +285,11 @@ class LakeQuery:
             return NLAQueryError(f"{msg}. Tables here: {known or 'none'}. Fix: check the name (`nla tables`).")
         if isinstance(e, duckdb.BinderException):
             return NLAQueryError(f"{msg}. Fix: check column names (`nla tables` prints each table's schema).")
+        if isinstance(e, duckdb.ParserException):  # e.g. inside query('...'), which DuckDB parses at run time
+            return NLAQueryError(f"SQL does not parse: {msg}. Fix: {PARSE_FIX}")
         if isinstance(e, duckdb.Error):
-            return NLAQueryError(f"query failed: {msg}")
+            return NLAQueryError(f"query failed: {msg}. Fix: correct the SQL (DuckDB's dialect: "
+                                 "duckdb.org/docs/sql/introduction); `nla tables` prints each table's schema.")
         return e
 
     def views(self) -> set[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,17 +33,14 @@ class SearchResult:
     index_version: int | None  # the table version the index covers (None: no index used)
 
 
-def table_dataset(lake: Any, name: str, *, version: int | None = None,
-                  filesystem_for: Callable[[str], Any] | None = None) -> tuple[Any, int]:
+def table_dataset(lake: Any, name: str, *, version: int | None = None) -> tuple[Any, int]:
     """(pyarrow dataset of table `name` with its declared schema, its Delta version). Local tables are read through
     Arrow's own filesystem: with deltalake's (its object store bridged through Python), Arrow's read-ahead threads
     were still calling into it after a query stopped early (LIMIT), and the process then crashed or hung at exit."""
     import pyarrow.fs as pafs
 
     t = lake.table(name, version=version)
-    if filesystem_for is not None:
-        fs = filesystem_for(lake.uri(name))
-    elif lake.is_local:
+    if lake.is_local:
         fs = pafs.SubTreeFileSystem(str(Path(lake.uri(name)).expanduser().resolve()), pafs.LocalFileSystem())
     else:  # s3://: Arrow's S3 filesystem with the lake's options; other stores: deltalake's own filesystem
         fs = storage.pyarrow_filesystem(lake.uri(name), lake.storage_options)

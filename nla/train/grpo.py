@@ -158,24 +158,33 @@ class GRPOTrainer:
         pred = self.ar(enc["input_ids"].to(dev), enc["attention_mask"].to(dev))
         return mse_nrm(pred.float(), vectors.to(dev).float(), self.ar_meta.mse_scale)
 
+    def rewards(self, gens: list[Any], responses: list[list[int]],
+                reps: torch.Tensor) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        """(rewards (N,), the indices of the ok samples, their mse_nrm) for N samples of the (N, d) vectors `reps`.
+
+        An ok sample's reward is -mse_nrm of the live AR's reconstruction (the AR as trained so far, in eval mode, no
+        grad); a failed one's is FAILED_REWARD: no tags, or cut at the length cap (even with its tags closed)."""
+        ok = [i for i, (g, r) in enumerate(zip(gens, responses)) if g.status == "ok" and r and r[-1] in self.eos_ids]
+        rewards = torch.full((len(gens),), FAILED_REWARD)
+        # a worker with no ok sample still runs the AR, on a dummy (unused): its forward is collective (DDP, FSDP)
+        texts = [gens[i].explanation for i in ok] or ["."]
+        with torch.no_grad():
+            self.ar_module.eval()
+            reward_mse = self.ar_mse(texts, reps[ok or [0]]).cpu()
+            self.ar_module.train()
+        ok_mse = reward_mse if ok else torch.empty(0)
+        if ok:
+            rewards[ok] = -ok_mse
+        return rewards, ok, ok_mse
+
     def step(self, vectors: torch.Tensor) -> dict[str, float]:
         cfg, t0 = self.cfg, time.perf_counter()
         reps = vectors.repeat_interleave(cfg.group, 0)
         responses, gens = self.sample(vectors, seed=cfg.seed * 1_000_003 + self.steps_done)
         t_sample = time.perf_counter() - t0  # the rollout: the samples are on the host, so the GPU is done
-        # reward -2 for a failed sample: no tags, or cut at the length cap (truncated, even with its tags closed)
-        ok = [i for i, (g, r) in enumerate(zip(gens, responses)) if g.status == "ok" and r and r[-1] in self.eos_ids]
-        rewards = torch.full((len(gens),), FAILED_REWARD)
-        # a worker with no ok sample still runs the AR, on a dummy (unused): its forward is collective (DDP, FSDP)
-        use = ok or [0]
+        rewards, ok, ok_mse = self.rewards(gens, responses, reps)
+        use = ok or [0]  # the AR's training step below runs on every worker (a dummy sample where none is ok)
         texts = [gens[i].explanation for i in ok] or ["."]
-        with torch.no_grad():  # the reward path: the live AR, as the scorer sees it
-            self.ar_module.eval()
-            reward_mse = self.ar_mse(texts, reps[use]).cpu()
-            self.ar_module.train()
-        ok_mse = reward_mse if ok else torch.empty(0)
-        if ok:
-            rewards[ok] = -ok_mse
         adv = group_advantages(rewards, cfg.group)
 
         ids, mask, resp = response_batch(self.prompter.canonical_ids, responses, self.backend.pad_id)

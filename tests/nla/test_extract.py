@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nla import hf
-from nla.errors import NLAInputError
+from nla.errors import NLACheckpointError, NLAInputError
 from nla.extract import ExtractConfig, Extractor
 
 TEXTS = ["alice scored a late goal for the team in paris . fans in paris cheered as the match ended .",
@@ -84,7 +84,8 @@ def test_context_and_token_text(make_base):
 
 
 def test_bad_layer_and_text(make_base):
-    with pytest.raises(Exception, match="layer|blocks"):
+    with pytest.raises(NLACheckpointError, match=r"asked for 8 blocks but the model has 3\. Fix: choose a layer K "
+                                                 r"with 0 <= K < num_hidden_layers"):
         Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=7))
     ext = Extractor.from_pretrained(make_base("llama"), ExtractConfig(layer=1))
     with pytest.raises(NLAInputError, match="expected str"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -15,9 +16,18 @@ from nla.toy.build import ToyRecipe, kit_dir
 from nla.toy.corpus import generate_corpus, teacher_explanation
 
 
-def test_quality_bars(toy_kit):
+def test_quality_bars_and_the_docs_figures(toy_kit):
+    """The kit meets its bars, and docs/training.md quotes this kit's report.json, figure for figure."""
     report = json.loads((toy_kit / "report.json").read_text())
-    print({k: report[k] for k in ("ar_fve", "roundtrip_fve", "shuffled_fve", "build_seconds")})
+    docs = (Path(__file__).parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
+    quoted = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[1] for row in docs.splitlines()
+              if row.startswith(("| AR `fve_nrm`", "| round trip `fve_nrm`", "| shuffled control", "| build time"))}
+    measured = {"AR `fve_nrm` on teacher explanations": f"{report['ar_fve']:.3f}",
+                "round trip `fve_nrm` (AV greedy -> AR)": f"{report['roundtrip_fve']:.3f}",
+                "shuffled control (explanations of other vectors)": f"{report['shuffled_fve']:.3f}",
+                "build time": f"{report['build_seconds']:,.0f} s"}
+    assert quoted == measured, f"docs/training.md quotes {quoted}, the kit's report.json says {measured}. Fix: copy " \
+                               f"the report's figures into the table under 'The toy kit'."
     assert report["ar_fve"] > 0.5
     assert report["roundtrip_fve"] > 0.3
     assert report["roundtrip_fve"] - report["shuffled_fve"] >= 0.3

@@ -17,7 +17,9 @@ ALL_SHARDS = {f"part-{i:04d}.jsonl" for i in range(8)}
 
 
 class Compactor:
-    """Compacts activations and explanations in a loop (in a thread) until stopped; counts what happened."""
+    """Compacts the data tables and the shard ledger in a loop (in a thread) until stopped; counts what happened.
+    Every shard commit merges a row into the ledger, which leaves it a new small file each time: the ledger always
+    has files to compact, and each merge reads the files a compaction replaces, so the two race for real."""
 
     def __init__(self, lake: Path) -> None:
         from nla.lake.store import Lake
@@ -30,10 +32,9 @@ class Compactor:
         from nla.errors import NLATableNotFound
 
         while not self.stop.is_set():
-            for name in ("activations", "explanations"):
+            for name in ("activations", "explanations", "shards"):
                 try:
-                    self.lake.optimize(name)
-                    self.done += 1
+                    self.done += self.lake.optimize(name)["numFilesRemoved"] > 0  # a compaction that did something
                 except NLATableNotFound:
                     pass  # not created yet
                 except Exception as e:  # noqa: BLE001 - recorded: the test fails on any but a clear conflict
@@ -52,9 +53,13 @@ def test_commit_drivers_race_with_compaction(reference, tmp_path):
     cmd = [sys.executable, "-m", "tests.reliability.commit_driver", str(lake), str(reference.batches)]
     sets = {"A": "part-0000.jsonl,part-0001.jsonl,part-0002.jsonl,part-0003.jsonl",
             "B": "part-0004.jsonl,part-0005.jsonl,part-0006.jsonl,part-0007.jsonl", "C": ""}  # C: all 8
-    compactor = Compactor(lake)
-    procs = {k: subprocess.Popen([*cmd, *(["--shards", v] if v else [])], stdout=subprocess.PIPE,
+    go = tmp_path / "go"
+    procs = {k: subprocess.Popen([*cmd, "--go", str(go), *(["--shards", v] if v else [])], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for k, v in sets.items()}
+    for k, p in procs.items():  # all three loaded and waiting: they start committing at one moment
+        assert p.stdout.readline() == "ready\n", k
+    compactor = Compactor(lake)
+    go.touch()
     outs = {k: p.communicate(timeout=300)[0] for k, p in procs.items()}
     compacted = compactor.finish()
     assert all(p.returncode == 0 for p in procs.values()), outs

@@ -172,6 +172,7 @@ class Server:
     url: str
     token: str
     lake: Path
+    pid: int  # the `nla serve` process (its local Ray and the replicas are its descendants)
 
     def call(self, path: str, body: object = None, *, token: str | None = "default", raw: bytes | None = None,
              method: str | None = None, headers: dict | None = None) -> tuple[int, dict]:
@@ -203,10 +204,11 @@ def start_server(toy_kit: Path, tmp_path_factory):
         proc = subprocess.Popen([sys.executable, "-m", "nla.cli.main", "serve", "--port", str(port), "--lake",
                                  str(lake), f"models.av={toy_kit / 'av'}", f"models.ar={toy_kit / 'ar'}",
                                  f"models.base={toy_kit / 'base'}", "lake_refresh_s=1",
-                                 "limits.query_timeout_s=2", "limits.max_concurrent_explains=1"],
+                                 "limits.query_timeout_s=2", "limits.query_memory_limit=64MB",
+                                 "limits.max_concurrent_explains=1"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-    srv = Server(f"http://127.0.0.1:{port}", TOKEN, lake)
+    srv = Server(f"http://127.0.0.1:{port}", TOKEN, lake, proc.pid)
     deadline = time.monotonic() + STARTUP_S
     try:
         label_lake(toy_kit, root)  # while the server starts: it picks the tables up within lake_refresh_s

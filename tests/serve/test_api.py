@@ -280,3 +280,16 @@ def test_cli_refuses_bad_config_before_starting(server, tmp_path):
         p = subprocess.run([sys.executable, "-m", "nla.cli.main", "serve", *args], capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+def test_seeded_sampling_is_reproducible_beside_other_requests(server):
+    """The same seeded request, sent three times at once beside unseeded ones, gets the same samples each time (a
+    seeded request is never batched with others); another seed samples otherwise."""
+    vec = ok(server, "/v1/extract", {"text": TEXT, "positions": [3]})["activations"][0]["vector"]
+    seeded = {"vectors": [vec], "samples": 4, "temperature": 1.0, "seed": 7, "max_new_tokens": 48}
+    bodies = [seeded, {**seeded, "seed": None}, seeded, {**seeded, "seed": None}, seeded, {**seeded, "seed": 8}]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        got = [[(x["explanation"], x["raw_output"]) for x in r["results"]]
+               for r in pool.map(lambda b: ok(server, "/v1/explain", b), bodies)]
+    assert got[0] == got[2] == got[4] and len(got[0]) == 4
+    assert got[5] != got[0]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -61,14 +59,16 @@ def test_delta_and_hf_inputs(tmp_path):
     write_deltalake(str(tmp_path / "delta"), pa.table({"text": ["d1", "d2"]}))
     shards = list_shards(str(tmp_path / "delta"))
     assert len(shards) == 1 and _docs(shards[0])["text"] == ["d1", "d2"]
-    hf = tmp_path / "hf"
-    hf.mkdir()
-    (hf / "dataset_info.json").write_text(json.dumps({"features": {"text": {"dtype": "string"}}}))
-    t = pa.table({"text": ["h1", "h2", "h3"]})
-    with pa.ipc.new_stream(hf / "data-00000-of-00001.arrow", t.schema) as w:
-        w.write_table(t)
+    from datasets import Dataset
+
+    hf = tmp_path / "hf"  # written as users write it: the README's save_to_disk, in three files
+    Dataset.from_dict({"id": ["h1", "h2", "h3", "h4", "h5"], "text": ["one", "two", "three", "four", "five"],
+                       "other": [1, 2, 3, 4, 5]}).save_to_disk(str(hf), num_shards=3)
     shards = list_shards(str(hf))
-    assert [s.format for s in shards] == ["hf"] and _docs(shards[0])["text"] == ["h1", "h2", "h3"]
+    assert [(s.id, s.format) for s in shards] == [(f"data-0000{i}-of-00003.arrow", "hf") for i in range(3)]
+    docs = [_docs(s, id_column="id") for s in shards]
+    assert [d["doc_id"] for d in docs] == [["h1", "h2"], ["h3", "h4"], ["h5"]]
+    assert [t for d in docs for t in d["text"]] == ["one", "two", "three", "four", "five"]
 
 
 def test_bad_inputs(tmp_path):

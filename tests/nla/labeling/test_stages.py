@@ -78,3 +78,19 @@ def test_stages_and_committer(corpus, pair, make_base, tmp_path):
     k = q.run("SELECT count(*) n, count(DISTINCT (act_id, sample)) u FROM explanations").to_pylist()[0]
     assert k["n"] == k["u"] == stats.explanations
     assert any("[skip] shard c.parquet" in m for m in logs)
+
+
+def test_a_failed_av_batch_becomes_error_rows(pair):
+    """An AV batch that raises (all-zero vectors cannot be injected) is kept as one 'error' row per sample, its
+    raw_output the exception; rows that were already failed pass through once; a good batch after it is explained."""
+    explain = ExplainStage(av=str(pair[0]), samples=2, sampling={"temperature": 0.0, "max_new_tokens": 4})
+    batch = {"act_id": np.array(["z1", "z2", "bad"], object), "vector": np.zeros((3, 32), np.float32),
+             "status": np.array(["ok", "ok", "short_document"], object)}
+    out = explain(batch)
+    assert out["act_id"].tolist() == ["z1", "z1", "z2", "z2", "bad"] and out["sample"].tolist() == [0, 1, 0, 1, -1]
+    assert out["expl_status"].tolist() == ["error"] * 4 + [""]
+    assert out["explanation"].tolist() == [None] * 5 and out["n_tokens"].tolist() == [0] * 5
+    assert len({r for r in out["raw_output"][:4]}) == 1 and out["raw_output"][0].startswith("NLAInputError: ")
+    assert "all zeros" in out["raw_output"][0] and out["raw_output"][4] == ""
+    good = explain({**batch, "vector": np.ones((3, 32), np.float32)})
+    assert good["expl_status"].tolist()[:4] != ["error"] * 4 and "error" not in good["expl_status"].tolist()

@@ -47,12 +47,23 @@ def test_commit_metadata_and_time_travel(lake):
 
 
 def test_optimize_and_safe_vacuum(lake):
-    before = lake.table("activations").to_pyarrow_dataset().to_table().sort_by("act_id")
-    for _ in range(2):
-        lake.commit_shard(ACTIVATIONS, shard_rows(0)[0], shard="s0", run_id="r3")
+    """Shard s0 holds three files (its rows under three recipes): compaction makes them one, in one commit, and
+    changes no row; with one file per shard left, a second compaction has nothing to do and commits nothing."""
+    acts = shard_rows(0)[0]
+    for recipe in ("b", "c"):
+        lake.commit_shard(ACTIVATIONS, acts.set_column(acts.schema.get_field_index("recipe"), "recipe",
+                                                       pa.array([recipe] * acts.num_rows)),
+                          shard="s0", run_id="r3", recipe=recipe)
+    before = lake.table("activations").to_pyarrow_dataset().to_table().sort_by([("act_id", "ascending"),
+                                                                                 ("recipe", "ascending")])
+    assert before.num_rows == 200 and len(lake.table("activations").file_uris()) == 5
+    version = lake.table("activations").version()
     metrics = lake.optimize("activations")
-    assert metrics["numFilesRemoved"] >= 0
-    assert lake.table("activations").to_pyarrow_dataset().to_table().sort_by("act_id").equals(before)
+    assert (metrics["numFilesRemoved"], metrics["numFilesAdded"], metrics["partitionsOptimized"]) == (3, 1, 1)
+    assert len(lake.table("activations").file_uris()) == 3 and lake.table("activations").version() == version + 1
+    assert lake.table("activations").to_pyarrow_dataset().to_table().sort_by([("act_id", "ascending"),
+                                                                              ("recipe", "ascending")]).equals(before)
+    assert lake.optimize("activations")["numFilesRemoved"] == 0 and lake.table("activations").version() == version + 1
     with pytest.raises(NLALakeError, match="safe minimum"):
         lake.vacuum("activations", retention_hours=0)
     assert lake.vacuum("activations") == []  # nothing older than the safe retention yet
@@ -181,3 +192,21 @@ def test_lost_commit_races_are_retried_then_refused_clearly(lake, monkeypatch):
         lake._retry("activations", raced_write(lake, "activations", acts, "s1", [5]), run_id="race")
     # only the winners' commits landed; the loser wrote nothing
     assert lake.table("activations").version() == version + 2 and count(lake, "activations") == before
+
+
+def test_vector_row_groups_hold_32_mib(tmp_path):
+    """Vector tables are written in row groups of ROW_GROUP_BYTES (32 MiB) of vectors, so readers stream them in
+    bounded pieces: at d = 4096 that is 2,048 rows a group."""
+    import pyarrow.parquet as pq
+
+    from nla.lake.store import ROW_GROUP_BYTES
+
+    lk = Lake(tmp_path / "lake")
+    acts, _ = shard_rows(0, n=4500, d=4096)
+    lk.commit_shard(ACTIVATIONS, acts, shard="s0", run_id="r")
+    [path] = lk.table("activations").file_uris()
+    md = pq.read_metadata(path)
+    groups = [md.row_group(g) for g in range(md.num_row_groups)]
+    assert ROW_GROUP_BYTES == 32 * 2**20 and [g.num_rows for g in groups] == [2048, 2048, 404]
+    vector = [c for c in range(md.num_columns) if groups[0].column(c).path_in_schema.startswith("vector.")]
+    assert sum(groups[0].column(c).total_uncompressed_size for c in vector) >= ROW_GROUP_BYTES
