@@ -118,7 +118,7 @@ def main() -> int:
     # two pytest workers (pytest-xdist), whole files each: a job's Ray actors spend much of their time starting up,
     # so a second file's test uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
     workers = str(max(2, min(4, os.cpu_count() or 2)))
-    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=25", "-n", workers,
+    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=40", "-n", workers,
                          "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST, "-p", "no:cacheprovider"], cwd=ROOT,
                         env=env).returncode
     side.join()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from nla.errors import NLAInputError
+from nla.quality.flags import FLAGS
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ def check_filter(f: LabelFilter, columns: dict[str, bool]) -> None:
         raise NLAInputError(f"mse_min {f.mse_min} is above mse_max {f.mse_max}: no row can match. Fix: swap them.")
     if f.status is not None and f.status not in STATUSES:
         raise NLAInputError(f"status: {f.status!r} is not one of {', '.join(STATUSES)}. Fix: pick one of them.")
+    if f.flag is not None and f.flag not in FLAGS:
+        raise NLAInputError(f"flag: {f.flag!r} is not a quality flag. Fix: pick one of {', '.join(FLAGS)} "
+                            "(docs/quality.md says what each means).")
     for key, column in (("flag", "flags"), ("source", "source")):  # filter field -> the optional column it needs
         if getattr(f, key) is not None and not columns[column]:
             table, col = OPTIONAL[column]

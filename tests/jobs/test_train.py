@@ -55,7 +55,8 @@ def test_sft_ar_two_workers_fsdp_equals_ddp(lake, toy_kit, tmp_path):
     args = ("--data", "hard", "--steps", "6", "sft.lr=1e-3", "sft.warmup_steps=1", "sft.log_every=1")
     ddp = sft_two_workers("ar", "ddp", lake, toy_kit, tmp_path / "ddp", *args)
     fsdp = sft_two_workers("ar", "fsdp", lake, toy_kit, tmp_path / "fsdp", *args)
-    assert fsdp["workers"] == ddp["workers"] == 2 and fsdp["last_loss"] < fsdp["first_loss"], fsdp
+    curve = [json.loads(x)["loss"] for x in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()]
+    assert fsdp["workers"] == ddp["workers"] == 2 and len(curve) == 6 and curve[-1] < curve[0], (fsdp, curve)
     assert fsdp["eval_mse"] == pytest.approx(ddp["eval_mse"], rel=1e-4), (ddp, fsdp)
     assert fsdp["last_loss"] == pytest.approx(ddp["last_loss"], rel=1e-4), (ddp, fsdp)
     from nla.ar import ARModel

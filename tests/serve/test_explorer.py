@@ -59,7 +59,7 @@ def test_explorer_endpoints_match_the_library(server, toy_kit):
         base = next(r for r in o["recipes"] if r["fields"]["sampling"]["temperature"] == 0.0)
         assert sum(o["histogram"]["recipes"][base["recipe"]]) == base["scored"] == 192
         assert {p["run_id"] for p in o["fve"]} >= {"label-serve-test", run.run_id}
-        assert o["columns"] == {"flags": False, "source": False} and o["progress"] == []
+        assert o["columns"] == {"flags": True, "source": True} and o["progress"] == []
         assert ok(server, "/v1/lake/recipes")["recipes"] == o["recipes"]
 
         f = browse.LabelFilter(mse_min=0.2, keyword="weather", sort="cos", descending=False, page=1, page_size=5)
@@ -98,7 +98,7 @@ BAD = [
     ("/v1/lake/labels", {"mse_min": 0.5, "colour": "red"}, 422, "colour: Unexpected keyword argument"),
     ("/v1/lake/labels", {"sort": "explanation"}, 422, "sort: Input should be 'mse', 'cos', 'n_tokens' or 'created_at'"),
     ("/v1/lake/labels", {"mse_min": 3, "mse_max": 1}, 400, "mse_min 3.0 is above mse_max 1.0"),
-    ("/v1/lake/labels", {"flag": "degenerate"}, 400, "has no flags column"),
+    ("/v1/lake/labels", {"flag": "degenrate"}, 400, "flag: 'degenrate' is not a quality flag. Fix:"),
     ("/v1/lake/labels", {"keyword": "a(("}, 400, "is not a valid regex"),
     ("/v1/lake/labels", {"page_size": 1000}, 400, "page_size: 1000 is outside 1..200"),
     ("/v1/lake/document", {"act_id": "0123456789abcdef01234567"}, 400, "is not in this lake's activations"),

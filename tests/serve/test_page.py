@@ -141,7 +141,8 @@ def test_explorer_views_in_a_real_browser(server, browser, toy_kit):
     assert b.eval("document.getElementById('f-keyword').value") == "weather|music|science"
     req = Requests(b)
     position, token = b.eval("(() => { const r = document.querySelector('#br-table tbody tr'); return "
-                             "[r.cells[7].textContent.split(' @ ')[1], r.querySelector('mark').textContent]; })()")
+                             "[[...r.cells].map(c => c.textContent).find(t => t.includes(' @ ')).split(' @ ')[1], "
+                                 "r.querySelector('mark').textContent]; })()")
     b.click("#br-table tbody tr a")  # the row's document, the position highlighted
     b.wait_for("!document.getElementById('doc-body').hidden")
     assert req.since() == ["/v1/lake/document"]

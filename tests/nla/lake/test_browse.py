@@ -37,7 +37,7 @@ def test_filters_sort_and_pages_match_the_rows_and_the_sql_reproduces_each_page(
         while True:
             p = label_page(q, LabelFilter(**{**f.__dict__, "page": page}))
             assert p["total"] == len(want) and p["page_size"] == 7
-            assert p["columns"] == {"flags": False, "source": False}  # this lake's schema has neither
+            assert p["columns"] == {"flags": True, "source": True}  # explanations v3 and activations v3 have them
             assert q.run(p["sql"], limit=None).to_pylist() == p["rows"]  # "open as SQL" shows what ran
             got += p["rows"]
             if not p["rows"]:
@@ -87,8 +87,7 @@ BAD_FILTERS = [
     (dict(mse_max=4.5), "mse_max: 4.5 is outside 0..4"),
     (dict(mse_min=1.0, mse_max=0.5), "mse_min 1.0 is above mse_max 0.5.*Fix: swap them"),
     (dict(status="good"), "status: 'good' is not one of ok, no_tags, truncated, error"),
-    (dict(flag="degenerate"), "flag: this lake's explanations table has no flags column.*Fix: leave flag out"),
-    (dict(source="web"), "source: this lake's activations table has no source column"),
+    (dict(flag="degenrate"), "flag: 'degenrate' is not a quality flag. Fix: pick one of template, degenerate"),
     (dict(recipe="zz9"), "recipe: 'zz9' is not a recipe hash.*Fix:"),
     (dict(keyword="   "), "keyword is empty. Fix:"),
     (dict(keyword="rain(("), "keyword: 'rain\\(\\(' is not a valid regex.*Fix: escape"),

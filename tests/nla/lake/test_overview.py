@@ -35,7 +35,8 @@ def test_summary_counts_histogram_recipes_and_features(lake):
     assert top == [("The text is about finance.", 30), ("The text is about health.", 30),
                    ("The text is about music.", 30), ("The text is about weather.", 27), ("It ends with tok 1.", 3)]
     assert len(s["features"]) == overview.TOP_FEATURES
-    assert "flags" not in s and "sources" not in s  # the columns are absent: so are their lists
+    # flags set at commit: the three rows without tags; every activation committed by a job is from the corpus
+    assert s["flags"] == [{"flag": "no_tags", "n": 3}] and s["sources"] == [{"source": "corpus", "n": 120}]
 
 
 def recipe_rows(shard: int, recipe: str) -> pa.Table:
