@@ -90,8 +90,8 @@ def test_vllm(env: dict[str, str], log: Path) -> int:
             out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test group "
                       "the README says runs must run.\n")
             return 1
-        return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                               "tests/vllm", TRITON_TEST], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=10", "-p",
+                               "no:cacheprovider", "tests/vllm", TRITON_TEST], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                               env={**env, "VLLM_CPU_KVCACHE_SPACE": "1"}).returncode
 
 
@@ -115,11 +115,13 @@ def main() -> int:
     side = threading.Thread(target=lambda: vllm_rc.append(test_vllm(env, vllm_log)))
     side.start()
     subprocess.run([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, check=True)  # the kit the suite needs
-    # two pytest workers (pytest-xdist), whole files each: a job's Ray actors spend much of their time starting up,
-    # so a second file's test uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
+    # two pytest workers (pytest-xdist), whole files each (tests/conftest.py sends the files that use the HTTP
+    # server to one worker): a job's Ray actors spend much of their time starting up, so a second file's test
+    # uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
     workers = str(max(2, min(4, os.cpu_count() or 2)))
     rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=40", "-n", workers,
-                         "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST, "-p", "no:cacheprovider"], cwd=ROOT,
+                         "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST,
+                         "-p", "no:cacheprovider"], cwd=ROOT,
                         env=env).returncode
     side.join()
     print(f"\n== vLLM backend and Triton kernel tests (.venv-vllm) ==\n{vllm_log.read_text()}", flush=True)

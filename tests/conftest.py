@@ -14,6 +14,27 @@ torch.set_num_threads(2)
 SHORT_AV = "Here is the vector:\n\n<concept>{injection_char}</concept>\n\nPlease provide an explanation."
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile` (dev.py test): whole files to each worker, as xdist does, except that the files whose
+    tests take the session's `server` all go to the same worker: one server for them, not one a worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    import re
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    uses_server = re.compile(r"def test_\w+\([^)]*\bserver\b")
+    server_files = {str(p.relative_to(config.rootpath)) for p in Path(__file__).parent.rglob("test_*.py")
+                    if uses_server.search(p.read_text(encoding="utf-8"))}
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "the server's files" if path in server_files else path
+
+    return FileScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from nla.toy.corpus import generate_corpus, teacher_explanation, vocabulary_texts
@@ -99,3 +120,5 @@ def s3():
         for k, v in server.env().items():
             env.setenv(k, v)
         yield server
+
+

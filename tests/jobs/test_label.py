@@ -13,7 +13,15 @@ from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
 
 
+# One AV actor per labeling job here unless a test asks for more: the toy config's second one loads the three toy
+# models again, about 10 of a small job's 28 CPU-seconds on 2 cores, for corpora of a few hundred activations. Two
+# actors run in tests/reliability/test_faults.py (chained) and tests/infra/test_multinode.py.
+ONE_ACTOR = "explainer.concurrency=1"
+
+
 def job(*args: str, wait: bool = True, **kw):
+    if args and args[0] == "label" and not any(a.startswith("explainer.concurrency=") for a in args):
+        args = (*args, ONE_ACTOR)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "nla.cli.main", *args]
     if not wait:

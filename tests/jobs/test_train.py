@@ -18,6 +18,7 @@ import torch
 from nla.lake.mine import mine
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
+from tests.jobs.test_label import ONE_ACTOR
 
 def nla(*args: str, wait: bool = True):
     cmd = [sys.executable, "-m", "nla.cli.main", *args]
@@ -34,7 +35,7 @@ def lake(tmp_path_factory, toy_kit):
 
     root = tmp_path_factory.mktemp("train")
     write_corpus(root / "corpus", docs=240, shards=3, seed=31)
-    p = nla("label", f"input={root / 'corpus'}", "--lake", str(root / "lake"))
+    p = nla("label", f"input={root / 'corpus'}", "--lake", str(root / "lake"), ONE_ACTOR)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     lk = Lake(root / "lake")
     mine(lk, where="status = 'ok'", name="all_ok")
@@ -49,16 +50,15 @@ def sft_two_workers(role: str, strategy: str, lake, toy_kit, out, *extra: str) -
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_sft_ar_two_workers_fsdp_equals_ddp(lake, toy_kit, tmp_path):
-    """AR SFT, 2 workers, under FSDP2 (gloo; the value head sharded with the root) and DDP: the same training and
-    held-out mse (1e-4 relative), and the gathered FSDP weights load in the release layout."""
+def test_sft_ar_two_workers_fsdp(lake, toy_kit, tmp_path):
+    """AR SFT through Ray Train, 2 workers under FSDP2 (gloo; the value head sharded with the root): the loss falls
+    step by step and the gathered weights load in the release layout. (That a sharded step equals the unsharded one,
+    for the AR as for the AV, is tests/nla/test_train.py::test_fsdp_two_ranks_equal_one_process_and_state_round_trips;
+    the AV's FSDP and DDP jobs are compared below.)"""
     args = ("--data", "hard", "--steps", "6", "sft.lr=1e-3", "sft.warmup_steps=1", "sft.log_every=1")
-    ddp = sft_two_workers("ar", "ddp", lake, toy_kit, tmp_path / "ddp", *args)
     fsdp = sft_two_workers("ar", "fsdp", lake, toy_kit, tmp_path / "fsdp", *args)
     curve = [json.loads(x)["loss"] for x in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()]
-    assert fsdp["workers"] == ddp["workers"] == 2 and len(curve) == 6 and curve[-1] < curve[0], (fsdp, curve)
-    assert fsdp["eval_mse"] == pytest.approx(ddp["eval_mse"], rel=1e-4), (ddp, fsdp)
-    assert fsdp["last_loss"] == pytest.approx(ddp["last_loss"], rel=1e-4), (ddp, fsdp)
+    assert fsdp["workers"] == 2 and len(curve) == 6 and curve[-1] < curve[0], (fsdp, curve)
     from nla.ar import ARModel
 
     assert ARModel.from_pretrained(tmp_path / "fsdp" / "ar").d_model == 128  # the gathered weights, release layout
