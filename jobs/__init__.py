@@ -1,1 +1,2 @@
-"""Ray programs that wire nla/ into Ray: the labeling job (Ray Data). Training jobs (Ray Train) join with issue 7."""
+"""Ray programs that wire nla/ into Ray: labeling (Ray Data), teaching, training (Ray Train) and the retrain loop;
+entry.py is how each one's main() ends."""

@@ -21,22 +21,23 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from jobs.entry import JobInterrupted, NothingDone, run_main
 from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
 from nla.labeling.config import LabelConfig, StageResources
 from nla.labeling.plan import Plan, make_plan
+from nla.labeling.progress import RunRecorder
 from nla.lake.ann import update_index_if_present
 from nla.lake.rows import storage_dtype
-from nla.labeling.progress import RunRecorder
 from nla.lake.runs import config_hash, new_run_id
 from nla.lake.store import now
 from nla.quality.flags import FLAGS
-from nla.sysinfo import peak_rss_mb
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
 from nla.stages.fused import FusedStage
 from nla.stages.read import ReadActivations, ReadShard
 from nla.stages.score import ScoreStage
+from nla.sysinfo import peak_rss_mb
 
 
 def stage(ds, fn, res: StageResources, rows_per_call: int | None, **kwargs):
@@ -119,18 +120,6 @@ def print_summary(s: dict, plan: Plan, run_id: str, stats: RunStats) -> None:
         print(f"  empty shard {shard}: {msg}")
     for f in stats.failures[:5]:
         print(f"  bad document {f}")
-
-
-class JobInterrupted(Exception):
-    """Ctrl-C (SIGINT) or SIGTERM on the driver: what was committed stays, the rest is left for a rerun."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class NothingDone(Exception):
-    """The run committed nothing that was asked of it (every shard empty, every AV batch failed)."""
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -232,20 +221,6 @@ def _warn(s: dict, stats: RunStats, plan: Plan, warn_share: float) -> None:
               f"are flagged ({top}): see `nla quality` and docs/quality.md before trusting them.")
 
 
-def nla_message(e: BaseException) -> str | None:
-    """The message of the NLAError behind an exception: itself, one in its cause chain, or, when an actor's
-    constructor raised it (Ray passes that on as text only), the last `nla.errors.X: ...` line of the text."""
-    x: BaseException | None = e
-    seen: set[int] = set()
-    while x is not None and id(x) not in seen:
-        if isinstance(x, NLAError):
-            return str(x)
-        seen.add(id(x))
-        x = getattr(x, "cause", None) or x.__cause__
-    lines = [ln for ln in str(e).splitlines() if ln.startswith("nla.errors.")]
-    return lines[-1].split(": ", 1)[-1] if lines else None
-
-
 def main(argv: list[str] | None = None) -> int:
     from nla.config import load_config
 
@@ -255,23 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=["label", "extract", "from-activations"], default="label")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=./corpus sampling.samples=4")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(LabelConfig, args.config, args.overrides)
-        run(cfg, args.mode)
-    except JobInterrupted as e:
-        print(str(e), file=sys.stderr)
-        return e.exit_code
-    except NothingDone as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # noqa: BLE001 - bad input (also when an actor hit it) is one line; the rest a traceback
-        message = nla_message(e)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_main(lambda: run(load_config(LabelConfig, args.config, args.overrides), args.mode))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from nla.errors import NLAError, NLAInputError
+from jobs.entry import run_main
+from nla.errors import NLAInputError
 
 
 def paired(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
@@ -41,9 +42,8 @@ def relabel(lake_arg: str | None, label_config: str | None, av: str, ar: str, ma
     """Label every activation of the lake with `av` (scored by `ar`) as rows under its own recipe, as
     `nla label --from-activations models.av=AV` does (a recipe already in the lake is skipped); its recipe hash."""
     import jobs.label
-    from nla.cli.jobs import default_config
     from nla.config import load_config
-    from nla.labeling.config import LabelConfig
+    from nla.labeling.config import LabelConfig, default_config
 
     cfg = load_config(LabelConfig, label_config or default_config(), [])
     cfg.models.av, cfg.models.ar = av, ar
@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> dict:
     import jobs.teach
     import jobs.train
     from nla.config import load_config
-    from nla.pair import resolve_pair
     from nla.lake.mine import mine
     from nla.lake.query import LakeQuery
     from nla.lake.runs import new_run_id, record_run
     from nla.lake.store import Lake, now
+    from nla.pair import resolve_pair
     from nla.train.config import TrainJobConfig
 
     lake = Lake(args.lake or None)
@@ -82,9 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     run_id, started, t0 = new_run_id("retrain"), now(), time.perf_counter()
     if args.input:  # step 0: label the corpus into the lake with this pair (committed shards are skipped)
         import jobs.label
-        from nla.labeling.config import LabelConfig
-
-        from nla.cli.jobs import default_config
+        from nla.labeling.config import LabelConfig, default_config
 
         jobs.label.run(load_config(LabelConfig, args.label_config or default_config(), [
             f"input={args.input}", f"models.av={av}", f"models.ar={ar}", *([f"lake={args.lake}"] if args.lake else [])]))
@@ -176,12 +174,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        run(args)
-    except NLAError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import argparse
 import sys
 import time
 
-from nla.errors import NLAError, NLAInputError
+from jobs.entry import run_main
+from nla.errors import NLAInputError
 
 
 def to_arrow(batch: dict, schema):
@@ -124,12 +125,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        run(args)
-    except NLAError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

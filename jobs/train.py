@@ -29,7 +29,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from nla.errors import NLAConfigError, NLAError
+from jobs.entry import run_main
+from nla.errors import NLAConfigError
 from nla.train.config import TrainJobConfig
 
 
@@ -104,10 +105,10 @@ def register(cfg: TrainJobConfig, out: Path, run_id: str, summary: dict) -> list
     """Add the new checkpoint folders to the lake's checkpoints table; returns their ids."""
     import pyarrow as pa
 
-    from nla.pair import checkpoint_id
-    from nla.lake.store import Lake, now
-    from schemas import CHECKPOINTS
     from nla.lake.schema import arrow_schema
+    from nla.lake.store import Lake, now
+    from nla.pair import checkpoint_id
+    from schemas import CHECKPOINTS
 
     lake, ids = Lake(cfg.lake or None), []
     roles = ["av", "ar"] if cfg.algo == "grpo" else [cfg.role]
@@ -188,20 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="YAML config (default: built-in defaults, toy kit)")
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. data=hard_v1 role=ar sft.steps=200")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(TrainJobConfig, args.config, [f"algo={args.algo}", *args.overrides])
-        run(cfg)
-    except NLAError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # Ray Train wraps worker errors: show the NLA message if that is what failed
-        msg = str(e)
-        if "NLA" in msg or "Fix:" in msg:
-            line = next((ln for ln in msg.splitlines() if "Fix:" in ln), msg.splitlines()[-1])
-            print(f"error: {line.strip()}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    return run_main(lambda: run(load_config(TrainJobConfig, args.config, [f"algo={args.algo}", *args.overrides])))
 
 
 if __name__ == "__main__":

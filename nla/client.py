@@ -45,7 +45,7 @@ def _check_role(meta: NLAMeta, role: str) -> None:
                              f"{other[role]} at the {role.upper()} folder (the AV explains, the AR reconstructs).")
 
 
-def _check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
+def check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
     _check_role(meta, role)
     d = model_config.get_text_config().hidden_size
     if d != meta.d_model:
@@ -81,7 +81,7 @@ def check_checkpoint(checkpoint_dir: str | Path, role: str) -> NLAMeta:
     _check_role(meta, role)  # before the tokenizer loads: the AR given as the AV is refused at once
     key = checked.stamp(folder, role)
     if not checked.passed(key):  # this exact folder has not passed this exact check before (nla/checked.py)
-        _check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))
+        check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))
         checked.remember(key)
     if role == "ar" and not (folder / VALUE_HEAD_FILE).is_file():
         raise NLACheckpointError(f"{folder / VALUE_HEAD_FILE}: missing. Fix: download value_head.safetensors with "
@@ -115,7 +115,7 @@ class NLAClient:
 
             self.model = None
             config, embedding = hf.load_config(self.checkpoint_dir), load_input_embeddings(self.checkpoint_dir)
-        self.meta = _check_meta(meta, "av", self.tokenizer, config)
+        self.meta = check_meta(meta, "av", self.tokenizer, config)
         self.prompter = AVPrompter(embedding, self.tokenizer, self.meta, injection_scale=injection_scale_override)
         eos = eos_ids(self.checkpoint_dir, self.tokenizer)
         if backend == "hf":
@@ -195,7 +195,7 @@ class NLACritic:
         _check_role(meta, "ar")  # an AV folder is refused before anything loads
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = ARModel.from_pretrained(self.checkpoint_dir, dtype=dtype, device=device)
-        self.meta = _check_meta(meta, "ar", self.tokenizer, self.model.lm.config)
+        self.meta = check_meta(meta, "ar", self.tokenizer, self.model.lm.config)
         blocks = len(self.model.backbone.layers)
         if blocks != self.meta.layer + 1:
             raise NLAConfigError(f"{self.meta.source}: says K = {self.meta.layer}, so the AR keeps {self.meta.layer + 1} "

@@ -1,7 +1,7 @@
 """Typed configs from YAML: nested dataclasses, unknown keys rejected, `key=value` overrides from the command line.
 
 Defaults live only in the dataclasses. `load_config(LabelConfig, "jobs/configs/toy.yaml", ["input=./corpus",
-"av.samples=4"])` returns a LabelConfig or raises NLAConfigError naming the file, the key and the fix.
+"sampling.samples=4"])` returns a LabelConfig or raises NLAConfigError naming the file, the key and the fix.
 """
 
 from __future__ import annotations

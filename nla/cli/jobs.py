@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from nla.errors import NLAInputError
-
-
-def default_config() -> str:
-    local = Path("jobs/configs/toy.yaml")
-    if local.is_file():
-        return str(local)
-    spec = importlib.util.find_spec("jobs")
-    if spec and spec.submodule_search_locations:
-        return str(Path(list(spec.submodule_search_locations)[0]) / "configs" / "toy.yaml")
-    return str(local)
 
 
 def add_commands(sub: Any, formatter: Any) -> None:
@@ -80,6 +68,8 @@ def cmd_job(args: argparse.Namespace) -> int:
         raise NLAInputError(f"{bad[0]!r}: overrides are KEY=VALUE. Fix: write e.g. input=./corpus or "
                             "sampling.samples=4.")
     overrides = list(args.overrides) + ([f"lake={args.lake}"] if args.lake else [])
+    from nla.labeling.config import default_config  # here: the config module imports torch, the CLI need not
+
     argv = [sys.executable, "-m", "jobs.label", "--config", args.config or default_config(), "--mode", mode,
             *overrides]
     sys.stdout.flush()

@@ -122,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
-    from nla.cli.jobs import default_config
+    from nla.labeling.config import default_config
     from nla.lake.query import LakeQuery
     from nla.lake.store import Lake
     from nla.toy.build import ensure_toy_kit

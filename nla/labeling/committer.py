@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from nla.batches import ERROR, OK, concat
 from nla.lake.rows import activation_table, explanation_table
 from nla.lake.schema import VectorDtype
 from nla.lake.store import Lake
 from nla.quality.settings import QualitySettings
-from nla.stages import ERROR, OK, concat
 from schemas import ACTIVATIONS, EXPLANATIONS
 
 

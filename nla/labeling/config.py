@@ -6,7 +6,9 @@ hands them to Ray Data).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from nla.av_vllm import VLLMSettings
@@ -77,3 +79,15 @@ class LabelConfig:
     scorer: StageResources = field(default_factory=StageResources)
     vllm: VLLMSettings = field(default_factory=VLLMSettings)  # engine settings when models.av_backend is vllm
     quality: QualitySettings = field(default_factory=QualitySettings)  # the quality flags' thresholds
+
+
+def default_config() -> str:
+    """The toy config every job starts from (jobs/configs/toy.yaml): in this checkout, else in the installed
+    `jobs` package."""
+    local = Path("jobs/configs/toy.yaml")
+    if local.is_file():
+        return str(local)
+    spec = importlib.util.find_spec("jobs")
+    if spec and spec.submodule_search_locations:
+        return str(Path(list(spec.submodule_search_locations)[0]) / "configs" / "toy.yaml")
+    return str(local)

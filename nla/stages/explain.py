@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from nla.batches import ERROR, OK, objects, require, take
 from nla.fast_sampling import sample_key
-from nla.stages import ERROR, OK, objects, require, set_threads, take
+from nla.stages import set_threads
 
 COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "status": "ok | why the row failed"}
 

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nla.batches import OK, concat, objects, require
 from nla.extract import ExtractConfig, Extractor
 from nla.lake.rows import act_id
-from nla.stages import OK, concat, objects, require, set_threads
+from nla.stages import set_threads
 
 COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text",
            "error": "'' for a good document, else why it is bad"}

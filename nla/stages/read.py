@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from nla.batches import objects, require
 from nla.labeling.corpus import Shard, ShardError, read_shard
 from nla.labeling.identity import name_of
-from nla.stages import objects, require
 
 COLUMNS = {"shard": "shard id (path relative to the input root)", "path": "absolute path or s3:// URI of the shard",
            "format": "parquet | jsonl | txt | hf"}

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import torch
 
-from nla.stages import require, set_threads
+from nla.batches import require
+from nla.stages import set_threads
 
 COLUMNS = {"explanation": "AV explanation (None unless expl_status is ok)", "expl_status": "ok | no_tags | ...",
            "vector": "(n, d) float32 activations"}

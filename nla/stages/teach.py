@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from nla.stages import objects, require, set_threads
+from nla.batches import objects, require
+from nla.stages import set_threads
 
 FILE_COLUMNS = {"file": "path or URI of one parquet file of the training-set table"}
 COLUMNS = {"vector": "(n, d) float32 activations", "context": "text prefix ending at the activation's token",

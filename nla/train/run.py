@@ -23,7 +23,7 @@ from nla import hf
 from nla.ar import ARModel
 from nla.av import AVPrompter
 from nla.checkpoint import save_ar, save_av
-from nla.client import _check_meta, eos_ids
+from nla.client import check_meta, eos_ids
 from nla.lake.store import Lake
 from nla.meta import NLAMeta
 from nla.train.config import TrainJobConfig
@@ -49,7 +49,7 @@ class WorkerEnv:
 def load_av(folder: str, dtype: torch.dtype, device: str) -> tuple[Any, Any, NLAMeta]:
     tok = hf.load_tokenizer(folder)
     model = hf.load_causal_lm(folder, dtype=dtype).to(device)
-    return model, tok, _check_meta(NLAMeta.load(folder), "av", tok, model.config)
+    return model, tok, check_meta(NLAMeta.load(folder), "av", tok, model.config)
 
 
 def load_ar(folder: str, dtype: torch.dtype, device: str) -> tuple[ARModel, Any, NLAMeta]:
@@ -57,7 +57,7 @@ def load_ar(folder: str, dtype: torch.dtype, device: str) -> tuple[ARModel, Any,
     ar = ARModel.from_pretrained(folder, dtype=dtype).to(device)
     meta = NLAMeta.load(folder)
     if meta.role != "ar":
-        _check_meta(meta, "ar", tok, ar.lm.config)
+        check_meta(meta, "ar", tok, ar.lm.config)
     meta.validate(tok)
     return ar, tok, meta
 

@@ -44,7 +44,7 @@ def reference(tmp_path_factory, toy_kit) -> Reference:
     import torch
 
     from jobs.label import stage_kwargs
-    from nla.cli.jobs import default_config
+    from nla.labeling.config import default_config
     from nla.config import load_config
     from nla.labeling.committer import ShardCommitter
     from nla.labeling.config import LabelConfig

@@ -31,7 +31,7 @@ STARTUP_S = 180
 
 def job_config(lake: Path, *overrides: str):
     """The labeling job's config (jobs/configs/toy.yaml) for `lake`, with key=value overrides."""
-    from nla.cli.jobs import default_config
+    from nla.labeling.config import default_config
     from nla.config import load_config
     from nla.labeling.config import LabelConfig
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nla.batches import concat
 from nla.labeling.committer import ShardCommitter
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
-from nla.stages import concat
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
 from nla.stages.read import ReadShard
