@@ -13,6 +13,7 @@ stays bounded and each shard is committed atomically as soon as it is complete. 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -64,11 +65,22 @@ def stage_kwargs(plan: Plan, cfg: LabelConfig) -> dict[str, dict]:
     return kw
 
 
+def quiet_ray_data() -> None:
+    """Ray Data's console shows errors only: its start-up notes, execution plan and progress blocks stay in the
+    session's log folder (`verbose=true` shows them). The [commit] lines say how far the run is."""
+    import ray.data  # noqa: F401 - configures its loggers on import
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":  # the console one (Ray's PlainRayHandler)
+            handler.setLevel(logging.ERROR)
+
+
 def build_dataset(plan: Plan, cfg: LabelConfig):
     import ray
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the committer relies on input order to know a shard is complete
+    ctx.enable_progress_bars = cfg.verbose  # one [commit] line a shard says how far the run is (committer.progress)
     items = [{"shard": s.id, "path": s.path, "format": s.format} for s in plan.todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     if plan.mode == "from-activations":
@@ -167,7 +179,10 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
         if plan.todo:
             if not ray.is_initialized():
                 address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
+                if not cfg.verbose:
+                    quiet_ray_data()
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.INFO if cfg.verbose else logging.ERROR,
                          **({} if address else {"num_cpus": os.cpu_count()}))
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)

@@ -24,6 +24,8 @@ def add_commands(sub: Any, formatter: Any) -> None:
                                   "wrote\n  nla label sampling.samples=4 sampling.temperature=1.0")
         p.add_argument("--config", default=None, help="YAML config (default: jobs/configs/toy.yaml)")
         p.add_argument("--lake", default=None, help="lake root (same as lake=DIR; default $NLA_LAKE or ./lake)")
+        p.add_argument("--verbose", action="store_true",
+                       help="also show Ray's own progress blocks and start-up logs (same as verbose=true)")
         if name == "label":
             p.add_argument("--from-activations", action="store_true",
                            help="label the lake's existing activations instead of reading a corpus")
@@ -67,7 +69,8 @@ def cmd_job(args: argparse.Namespace) -> int:
     if bad:
         raise NLAInputError(f"{bad[0]!r}: overrides are KEY=VALUE. Fix: write e.g. input=./corpus or "
                             "sampling.samples=4.")
-    overrides = list(args.overrides) + ([f"lake={args.lake}"] if args.lake else [])
+    overrides = list(args.overrides) + ([f"lake={args.lake}"] if args.lake else []) + \
+        (["verbose=true"] if args.verbose else [])
     from nla.labeling.config import default_config  # here: the config module imports torch, the CLI need not
 
     argv = [sys.executable, "-m", "jobs.label", "--config", args.config or default_config(), "--mode", mode,

@@ -211,7 +211,18 @@ class ShardCommitter:
         self.log(f"[commit] shard {shard}: {len(acts)} activations, {n_expl} explanations, {len(bad)} bad/short "
                  f"documents (v{version}, {time.perf_counter() - self.t0:.0f}s"
                  f"{f'; {retried} commits retried after concurrent writers won' if retried else ''}"
-                 f"{f'; {waited} writes retried while the store did not answer' if waited else ''})")
+                 f"{f'; {waited} writes retried while the store did not answer' if waited else ''})"
+                 f" · {self.progress()}")
+
+    def progress(self) -> str:
+        """How far the run is: shards done of all, activations, rate, and an ETA from the rate so far."""
+        st, total = self.stats, len(self.order)
+        done = st.shards_committed + len(st.shards_failed) + len(st.shards_empty)
+        elapsed = time.perf_counter() - self.t0
+        rate = st.activations / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / done * (total - done) if done else float("nan")
+        left = "done" if done >= total else f"ETA {eta:.0f}s"
+        return f"{done}/{total} shards, {st.activations:,} activations, {rate:,.0f}/s, {left}"
 
     @staticmethod
     def _empty_cause(n_ok: int, bad: list[tuple[str, str]]) -> str:
