@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -21,6 +21,12 @@ from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
 from nla.injection import as_vectors
 from nla.meta import NLAMeta
 from nla.metrics import cosine, mse_nrm
+
+if TYPE_CHECKING:
+    from nla.av_vllm import VLLMSettings
+
+AVEngine = Literal["hf", "fast", "vllm"]  # how NLAClient generates: transformers, nla/fast_decode.py, or vLLM
+AV_ENGINES: tuple[str, ...] = get_args(AVEngine)
 
 
 def eos_ids(folder: Path, tokenizer: Any) -> set[int]:
@@ -97,17 +103,19 @@ class NLAClient:
     >>> client.generate(vector, temperature=0)   # greedy explanation text
     """
 
-    def __init__(self, checkpoint_dir: str | Path, *, backend: str = "hf", device: str = "cpu",
+    def __init__(self, checkpoint_dir: str | Path, *, backend: AVEngine = "hf", device: str = "cpu",
                  dtype: torch.dtype = torch.float32, injection_scale_override: float | None = None,
-                 batch_size: int = 32, vllm: Any = None) -> None:
-        """backend 'hf' runs transformers; 'vllm' runs a vLLM engine (settings: nla.av_vllm.VLLMSettings) and keeps
-        only the embedding table here."""
+                 batch_size: int = 32, vllm: VLLMSettings | None = None) -> None:
+        """backend 'hf' runs transformers' generate; 'fast' the same weights through nla/fast_decode.py (batches
+        padded to a power of two up to batch_size; for GPUs); 'vllm' a vLLM engine (settings `vllm`), keeping only
+        the embedding table here."""
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
         meta = NLAMeta.load(self.checkpoint_dir)  # fail on a missing/malformed sidecar before loading weights
-        if backend not in ("hf", "vllm"):
-            raise NLAInputError(f"backend {backend!r}: choose 'hf' (transformers) or 'vllm'.")
+        if backend not in AV_ENGINES:
+            raise NLAInputError(f"backend {backend!r}: choose one of {', '.join(map(repr, AV_ENGINES))} ('hf': "
+                                "transformers, 'fast': nla's decode loop for GPUs, 'vllm': a vLLM engine).")
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
-        if backend == "hf":
+        if backend != "vllm":
             self.model = hf.load_causal_lm(self.checkpoint_dir, dtype=dtype, device=device)
             config, embedding = self.model.config, self.model.get_input_embeddings()
         else:
@@ -120,6 +128,10 @@ class NLAClient:
         eos = eos_ids(self.checkpoint_dir, self.tokenizer)
         if backend == "hf":
             self.backend: Any = HFBackend(self.model, self.tokenizer, eos)
+        elif backend == "fast":
+            from nla.fast_decode import FastBackend, PaddedBackend
+
+            self.backend = PaddedBackend(FastBackend(self.model, self.tokenizer, eos), batch_size)
         else:
             from nla.av_vllm import VLLMBackend
 

@@ -27,7 +27,12 @@ import numpy as np
 import torch
 
 from nla.av import HFBackend, SamplingParams
-from nla.fast_attention import causal_attention, cascade_attention, decode_attention, decode_kernel_available
+from nla.fast_attention import (
+    cascade_attention,
+    causal_attention,
+    decode_attention,
+    decode_kernel_available,
+)
 from nla.fast_blocks import Blocks
 from nla.fast_sampling import compiled_sampler, key_tensor, sample_tokens
 
@@ -305,3 +310,20 @@ def sampling_backend(model: Any, tokenizer: Any, eos_ids: set[int], *, sharded: 
         else:
             return FastBackend(model, tokenizer, eos_ids, refresh_prefix=refresh_prefix)
     return HFBackend(model, tokenizer, eos_ids, sharded=sharded)
+
+
+class PaddedBackend:
+    """Pads each batch to a power of two (at most `batch_size`, the pool's rows per call) by repeating its last
+    prompt, so the fast backend captures a few CUDA graphs instead of one per batch size that bad rows leave. The
+    padding rows repeat the last row (so they share its prefill) and draw from keys no row uses."""
+
+    def __init__(self, backend: Any, batch_size: int) -> None:
+        self.backend, self.batch_size = backend, batch_size
+
+    def generate(self, embeds: list, params: Any, keys: Sequence[int | str] | None = None) -> list:
+        n = len(embeds)
+        if not n:
+            return self.backend.generate(embeds, params, keys)
+        rows = max(n, min(self.batch_size, 1 << (n - 1).bit_length()))
+        pad_keys = None if keys is None else list(keys) + [f"\x00pad{i}" for i in range(rows - n)]
+        return self.backend.generate(list(embeds) + [embeds[-1]] * (rows - n), params, pad_keys)[:n]

@@ -7,7 +7,6 @@ status 'error' (the job goes on).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,13 +27,10 @@ class ExplainStage:
         from nla.client import NLAClient
 
         set_threads(threads)
+        # models.fast with the hf backend decodes with nla/fast_decode.py; NLAClient builds the engine either way
+        engine = "fast" if fast and backend == "hf" else backend
         self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size,
-                                backend=backend, vllm=VLLMSettings(**(vllm or {})))
-        if fast and backend == "hf":
-            from nla.fast_decode import FastBackend
-
-            fast_backend = FastBackend(self.client.model, self.client.tokenizer, self.client.backend.eos_ids)
-            self.client.backend = PaddedBackend(fast_backend, batch_size)
+                                backend=engine, vllm=VLLMSettings(**(vllm or {})))
         self.sampling, self.samples = sampling, samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -63,20 +59,3 @@ class ExplainStage:
                    expl_status=objects(status))
         out["t_explain"] = np.full(len(index), (time.perf_counter() - t0) / max(1, len(index)))
         return out
-
-
-class PaddedBackend:
-    """Pads each batch to a power of two (at most `batch_size`, the pool's rows per call) by repeating its last
-    prompt, so the fast backend captures a few CUDA graphs instead of one per batch size that bad rows leave. The
-    padding rows repeat the last row (so they share its prefill) and draw from keys no row uses."""
-
-    def __init__(self, backend: Any, batch_size: int) -> None:
-        self.backend, self.batch_size = backend, batch_size
-
-    def generate(self, embeds: list, params: Any, keys: Sequence[int | str] | None = None) -> list:
-        n = len(embeds)
-        if not n:
-            return self.backend.generate(embeds, params, keys)
-        rows = max(n, min(self.batch_size, 1 << (n - 1).bit_length()))
-        pad_keys = None if keys is None else list(keys) + [f"\x00pad{i}" for i in range(rows - n)]
-        return self.backend.generate(list(embeds) + [embeds[-1]] * (rows - n), params, pad_keys)[:n]

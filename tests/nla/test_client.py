@@ -117,3 +117,21 @@ def test_check_checkpoint_remembers_a_pass_and_rechecks_a_changed_folder(pair, t
     with pytest.raises(NLAConfigError, match="drift"):
         check_checkpoint(av, "av")
     assert checked.stamp(av, "ar") != key  # the role is part of the stamp: an AV folder never passes as an AR
+
+
+def test_engine_is_chosen_by_name_inside_the_client(pair):
+    """backend='fast' (nla/fast_decode.py, batches padded to a power of two) explains as 'hf' does, greedy, with no
+    caller swapping engines; an unknown name is refused naming the three."""
+    import numpy as np
+
+    from nla.errors import NLAInputError
+    from nla.fast_decode import FastBackend, PaddedBackend
+
+    av = pair[0]
+    vectors = np.random.default_rng(3).standard_normal((3, 32)).astype(np.float32) * 4
+    fast = NLAClient(av, backend="fast", batch_size=8)
+    assert isinstance(fast.backend, PaddedBackend) and isinstance(fast.backend.backend, FastBackend)
+    want = NLAClient(av).explain(vectors, temperature=0, max_new_tokens=12)
+    assert fast.explain(vectors, temperature=0, max_new_tokens=12) == want
+    with pytest.raises(NLAInputError, match=r"backend 'tpu': choose one of 'hf', 'fast', 'vllm'"):
+        NLAClient(av, backend="tpu")
