@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,10 @@ def test_label_end_to_end_then_rerun(corpus, tmp_path):
     out = p.stdout
     assert "[commit] shard part-0000.jsonl" in out and "skipped shard part-0005.parquet" in out
     assert "fve_nrm" in out and "activations_per_s" in out
+    # each commit line says how far the run is; Ray's own progress blocks and plan stay out (nla label --verbose)
+    assert re.search(r"^\[commit\] shard part-0000\.jsonl@\w+: .* · [1-6]/6 shards, [\d,]+ activations, [\d,]+/s, "
+                     r"(ETA \d+s|done)$", out, re.M), out[-3000:]
+    assert "Running Dataset" not in out + p.stderr and "Execution plan" not in out + p.stderr, out[-3000:]
     c = counts(lake)
     assert c["activations"]["n"] == c["activations"]["u"] > 400
     assert c["explanations"]["n"] == c["explanations"]["u"] == c["activations"]["n"]
@@ -103,8 +108,6 @@ def test_extract_then_label_from_activations(corpus, tmp_path):
     (["bogus"], "KEY=VALUE"),
 ])
 def test_bad_job_input(corpus, tmp_path, args, match):
-    import re
-
     p = job("label", f"input={corpus}", "--lake", str(tmp_path / "lake"), *args)
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
     assert re.search(match, p.stderr), p.stderr
