@@ -187,7 +187,7 @@ def run(cfg: LabelConfig, mode: str = "label") -> dict:
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)
                 st = committer.stats
-                recorder.progress(st.shards_committed + len(st.shards_failed) + len(st.shards_empty),
+                recorder.progress(st.shards_done,
                                   lambda: summary(committer.stats, time.perf_counter() - t0))
         committer.finish()
         if plan.todo and mode != "from-activations":

@@ -77,6 +77,11 @@ class RunStats:
         baseline = 1.0 - float(mu @ mu) / len(mu)
         return 1.0 - self.mean_mse / baseline if baseline > 0 else float("nan")
 
+    @property
+    def shards_done(self) -> int:
+        """Shards this run is through with: committed, failed or empty."""
+        return self.shards_committed + len(self.shards_failed) + len(self.shards_empty)
+
 
 class ShardCommitter:
     def __init__(self, lake: Lake, order: list[str], *, run_id: str, config_hash: str, base_id: str, layer: int,
@@ -217,7 +222,7 @@ class ShardCommitter:
     def progress(self) -> str:
         """How far the run is: shards done of all, activations, rate, and an ETA from the rate so far."""
         st, total = self.stats, len(self.order)
-        done = st.shards_committed + len(st.shards_failed) + len(st.shards_empty)
+        done = st.shards_done
         elapsed = time.perf_counter() - self.t0
         rate = st.activations / elapsed if elapsed > 0 else 0.0
         eta = elapsed / done * (total - done) if done else float("nan")

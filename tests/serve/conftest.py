@@ -31,9 +31,8 @@ STARTUP_S = 180
 
 def job_config(lake: Path, *overrides: str):
     """The labeling job's config (jobs/configs/toy.yaml) for `lake`, with key=value overrides."""
-    from nla.labeling.config import default_config
     from nla.config import load_config
-    from nla.labeling.config import LabelConfig
+    from nla.labeling.config import LabelConfig, default_config
 
     return load_config(LabelConfig, default_config(), [f"lake={lake}", "explainer.threads=1", *overrides])
 
@@ -142,7 +141,7 @@ class Relabel:
         from jobs.label import summary
 
         st = self.committer.stats
-        self.recorder.progress(st.shards_committed + len(st.shards_failed) + len(st.shards_empty),
+        self.recorder.progress(st.shards_done,
                                lambda: summary(st, time.perf_counter() - self.t0))
 
     def commit(self) -> None:

@@ -13,19 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from nla.errors import NLAInputError
-from nla.labeling.corpus import ShardError, list_shards, read_shard
+from nla.labeling.corpus import ShardError, list_shards
 from nla.lake.storage import object_path, s3_filesystem, storage_options
 from tests.conftest import S3_BUCKET
+from tests.nla.labeling.test_corpus import read_docs
 
 DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
-
-
-def _docs(shard, **kw):
-    out = {"doc_id": [], "text": [], "error": []}
-    for b in read_shard(shard, **kw):
-        for k in out:
-            out[k] += b[k]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +57,13 @@ def test_s3_shards_equal_local_ones(corpus):
             [(s.id, s.format, s.fingerprint, s.size) for s in local], kind
         assert all(s.path.startswith(f"{uri}/{kind}/") for s in remote)
         for a, b in zip(local, remote):
-            assert _docs(b, id_column="id" if kind == "mixed" else "", storage_options=options) == \
-                _docs(a, id_column="id" if kind == "mixed" else ""), a.id
+            assert read_docs(b, id_column="id" if kind == "mixed" else "", storage_options=options) == \
+                read_docs(a, id_column="id" if kind == "mixed" else ""), a.id
     assert [s.id for s in list_shards(f"{uri}/mixed", storage_options=options)] == \
         ["j.jsonl", "p.parquet", "sub/t.txt"]  # the hidden .tmp/ is skipped, as in a folder
     one = list_shards(f"{uri}/mixed/j.jsonl", storage_options=options)
     assert [(s.id, s.format) for s in one] == [("j.jsonl", "jsonl")]
-    assert _docs(one[0], storage_options=options)["error"] == ["", "line 2: not UTF-8 text", ""]
+    assert read_docs(one[0], storage_options=options)["error"] == ["", "line 2: not UTF-8 text", ""]
 
 
 def test_bad_s3_inputs(corpus):
@@ -88,4 +81,4 @@ def test_bad_s3_inputs(corpus):
     shard = list_shards(f"{uri}/mixed", storage_options=options)[0]
     with pytest.raises(ShardError, match=r"shard j.jsonl: cannot read it from the store \(endpoint unreachable\)\. "
                                          "Fix: check that the store is reachable"):
-        _docs(shard, storage_options=dead)
+        read_docs(shard, storage_options=dead)
