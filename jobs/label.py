@@ -68,8 +68,11 @@ def stage_kwargs(plan: Plan, cfg: LabelConfig) -> dict[str, dict]:
 def quiet_ray_data() -> None:
     """Ray Data's console shows errors only: its start-up notes, execution plan and progress blocks stay in the
     session's log folder (`verbose=true` shows them). The [commit] lines say how far the run is."""
+    import warnings
+
     import ray.data  # noqa: F401 - configures its loggers on import
 
+    warnings.filterwarnings("ignore", module=r"ray\.data\.")  # e.g. "the operator only received 1 input(s)"
     for handler in logging.getLogger("ray.data").handlers:
         if type(handler).__name__ != "SessionFileHandler":  # the console one (Ray's PlainRayHandler)
             handler.setLevel(logging.ERROR)
