@@ -22,12 +22,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
+import jobs.label
+import jobs.teach
+import jobs.train
 from jobs.entry import run_main
 from nla.errors import NLAInputError
+from nla.labeling.config import LabelConfig, default_config
+from nla.train.config import RetrainConfig, ScalingSettings, TeachConfig, TrainJobConfig
+from schemas import EXPLANATIONS
 
 
 def paired(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
@@ -38,100 +44,83 @@ def paired(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
             "mse_before_std": float(before.std()), "mse_after_std": float(after.std())}
 
 
-def relabel(lake_arg: str | None, label_config: str | None, av: str, ar: str, max_new_tokens: int | None) -> str:
+def label_config(cfg: RetrainConfig, av: str, ar: str) -> LabelConfig:
+    """The labeling config of this loop: cfg.label_config (default: the toy kit's) with this pair, into this lake."""
+    from nla.config import load_config
+
+    label = load_config(LabelConfig, cfg.label_config or default_config())
+    label.models.av, label.models.ar = av, ar
+    label.lake = cfg.lake or label.lake
+    return label
+
+
+def relabel(cfg: RetrainConfig, av: str, ar: str) -> str:
     """Label every activation of the lake with `av` (scored by `ar`) as rows under its own recipe, as
     `nla label --from-activations models.av=AV` does (a recipe already in the lake is skipped); its recipe hash."""
-    import jobs.label
-    from nla.config import load_config
-    from nla.labeling.config import LabelConfig, default_config
-
-    cfg = load_config(LabelConfig, label_config or default_config(), [])
-    cfg.models.av, cfg.models.ar = av, ar
-    cfg.lake = lake_arg or cfg.lake
-    if max_new_tokens is not None:
-        cfg.sampling.max_new_tokens = max_new_tokens
-    return jobs.label.run(cfg, "from-activations")["recipes"]["explanations"]
+    label = label_config(cfg, av, ar)
+    if cfg.max_new_tokens is not None:
+        label.sampling.max_new_tokens = cfg.max_new_tokens
+    return jobs.label.run(label, "from-activations")["recipes"][EXPLANATIONS.name]
 
 
-PAIRED_SQL = """
-WITH s AS (SELECT DISTINCT act_id FROM {set}),
-m AS (SELECT act_id, recipe, avg(CASE WHEN status = 'ok' AND mse IS NOT NULL THEN mse ELSE 2.0 END) mse
-      FROM explanations WHERE recipe IN ('{before}', '{after}') AND act_id IN (SELECT act_id FROM s) GROUP BY ALL)
-SELECT b.mse AS before, a.mse AS after FROM m b JOIN m a USING (act_id)
-WHERE b.recipe = '{before}' AND a.recipe = '{after}' ORDER BY act_id
-"""  # a failed sample explains nothing: it counts as an orthogonal guess (mse 2)
-
-
-def run(args: argparse.Namespace) -> dict:
-    import jobs.teach
-    import jobs.train
-    from nla.config import load_config
+def run(cfg: RetrainConfig) -> dict:
+    from nla.lake.hard import heldout, labels_of, mse_quantile, paired_mse
     from nla.lake.mine import mine
-    from nla.lake.query import LakeQuery
+    from nla.lake.query import LakeQuery, view_name
     from nla.lake.runs import new_run_id, record_run
     from nla.lake.store import Lake, now
     from nla.pair import resolve_pair
-    from nla.train.config import TrainJobConfig
 
-    lake = Lake(args.lake or None)
-    pair = resolve_pair(av=args.av, ar=args.ar, what="retraining")  # checked as the labeling job checks them
+    lake = Lake(cfg.lake or None)
+    pair = resolve_pair(av=cfg.av, ar=cfg.ar, what="retraining")  # checked as the labeling job checks them
     if pair.ar is None:
         raise NLAInputError("--ar is empty: retraining ranks targets and scores relabels with the AR. Fix: pass --ar "
                             "(or toy).")
     av, ar, av_id, ar_id = pair.av.path, pair.ar.path, pair.av.id, pair.ar.id
     run_id, started, t0 = new_run_id("retrain"), now(), time.perf_counter()
-    if args.input:  # step 0: label the corpus into the lake with this pair (committed shards are skipped)
-        import jobs.label
-        from nla.labeling.config import LabelConfig, default_config
-
-        jobs.label.run(load_config(LabelConfig, args.label_config or default_config(), [
-            f"input={args.input}", f"models.av={av}", f"models.ar={ar}", *([f"lake={args.lake}"] if args.lake else [])]))
+    if cfg.input:  # step 0: label the corpus into the lake with this pair (committed shards are skipped)
+        label = label_config(cfg, av, ar)
+        label.input = cfg.input
+        jobs.label.run(label)
     tag = run_id.replace("-", "_")
-    heldout = f"(hash(doc_id) % 1000) < {int(args.heldout * 1000)}"
-    mine_base = f"status = 'ok' AND av = '{av_id}' AND ar = '{ar_id}'"
+    held, ours = heldout(cfg.heldout), labels_of(av_id, ar_id)
     with LakeQuery(lake) as q:
         if "labels" not in q.views():
             raise NLAInputError(f"--lake {lake.root}: no labeled activations. Fix: run `nla label` first.")
-        stat = q.run(f"SELECT count(*) n, quantile_cont(mse, {args.quantile}) t FROM labels WHERE {mine_base}")
-        n, threshold = stat.column("n")[0].as_py(), stat.column("t")[0].as_py()
+        n, threshold = mse_quantile(q, ours, cfg.quantile)
     if not n:
         raise NLAInputError(f"--lake {lake.root}: no ok labels by AV {av_id} scored by AR {ar_id}. Fix: label with "
                             "this pair (`nla label`), or pass --av/--ar of the pair that labeled the lake.")
-    print(f"[retrain] {n} labels by {av_id}; hard = mse > {threshold:.3f} (quantile {args.quantile})", flush=True)
-    hard = f"{mine_base} AND mse > {threshold}"
+    print(f"[retrain] {n} labels by {av_id}; hard = mse > {threshold:.3f} (quantile {cfg.quantile})", flush=True)
+    hard = f"{ours} AND {EXPLANATIONS.col.mse} > {threshold}"
     sets = {
-        "hard_train": mine(lake, where=f"{hard} AND NOT ({heldout})", name=f"{tag}_hard_train"),
-        "hard_heldout": mine(lake, where=f"{hard} AND {heldout}", name=f"{tag}_hard_heldout",
-                             limit=args.eval_rows),
-        "random_heldout": mine(lake, where=f"{mine_base} AND {heldout}", name=f"{tag}_random_heldout",
-                               limit=args.eval_rows, order="none"),
+        "hard_train": mine(lake, where=f"{hard} AND NOT ({held})", name=f"{tag}_hard_train"),
+        "hard_heldout": mine(lake, where=f"{hard} AND {held}", name=f"{tag}_hard_heldout", limit=cfg.eval_rows),
+        "random_heldout": mine(lake, where=f"{ours} AND {held}", name=f"{tag}_random_heldout",
+                               limit=cfg.eval_rows, order="none"),
     }
     for k, r in sets.items():
         print(f"[retrain] mined {k}: {r.rows} rows -> {r.table}", flush=True)
         if r.rows < 2:
             raise NLAInputError(f"{k}: only {r.rows} rows. Fix: label more documents, or lower --quantile / raise "
                                 "--heldout.")
-    teach = jobs.teach.parser().parse_args([
-        "--data", f"{tag}_hard_train", "--out", f"{tag}_targets", "--method", args.method, "--k", str(args.k),
-        "--av", av, "--ar", ar, "--teacher-url", args.teacher_url, "--teacher-model", args.teacher_model,
-        *(["--lake", args.lake] if args.lake else [])])
-    targets = jobs.teach.run(teach)
-    cfg = load_config(TrainJobConfig, None, [
-        "algo=sft", "role=av", f"data={tag}_targets", f"init={av}", f"out={args.out or f'checkpoints/{run_id}'}",
-        f"sft.steps={args.steps}", f"sft.lr={args.lr}", f"sft.batch_size={args.batch_size}", "sft.warmup_steps=5",
-        f"scaling.workers={args.workers}", "eval_fraction=0.1", *([f"lake={args.lake}"] if args.lake else [])])
-    trained = jobs.train.run(cfg)
+    targets = jobs.teach.run(TeachConfig(data=f"{tag}_hard_train", out=f"{tag}_targets", method=cfg.method, k=cfg.k,
+                                         av=av, ar=ar, teacher_url=cfg.teacher_url,
+                                         teacher_model=cfg.teacher_model, lake=cfg.lake))
+    train = TrainJobConfig(algo="sft", role="av", data=f"{tag}_targets", init=av,
+                           out=cfg.out or f"checkpoints/{run_id}", eval_fraction=0.1, lake=cfg.lake,
+                           scaling=ScalingSettings(workers=cfg.workers))
+    train.sft = replace(train.sft, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, warmup_steps=5)
+    trained = jobs.train.run(train)
     new_av = str(trained["out"]) + "/av"
     # relabel the lake with the old and the new AV under one sampling recipe: rows, so before/after is a query
-    recipes = {w: relabel(args.lake, args.label_config, folder, ar, args.max_new_tokens)
-               for w, folder in (("before", av), ("after", new_av))}
+    recipes = {w: relabel(cfg, folder, ar) for w, folder in (("before", av), ("after", new_av))}
     results = {}
     with LakeQuery(lake) as q:
         for k in ("hard_heldout", "random_heldout"):
-            t = q.run(PAIRED_SQL.format(set=sets[k].table.replace("/", "_"), **recipes), limit=None)
-            results[k] = paired(t.column("before").to_numpy(), t.column("after").to_numpy())
+            results[k] = paired(*paired_mse(q, view_name(sets[k].table), recipes["before"], recipes["after"]))
     record_run(lake, run_id, job="retrain", status="ok", started_at=started, finished_at=now(),
-               config={**vars(args), "av": av, "ar": ar, "threshold": threshold, "new_av": new_av},
+               config={**asdict(cfg), "av": av, "ar": ar, "threshold": threshold, "new_av": new_av},
                recipes={"explanations_before": recipes["before"], "explanations_after": recipes["after"]},
                counts={k: r.rows for k, r in sets.items()} | {"targets": targets["rows"]},
                throughput={"seconds": time.perf_counter() - t0, **{f"{k}_{m}": v for k, r in results.items()
@@ -147,34 +136,37 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The options of `nla retrain`: one per RetrainConfig field, the defaults the dataclass's."""
+    c = RetrainConfig
     ap = argparse.ArgumentParser(prog="python -m jobs.retrain", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lake", default=None, help="a lake `nla label` filled (default $NLA_LAKE or ./lake)")
-    ap.add_argument("--input", default=None, help="label this corpus into the lake first, with --av/--ar and the "
+    ap.add_argument("--lake", default=c.lake, help="a lake `nla label` filled (default $NLA_LAKE or ./lake)")
+    ap.add_argument("--input", default=c.input, help="label this corpus into the lake first, with --av/--ar and the "
                     "base of --label-config (shards already committed are skipped)")
-    ap.add_argument("--label-config", default=None, help="the labeling config --input uses (default: the toy kit's, "
-                    "jobs/configs/toy.yaml)")
-    ap.add_argument("--av", default="toy", help="the AV that labeled the lake (and is retrained)")
-    ap.add_argument("--ar", default="toy", help="the AR that scored it")
-    ap.add_argument("--quantile", type=float, default=0.75, help="hard = mse above this quantile of the labels")
-    ap.add_argument("--heldout", type=float, default=0.3, help="fraction of documents never trained on")
-    ap.add_argument("--eval-rows", type=int, default=400, help="rows per held-out set at most")
-    ap.add_argument("--method", choices=["best-of-k", "teacher"], default="best-of-k")
-    ap.add_argument("--k", type=int, default=8, help="best-of-k samples")
-    ap.add_argument("--teacher-url", default="http://127.0.0.1:8000/v1")
-    ap.add_argument("--teacher-model", default="nla-toy-teacher")
-    ap.add_argument("--steps", type=int, default=60, help="SFT steps")
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--max-new-tokens", type=int, default=None, help="relabel cap (default: the label config's)")
-    ap.add_argument("--out", default=None, help="folder of the new AV (default ./checkpoints/<run_id>)")
+    ap.add_argument("--label-config", default=c.label_config, help="the labeling config --input uses (default: the "
+                    "toy kit's, jobs/configs/toy.yaml)")
+    ap.add_argument("--av", default=c.av, help="the AV that labeled the lake (and is retrained)")
+    ap.add_argument("--ar", default=c.ar, help="the AR that scored it")
+    ap.add_argument("--quantile", type=float, default=c.quantile, help="hard = mse above this quantile of the labels")
+    ap.add_argument("--heldout", type=float, default=c.heldout, help="fraction of documents never trained on")
+    ap.add_argument("--eval-rows", type=int, default=c.eval_rows, help="rows per held-out set at most")
+    ap.add_argument("--method", choices=["best-of-k", "teacher"], default=c.method)
+    ap.add_argument("--k", type=int, default=c.k, help="best-of-k samples")
+    ap.add_argument("--teacher-url", default=c.teacher_url)
+    ap.add_argument("--teacher-model", default=c.teacher_model)
+    ap.add_argument("--steps", type=int, default=c.steps, help="SFT steps")
+    ap.add_argument("--lr", type=float, default=c.lr)
+    ap.add_argument("--batch-size", type=int, default=c.batch_size)
+    ap.add_argument("--workers", type=int, default=c.workers)
+    ap.add_argument("--max-new-tokens", type=int, default=c.max_new_tokens,
+                    help="relabel cap (default: the label config's)")
+    ap.add_argument("--out", default=c.out, help="folder of the new AV (default ./checkpoints/<run_id>)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return run_main(lambda: run(args))
+    cfg = RetrainConfig(**vars(parser().parse_args(argv)))
+    return run_main(lambda: run(cfg))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict, replace
 
 from jobs.entry import run_main
 from nla.errors import NLAInputError
+from nla.train.config import TeachConfig
 
 
 def to_arrow(batch: dict, schema):
@@ -34,7 +36,7 @@ def to_arrow(batch: dict, schema):
     return pa.RecordBatch.from_pydict(cols, schema=schema), len(batch["explanation"]) - len(keep)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(cfg: TeachConfig) -> dict:
     import os
 
     import ray
@@ -43,29 +45,30 @@ def run(args: argparse.Namespace) -> dict:
     from nla.lake.runs import new_run_id, record_run
     from nla.lake.store import Lake, now
     from nla.stages.teach import ReadTrainingFile, TeachStage
+    from nla.train.targets import Teacher, TeacherSettings
     from schemas import TRAINING_SET
 
-    lake = Lake(args.lake or None)
-    src, dst = training_table(args.data), training_table(args.out)
+    lake = Lake(cfg.lake or None)
+    src, dst = training_table(cfg.data), training_table(cfg.out)
     if src == dst:
-        raise NLAInputError(f"--out {args.out}: same as --data. Fix: write the targets to a new name, e.g. "
-                            f"{args.data}_teacher.")
+        raise NLAInputError(f"--out {cfg.out}: same as --data. Fix: write the targets to a new name, e.g. "
+                            f"{cfg.data}_teacher.")
     d = lake.layout(src).get("d")  # NLATableNotFound names the lake's tables
     files = lake.table(src).file_uris()
     if not files:
-        raise NLAInputError(f"--data {args.data}: the training set is empty. Fix: mine examples first (`nla mine`).")
-    if args.method == "teacher":
-        from nla.train.targets import Teacher, TeacherSettings
-
-        Teacher(TeacherSettings(url=args.teacher_url, model=args.teacher_model, timeout_s=10)).explain("probe .")
+        raise NLAInputError(f"--data {cfg.data}: the training set is empty. Fix: mine examples first (`nla mine`).")
+    teacher = None
+    if cfg.method == "teacher":
+        teacher = TeacherSettings(url=cfg.teacher_url, model=cfg.teacher_model)
+        Teacher(replace(teacher, timeout_s=10)).explain("probe .")
     av = ar = ""
-    if args.method == "best-of-k":
+    if cfg.method == "best-of-k":
         from nla.pair import resolve_pair
 
-        pair = resolve_pair(av=args.av, ar=args.ar, what="best-of-k targets")
+        pair = resolve_pair(av=cfg.av, ar=cfg.ar, what="best-of-k targets")
         av, ar = pair.av.path, pair.ar.path if pair.ar else ""
     run_id, started, t0 = new_run_id("teach"), now(), time.perf_counter()
-    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config = asdict(cfg)
     record_run(lake, run_id, job="teach", config=config, status="running", started_at=started)
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or None
@@ -75,9 +78,9 @@ def run(args: argparse.Namespace) -> dict:
     ds = ds.map_batches(ReadTrainingFile, fn_constructor_kwargs={"d": d, "storage_options": lake.storage_options},
                         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     ds = ds.map_batches(TeachStage, fn_constructor_kwargs={
-        "method": args.method, "teacher": {"url": args.teacher_url, "model": args.teacher_model},
-        "av": av, "ar": ar, "k": args.k, "in_flight": args.in_flight}, batch_size=args.batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=args.concurrency), num_cpus=args.num_cpus)
+        "method": cfg.method, "teacher": teacher, "av": av, "ar": ar, "k": cfg.k, "in_flight": cfg.in_flight},
+        batch_size=cfg.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+        num_cpus=cfg.num_cpus)
     schema = lake.arrow_schema(src, TRAINING_SET)
     stats = {"rows_in": 0, "no_target": 0}
 
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     status = "failed"
     try:
         version = lake.overwrite(TRAINING_SET, batches(), name=dst, run_id=run_id, d=d,
-                                 extra_metadata={"source": src, "method": args.method})
+                                 extra_metadata={"source": src, "method": cfg.method})
         status = "ok"
     finally:
         record_run(lake, run_id, job="teach", config=config, status=status, started_at=started, finished_at=now(),
@@ -105,27 +108,29 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The options of `nla teach`: one per TeachConfig field, the defaults the dataclass's."""
+    c = TeachConfig
     ap = argparse.ArgumentParser(prog="python -m jobs.teach", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="training set to relabel (training_sets/<name>)")
     ap.add_argument("--out", required=True, help="name of the new training set")
-    ap.add_argument("--method", choices=["teacher", "best-of-k"], default="teacher")
-    ap.add_argument("--teacher-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible API base")
-    ap.add_argument("--teacher-model", default="nla-toy-teacher")
-    ap.add_argument("--av", default="toy", help="best-of-k: the AV that samples")
-    ap.add_argument("--ar", default="toy", help="best-of-k: the AR that ranks")
-    ap.add_argument("--k", type=int, default=8, help="best-of-k: samples per activation")
-    ap.add_argument("--lake", default=None, help="lake root (default $NLA_LAKE or ./lake)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--concurrency", type=int, default=1, help="TeachStage actors")
-    ap.add_argument("--num-cpus", type=float, default=1.0)
-    ap.add_argument("--in-flight", type=int, default=8, help="teacher requests in flight per actor")
+    ap.add_argument("--method", choices=["teacher", "best-of-k"], default=c.method)
+    ap.add_argument("--teacher-url", default=c.teacher_url, help="OpenAI-compatible API base")
+    ap.add_argument("--teacher-model", default=c.teacher_model)
+    ap.add_argument("--av", default=c.av, help="best-of-k: the AV that samples")
+    ap.add_argument("--ar", default=c.ar, help="best-of-k: the AR that ranks")
+    ap.add_argument("--k", type=int, default=c.k, help="best-of-k: samples per activation")
+    ap.add_argument("--lake", default=c.lake, help="lake root (default $NLA_LAKE or ./lake)")
+    ap.add_argument("--batch-size", type=int, default=c.batch_size)
+    ap.add_argument("--concurrency", type=int, default=c.concurrency, help="TeachStage actors")
+    ap.add_argument("--num-cpus", type=float, default=c.num_cpus)
+    ap.add_argument("--in-flight", type=int, default=c.in_flight, help="teacher requests in flight per actor")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return run_main(lambda: run(args))
+    cfg = TeachConfig(**vars(parser().parse_args(argv)))
+    return run_main(lambda: run(cfg))
 
 
 if __name__ == "__main__":

@@ -110,17 +110,18 @@ def register(cfg: TrainJobConfig, out: Path, run_id: str, summary: dict) -> list
     from nla.pair import checkpoint_id
     from schemas import CHECKPOINTS
 
+    C = CHECKPOINTS.col
     lake, ids = Lake(cfg.lake or None), []
     roles = ["av", "ar"] if cfg.algo == "grpo" else [cfg.role]
     for role in roles:
         folder = out / role
         parent = cfg.ar if (cfg.algo == "grpo" and role == "ar") else cfg.init
         metric = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
-        row = {"checkpoint_id": [checkpoint_id(str(folder))], "role": [role], "parent": [checkpoint_id(parent)],
-               "stage": ["rl" if cfg.algo == "grpo" else "sl"], "metrics": [json.dumps(metric, default=float)],
-               "path": [str(folder.resolve())], "run_id": [run_id], "created_at": [now()]}
+        row = {C.checkpoint_id: [checkpoint_id(str(folder))], C.role: [role], C.parent: [checkpoint_id(parent)],
+               C.stage: ["rl" if cfg.algo == "grpo" else "sl"], C.metrics: [json.dumps(metric, default=float)],
+               C.path: [str(folder.resolve())], C.run_id: [run_id], C.created_at: [now()]}
         lake.merge(CHECKPOINTS, pa.table(row, schema=arrow_schema(CHECKPOINTS)), run_id=run_id)
-        ids.append(row["checkpoint_id"][0])
+        ids.append(row[C.checkpoint_id][0])
     return ids
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from nla.lake import browse, overview
 from nla.lake.compare import compare, diff_histogram
-from nla.lake.query import LakeQuery
+from nla.lake.query import LakeQuery, view_name
 from nla.lake.store import Lake
 from serve.codec import jsonable
 
@@ -42,7 +42,7 @@ class LakeReader:
         """The query object, reopened when a table got a new version (checked at most every refresh_s)."""
         if time.monotonic() - self.checked >= self.refresh_s:
             self.checked = time.monotonic()
-            now = {n.replace("/", "_"): self.lake.table(n).version() for n in self.lake.names()}
+            now = {view_name(n): self.lake.table(n).version() for n in self.lake.names()}
             if now != self.q.tables:
                 self.q.close()
                 self.q = self._open()

@@ -60,6 +60,11 @@ NEAREST_MACRO = ("CREATE MACRO nearest(q, k, exact := false) AS TABLE SELECT r.a
 NEAREST_TYPE = f"STRUCT({A.act_id} VARCHAR, similarity FLOAT, method VARCHAR)[]"
 
 
+def view_name(table: str) -> str:
+    """The DuckDB view of a lake table: training_sets/hard_v1 -> training_sets_hard_v1."""
+    return table.replace("/", "_")
+
+
 class LakeQuery:
     """An in-memory DuckDB with read-only views over the lake's tables (optionally pinned to versions)."""
 
@@ -81,7 +86,7 @@ class LakeQuery:
         self.last_search: SearchResult | None = None  # how the latest nearest() was answered
         self._udf_error: Exception | None = None
         for name in lake.names():
-            view = name.replace("/", "_")
+            view = view_name(name)
             # the declared schema restores fixed-size vectors (Delta stores them as plain lists)
             self.datasets[view], self.tables[view] = table_dataset(lake, name, version=(versions or {}).get(name))
             self.con.register(view, self.datasets[view])

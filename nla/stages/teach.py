@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from nla.batches import objects, require
 from nla.stages import set_threads
+
+if TYPE_CHECKING:
+    from nla.train.targets import TeacherSettings
 
 FILE_COLUMNS = {"file": "path or URI of one parquet file of the training-set table"}
 COLUMNS = {"vector": "(n, d) float32 activations", "context": "text prefix ending at the activation's token",
@@ -43,7 +46,8 @@ class ReadTrainingFile:
 
 
 class TeachStage:
-    def __init__(self, *, method: str, teacher: dict[str, Any] | None = None, av: str = "", ar: str = "",
+    def __init__(self, *, method: Literal["teacher", "best-of-k"], teacher: TeacherSettings | None = None,
+                 av: str = "", ar: str = "",
                  k: int = 8, temperature: float = 1.0, max_new_tokens: int = 200, in_flight: int = 8,
                  device: str = "cpu", threads: int = 0) -> None:
         set_threads(threads)
@@ -51,7 +55,7 @@ class TeachStage:
         if method == "teacher":
             from nla.train.targets import Teacher, TeacherSettings
 
-            self.teacher = Teacher(TeacherSettings(**(teacher or {})))
+            self.teacher = Teacher(teacher or TeacherSettings())
             self.pool = ThreadPoolExecutor(max(1, in_flight))
         else:
             from nla.client import NLAClient, NLACritic

@@ -1,4 +1,6 @@
-"""TrainJobConfig: what `nla train sft|grpo` (python -m jobs.train) reads from YAML and key=value overrides."""
+"""The training jobs' configs: TrainJobConfig (`nla train sft|grpo`, python -m jobs.train: YAML and key=value
+overrides), TeachConfig (`nla teach`) and RetrainConfig (`nla retrain`), whose fields are those programs' options.
+Not here: running them (jobs/)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Literal
 
 from nla.train.grpo import GRPOConfig
 from nla.train.loop import TrainConfig
+from nla.train.targets import TeacherSettings
 
 
 @dataclass
@@ -39,3 +42,42 @@ class TrainJobConfig:
                                                                  warmup_steps=10, log_every=10))
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
+
+
+@dataclass
+class TeachConfig:
+    data: str  # training set to relabel (training_sets/<name>)
+    out: str  # name of the new training set
+    method: Literal["teacher", "best-of-k"] = "teacher"  # targets from a teacher LLM, or the AV's best of k by the AR
+    teacher_url: str = TeacherSettings.url  # OpenAI-compatible API base
+    teacher_model: str = TeacherSettings.model  # the model name the endpoint serves
+    av: str = "toy"  # best-of-k: the AV that samples
+    ar: str = "toy"  # best-of-k: the AR that ranks
+    k: int = 8  # best-of-k: samples per activation
+    lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake
+    batch_size: int = 64  # rows per TeachStage call
+    concurrency: int = 1  # TeachStage actors
+    num_cpus: float = 1.0  # CPUs per TeachStage actor
+    in_flight: int = 8  # teacher requests in flight per actor
+
+
+@dataclass
+class RetrainConfig:
+    lake: str = ""  # a lake `nla label` filled; "" = $NLA_LAKE, else ./lake
+    input: str = ""  # label this corpus into the lake first, with av/ar and the base of label_config ("" = don't)
+    label_config: str = ""  # the labeling config of input and the relabels; "" = the toy kit's (jobs/configs/toy.yaml)
+    av: str = "toy"  # the AV that labeled the lake (and is retrained)
+    ar: str = "toy"  # the AR that scored it
+    quantile: float = 0.75  # hard = mse above this quantile of the labels
+    heldout: float = 0.3  # fraction of documents never trained on
+    eval_rows: int = 400  # rows per held-out set at most
+    method: Literal["best-of-k", "teacher"] = "best-of-k"  # how the hard examples get their targets
+    k: int = 8  # best-of-k samples
+    teacher_url: str = TeacherSettings.url  # method teacher: OpenAI-compatible API base
+    teacher_model: str = TeacherSettings.model
+    steps: int = 60  # SFT steps
+    lr: float = 1e-4
+    batch_size: int = 32
+    workers: int = 1  # Ray Train workers
+    max_new_tokens: int | None = None  # relabel cap; None = the label config's
+    out: str = ""  # folder of the new AV; "" = ./checkpoints/<run_id>
