@@ -41,8 +41,10 @@ def pure_stage_seconds(corpus: Path, threads: int) -> dict[str, float]:
     import torch
 
     from nla.config import load_config
+    from nla.extract import ExtractConfig
     from nla.labeling.config import LabelConfig
     from nla.labeling.corpus import list_shards
+    from nla.settings import SamplingSettings
     from nla.stages.explain import ExplainStage
     from nla.stages.extract import ExtractStage
     from nla.stages.read import ReadShard
@@ -54,11 +56,11 @@ def pure_stage_seconds(corpus: Path, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     s = cfg.sampling
     read = ReadShard(text_column="text", id_column="id", batch_docs=cfg.read.batch_size)
-    extract = ExtractStage(base=str(kit / "base"), base_id="bench", config={
-        "layer": 1, "positions_per_doc": cfg.extract.positions_per_doc, "min_position": cfg.extract.min_position,
-        "batch_size": cfg.extractor.batch_size})
-    explain = ExplainStage(av=str(kit / "av"), samples=s.samples, batch_size=cfg.explainer.batch_size,
-                           sampling={"temperature": s.temperature, "max_new_tokens": s.max_new_tokens, "seed": 0})
+    extract = ExtractStage(base=str(kit / "base"), base_id="bench", config=ExtractConfig(
+        layer=1, positions_per_doc=cfg.extract.positions_per_doc, min_position=cfg.extract.min_position,
+        batch_size=cfg.extractor.batch_size))
+    explain = ExplainStage(av=str(kit / "av"), batch_size=cfg.explainer.batch_size, sampling=SamplingSettings(
+        samples=s.samples, temperature=s.temperature, max_new_tokens=s.max_new_tokens, seed=0))
     score = ScoreStage(ar=str(kit / "ar"), batch_size=cfg.scorer.batch_size)
     shards = list_shards(str(corpus))
     items = {"shard": np.array([x.id for x in shards], object), "path": np.array([x.path for x in shards], object),

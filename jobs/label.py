@@ -21,12 +21,13 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from jobs.entry import JobInterrupted, NothingDone, run_main
 from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
 from nla.labeling.config import LabelConfig, StageResources
-from nla.labeling.plan import Plan, make_plan
+from nla.labeling.plan import Mode, Plan, make_plan
 from nla.labeling.progress import RunRecorder
 from nla.lake.ann import update_index_if_present
 from nla.lake.rows import storage_dtype
@@ -50,16 +51,14 @@ def stage(ds, fn, res: StageResources, rows_per_call: int | None, **kwargs):
                           num_gpus=res.num_gpus or None, **({"resources": res.resources} if res.resources else {}))
 
 
-def stage_kwargs(plan: Plan, cfg: LabelConfig) -> dict[str, dict]:
-    """Constructor arguments of the model stages (the same whether chained or fused)."""
-    m, s = cfg.models, cfg.sampling
-    kw = {"extract": dict(base=plan.base, base_id=plan.base_id, device=m.device, dtype=m.dtype, fast=m.fast,
-                          config={**asdict(cfg.extract), "layer": plan.layer, "batch_size": cfg.extractor.batch_size}),
-          "explain": dict(av=plan.av, samples=s.samples, device=m.device, dtype=m.dtype,
-                          sampling={"temperature": s.temperature, "top_p": s.top_p,
-                                    "max_new_tokens": s.max_new_tokens, "seed": s.seed},
-                          batch_size=cfg.explainer.batch_size, backend=m.av_backend, vllm=asdict(cfg.vllm),
-                          fast=m.fast)}
+def stage_kwargs(plan: Plan, cfg: LabelConfig) -> dict[str, dict[str, Any]]:
+    """Constructor arguments of the model stages (the same whether chained or fused), typed as the stages take them."""
+    m = cfg.models
+    kw: dict[str, dict[str, Any]] = {
+        "extract": dict(base=plan.base, base_id=plan.base_id, device=m.device, dtype=m.dtype, fast=m.fast,
+                        config=cfg.extract.config(layer=plan.layer, batch_size=cfg.extractor.batch_size)),
+        "explain": dict(av=plan.av, sampling=cfg.sampling, device=m.device, dtype=m.dtype,
+                        batch_size=cfg.explainer.batch_size, engine=m.av_engine, vllm=cfg.vllm)}
     if plan.ar:
         kw["score"] = dict(ar=plan.ar, device=m.device, dtype=m.dtype, batch_size=cfg.scorer.batch_size, fast=m.fast)
     return kw
@@ -155,7 +154,7 @@ def describe_plan(plan: Plan) -> None:
               "extraction setting is another recipe and labels again; changed files are found by content.")
 
 
-def run(cfg: LabelConfig, mode: str = "label") -> dict:
+def run(cfg: LabelConfig, mode: Mode = "label") -> dict:
     import ray
 
     plan = make_plan(cfg, mode)  # every model/lake mismatch is refused here, before any work

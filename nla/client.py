@@ -143,12 +143,15 @@ class NLAClient:
         return self.prompter.prompt_embeds(activations, prompt=prompt)
 
     def explain(self, activations: Any, *, prompt: str | None = None, keys: Sequence[int | str] | None = None,
-                **sampling: Any) -> list[Generation]:
-        """Batched generation with a status per sample (ok | no_tags | truncated); nothing is dropped.
+                params: SamplingParams | None = None, **sampling: Any) -> list[Generation]:
+        """Batched generation with a status per sample (ok | no_tags | truncated); nothing is dropped. Sampling is
+        `params`, or SamplingParams' fields as keywords (temperature=0, max_new_tokens=64, ...).
 
         keys: one per vector, naming its random stream where the backend samples per row (the fast path); give the
         k samples of one vector consecutively (the vector repeated) and the fast path prefills it once."""
-        params = SamplingParams.from_kwargs(**sampling)
+        if params is not None and sampling:
+            raise TypeError(f"explain: give params or sampling keywords ({sorted(sampling)}), not both")
+        params = params or SamplingParams.from_kwargs(**sampling)
         vectors = as_vectors(activations, self.meta.d_model)
         if keys is not None and len(keys) != vectors.shape[0]:
             raise NLAInputError(f"keys: {len(keys)} for {vectors.shape[0]} vectors. Fix: one key per vector.")

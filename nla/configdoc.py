@@ -17,7 +17,16 @@ from typing import Iterator
 
 
 def _field_comments(cls: type) -> dict[str, str]:
-    """field name -> its comment text, from the class's source."""
+    """field name -> its comment text, from the source of the class and of the dataclasses it extends."""
+    out: dict[str, str] = {}
+    for c in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(c):
+            out.update(_own_comments(c))
+    return out
+
+
+def _own_comments(cls: type) -> dict[str, str]:
+    """field name -> its comment text, from the class's own source."""
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):

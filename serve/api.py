@@ -13,8 +13,10 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from nla.av import MIN_TEMPERATURE
 from nla.lake.browse import LabelFilter
+from nla.settings import SamplingSettings
 
 Vector = list[float] | str
+DEFAULT = SamplingSettings()
 VECTOR_DOC = "a list of d floats, or base64 of d little-endian float32 values"
 
 
@@ -23,10 +25,12 @@ class Request(BaseModel):
 
 
 class Sampling(Request):
-    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy (default); 1.0 = the release's "
-                               f"sampling; else at least {MIN_TEMPERATURE}")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(200, ge=1, description="AV tokens per explanation (capped by the server's limit)")
+    """A request's sampling: the defaults are nla.settings.SamplingSettings' (those of `nla label`)."""
+    temperature: float = Field(DEFAULT.temperature, ge=0.0, le=10.0, description="0 = greedy (default); 1.0 = the "
+                               f"release's sampling; else at least {MIN_TEMPERATURE}")
+    top_p: float = Field(DEFAULT.top_p, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(DEFAULT.max_new_tokens, ge=1, description="AV tokens per explanation (capped by the "
+                                "server's limit)")
     seed: int | None = Field(None, ge=0, lt=2**63, description="seeds sampling; a seeded request is never batched "
                              "with others")
 
@@ -58,7 +62,7 @@ class ExplainRequest(Sampling):
                                                                   "base64 string of N*d floats")
     text: str | None = Field(None, description="instead of vectors: a document whose activations are extracted")
     positions: list[int] | None = Field(None, description="with text: token positions to explain")
-    samples: int = Field(1, ge=1, description="explanations per vector")
+    samples: int = Field(DEFAULT.samples, ge=1, description="explanations per vector")
     return_vectors: bool = Field(False, description="echo each explained vector (handy with text + positions)")
     encoding: Literal["list", "base64"] = "list"
 

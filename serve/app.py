@@ -15,8 +15,9 @@ from ray import serve
 
 from nla.lake import DEMO_DIR
 from nla.lake.store import DEFAULT_LAKE, Lake
+from nla.settings import ModelsConfig
 from serve.codec import jsonable
-from serve.config import DeploymentSettings, ModelsConfig, ServeConfig
+from serve.config import DeploymentSettings, ServeConfig
 
 
 def resolve_models(m: ModelsConfig) -> dict[str, Any]:

@@ -8,25 +8,15 @@ in this file: it comes from the environment variable NLA_API_TOKEN.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from nla.config import load_config
 from nla.errors import NLAConfigError
+from nla.settings import ModelsConfig
 
 TOKEN_ENV = "NLA_API_TOKEN"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class ModelsConfig:
-    base: str = "toy"  # base model folder (text endpoints extract through it); "toy" = the toy kit's; "" = none
-    av: str = "toy"  # AV checkpoint folder; "toy" = the toy kit's AV (built on first use)
-    ar: str = "toy"  # AR checkpoint folder; "toy" = the toy kit's AR; "" = no AR (no mse/cos, reconstruct, search)
-    device: str = "cpu"  # cpu | cuda (give the model deployments num_gpus too)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype on the device
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 from ray import serve
 
 from nla.errors import NLAInputError
+from nla.settings import torch_dtype
 from serve.config import DeploymentSettings
 
 _ticket = itertools.count()
@@ -46,12 +47,6 @@ def _sampling_groups(items: list[tuple[np.ndarray, dict]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _dtype(name: str) -> Any:
-    import torch
-
-    return getattr(torch, name)
-
-
 class ExtractorModel:
     """Text -> its tokens, and block K's output at given or sampled positions."""
 
@@ -60,7 +55,7 @@ class ExtractorModel:
         from nla.extract import ExtractConfig, Extractor
 
         self.ext = Extractor.from_pretrained(folder, ExtractConfig(layer=layer, max_length=max_tokens), device=device,
-                                             dtype=_dtype(dtype))
+                                             dtype=torch_dtype(dtype))
         self.max_tokens, self.max_positions = max_tokens, max_positions
         _setup(settings, self.extract)
 
@@ -160,7 +155,7 @@ class AVModel:
     def __init__(self, folder: str, settings: DeploymentSettings, *, device: str, dtype: str) -> None:
         from nla.client import NLAClient
 
-        self.client = NLAClient(folder, device=device, dtype=_dtype(dtype))
+        self.client = NLAClient(folder, device=device, dtype=torch_dtype(dtype))
         _setup(settings, self.explain, self._explain_stream_batch)
 
     def _run(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
@@ -222,7 +217,7 @@ class ARModel:
     def __init__(self, folder: str, settings: DeploymentSettings, *, device: str, dtype: str) -> None:
         from nla.client import NLACritic
 
-        self.critic = NLACritic(folder, device=device, dtype=_dtype(dtype))
+        self.critic = NLACritic(folder, device=device, dtype=torch_dtype(dtype))
         _setup(settings, self.reconstruct)
 
     def _run(self, items: list[list[str]]) -> list[np.ndarray]:

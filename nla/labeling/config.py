@@ -7,12 +7,17 @@ hands them to Ray Data).
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nla.av_vllm import VLLMSettings
+from nla.extract import ExtractConfig
 from nla.quality.settings import QualitySettings
+from nla.settings import ModelsConfig, SamplingSettings
+
+if TYPE_CHECKING:
+    from nla.client import AVEngine
 
 
 @dataclass
@@ -27,15 +32,15 @@ class StageResources:
 
 
 @dataclass
-class ModelsConfig:
-    base: str = "toy"  # base model folder for extraction; "toy" = the toy kit's base (built if missing)
-    av: str = "toy"  # AV checkpoint folder; "toy" = the toy kit's AV
-    ar: str = "toy"  # AR checkpoint folder; "toy" = the toy kit's AR; "" = do not score
-    device: str = "cpu"  # cpu | cuda
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights dtype on the device
+class LabelModels(ModelsConfig):
     av_backend: Literal["hf", "vllm"] = "hf"  # the AV's engine: transformers, or vLLM on prompt embeddings
-    fast: bool = False  # the fast GPU path (nla/fast_*.py): FastExtractor, FastAR and, with av_backend hf, greedy
+    fast: bool = False  # the fast GPU path (nla/fast/): FastExtractor, FastAR and, with av_backend hf, greedy
     # and sampled decoding by FastBackend (Llama/Qwen2/Mistral/Gemma-3); for device cuda (runs on a CPU, slowly)
+
+    @property
+    def av_engine(self) -> AVEngine:
+        """The engine NLAClient runs the AV on: models.fast with the hf backend decodes with nla/fast/decode.py."""
+        return "fast" if self.fast and self.av_backend == "hf" else self.av_backend
 
 
 @dataclass
@@ -47,14 +52,9 @@ class ExtractSettings:
     max_length: int = 1024  # tokens per document; longer documents are cut
     context_chars: int = 400  # characters of text prefix stored with each activation
 
-
-@dataclass
-class SamplingSettings:
-    samples: int = 1  # explanations per activation; every one is stored and scored
-    temperature: float = 0.0  # 0 = greedy; the release samples at 1.0 for training data
-    top_p: float = 1.0
-    max_new_tokens: int = 200  # the release's cap
-    seed: int = 0  # sampling seed (per batch)
+    def config(self, *, layer: int, batch_size: int) -> ExtractConfig:
+        """The extractor's config: these settings at block `layer`, `batch_size` documents a forward."""
+        return ExtractConfig(layer=layer, batch_size=batch_size, **asdict(self))
 
 
 @dataclass
@@ -71,7 +71,7 @@ class LabelConfig:
     verbose: bool = False  # show Ray's own progress blocks and start-up logs (by default one [commit] line a shard)
     fuse: bool = False  # label mode: extract+explain+score in one actor pool (the explainer's resources); for
     # CPU-only machines and models that share one GPU: no hand-offs, no stages fighting over cores
-    models: ModelsConfig = field(default_factory=ModelsConfig)
+    models: LabelModels = field(default_factory=LabelModels)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     read: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25, batch_size=64))

@@ -7,31 +7,32 @@ status 'error' (the job goes on).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from nla.av_vllm import VLLMSettings
 from nla.batches import ERROR, OK, objects, require, take
 from nla.fast_sampling import sample_key
+from nla.settings import DType, SamplingSettings, torch_dtype
 from nla.stages import set_threads
+
+if TYPE_CHECKING:
+    from nla.client import AVEngine
 
 COLUMNS = {"act_id": "activation id", "vector": "(n, d) float32 activations", "status": "ok | why the row failed"}
 
 
 class ExplainStage:
-    def __init__(self, *, av: str, sampling: dict[str, Any], samples: int = 1, device: str = "cpu",
-                 dtype: str = "float32", batch_size: int = 32, threads: int = 0, backend: str = "hf",
-                 vllm: dict[str, Any] | None = None, fast: bool = False) -> None:
-        from nla.av_vllm import VLLMSettings
+    def __init__(self, *, av: str, sampling: SamplingSettings, device: str = "cpu", dtype: DType = "float32",
+                 batch_size: int = 32, threads: int = 0, engine: AVEngine = "hf",
+                 vllm: VLLMSettings | None = None) -> None:
         from nla.client import NLAClient
 
         set_threads(threads)
-        # models.fast with the hf backend decodes with nla/fast_decode.py; NLAClient builds the engine either way
-        engine = "fast" if fast and backend == "hf" else backend
-        self.client = NLAClient(av, device=device, dtype=getattr(torch, dtype), batch_size=batch_size,
-                                backend=engine, vllm=VLLMSettings(**(vllm or {})))
-        self.sampling, self.samples = sampling, samples
+        self.client = NLAClient(av, device=device, dtype=torch_dtype(dtype), batch_size=batch_size, backend=engine,
+                                vllm=vllm or VLLMSettings())
+        self.sampling, self.samples = sampling, sampling.samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         require(batch, COLUMNS, "ExplainStage")
@@ -49,7 +50,7 @@ class ExplainStage:
                 # one call, each vector's samples consecutive: the fast path prefills a vector once for its samples,
                 # and each sample's stream is named by (seed, act_id, sample), whatever its batch
                 keys = [sample_key(a, s) for a, s in zip(out["act_id"][:n_ok], out["sample"][:n_ok])]
-                gens = self.client.explain(batch["vector"][index[:n_ok]], keys=keys, **self.sampling)
+                gens = self.client.explain(batch["vector"][index[:n_ok]], keys=keys, params=self.sampling.params())
                 for r, g in enumerate(gens):
                     expl[r], raw[r], ntok[r], status[r] = g.explanation, g.raw_output, g.n_tokens, g.status
             except Exception as e:  # a failed batch is stored as failed rows, never stops the job

@@ -6,14 +6,13 @@ Bad documents (error set upstream, too short for any position) become a row with
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
-import torch
 
 from nla.batches import OK, concat, objects, require
 from nla.extract import ExtractConfig, Extractor
 from nla.lake.rows import act_id
+from nla.settings import DType, torch_dtype
 from nla.stages import set_threads
 
 COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text",
@@ -21,18 +20,18 @@ COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text"
 
 
 class ExtractStage:
-    def __init__(self, *, base: str, base_id: str, config: dict[str, Any], device: str = "cpu",
-                 dtype: str = "float32", threads: int = 0, fast: bool = False) -> None:
+    def __init__(self, *, base: str, base_id: str, config: ExtractConfig, device: str = "cpu",
+                 dtype: DType = "float32", threads: int = 0, fast: bool = False) -> None:
         set_threads(threads)
-        self.cfg = ExtractConfig(**config)
+        self.cfg = config
         if fast:  # length-bucketed batches of up to 32k tokens through our own block loop (nla/fast_prefill.py)
             from nla import hf
             from nla.fast_prefill import FastExtractor
 
-            model = hf.load_causal_lm(base, dtype=getattr(torch, dtype), device=device, n_blocks=self.cfg.layer + 1)
+            model = hf.load_causal_lm(base, dtype=torch_dtype(dtype), device=device, n_blocks=self.cfg.layer + 1)
             self.extractor: Extractor = FastExtractor(model, hf.load_tokenizer(base), self.cfg, device=device)
         else:
-            self.extractor = Extractor.from_pretrained(base, self.cfg, device=device, dtype=getattr(torch, dtype))
+            self.extractor = Extractor.from_pretrained(base, self.cfg, device=device, dtype=torch_dtype(dtype))
         self.base_id, self.d = base_id, self.extractor.d_model
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

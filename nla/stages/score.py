@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from nla.batches import require
+from nla.settings import DType, torch_dtype
 from nla.stages import set_threads
 
 COLUMNS = {"explanation": "AV explanation (None unless expl_status is ok)", "expl_status": "ok | no_tags | ...",
@@ -15,12 +16,12 @@ COLUMNS = {"explanation": "AV explanation (None unless expl_status is ok)", "exp
 
 
 class ScoreStage:
-    def __init__(self, *, ar: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 64,
+    def __init__(self, *, ar: str, device: str = "cpu", dtype: DType = "float32", batch_size: int = 64,
                  threads: int = 0, fast: bool = False) -> None:
         from nla.client import NLACritic
 
         set_threads(threads)
-        self.critic = NLACritic(ar, device=device, dtype=getattr(torch, dtype), batch_size=batch_size)
+        self.critic = NLACritic(ar, device=device, dtype=torch_dtype(dtype), batch_size=batch_size)
         self.fast = None
         if fast:  # ragged, length-bucketed prefill of the AR inputs (nla/fast_prefill.py)
             from nla.fast_prefill import FastAR

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from nla.batches import concat
+from nla.extract import ExtractConfig
 from nla.labeling.committer import ShardCommitter
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
+from nla.settings import SamplingSettings
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
 from nla.stages.read import ReadShard
@@ -31,8 +33,8 @@ def corpus(tmp_path_factory):
 def _pipeline(corpus, pair, make_base, samples=2):
     read = ReadShard(text_column="text", id_column="id")
     extract = ExtractStage(base=str(make_base("llama")), base_id="tiny",
-                           config={"layer": 1, "min_position": 3, "positions_per_doc": 2})
-    explain = ExplainStage(av=str(pair[0]), samples=samples, sampling={"temperature": 0.0, "max_new_tokens": 6})
+                           config=ExtractConfig(layer=1, min_position=3, positions_per_doc=2))
+    explain = ExplainStage(av=str(pair[0]), sampling=SamplingSettings(samples=samples, max_new_tokens=6))
     score = ScoreStage(ar=str(pair[1]))
     items = {"shard": np.array([s.id for s in corpus], dtype=object),
              "path": np.array([s.path for s in corpus], dtype=object),
@@ -83,7 +85,7 @@ def test_stages_and_committer(corpus, pair, make_base, tmp_path):
 def test_a_failed_av_batch_becomes_error_rows(pair):
     """An AV batch that raises (all-zero vectors cannot be injected) is kept as one 'error' row per sample, its
     raw_output the exception; rows that were already failed pass through once; a good batch after it is explained."""
-    explain = ExplainStage(av=str(pair[0]), samples=2, sampling={"temperature": 0.0, "max_new_tokens": 4})
+    explain = ExplainStage(av=str(pair[0]), sampling=SamplingSettings(samples=2, max_new_tokens=4))
     batch = {"act_id": np.array(["z1", "z2", "bad"], object), "vector": np.zeros((3, 32), np.float32),
              "status": np.array(["ok", "ok", "short_document"], object)}
     out = explain(batch)
