@@ -8,6 +8,7 @@ from typing import Any
 
 from nla.cli.io import parse_int_list, print_table, read_vectors
 from nla.errors import NLAInputError
+from nla.settings import SamplingSettings
 
 
 def add_commands(sub: Any, formatter: Any) -> None:
@@ -28,10 +29,13 @@ def add_commands(sub: Any, formatter: Any) -> None:
     p.add_argument("--base", help="with --text: base model folder (default: the sidecar's base_checkpoint, "
                                   "or ../base beside the AV)")
     p.add_argument("--ar", help="AR checkpoint folder: adds mse/cos of each explanation")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); 1.0 = the release's sampling")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--samples", type=int, default=1, help="explanations per vector (use with --temperature > 0)")
+    d = SamplingSettings()  # the defaults `nla label` and the server sample with
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy (default); 1.0 = the "
+                                                                           "release's sampling")
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--samples", type=int, default=d.samples, help="explanations per vector (use with --temperature "
+                                                                 "> 0)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--prompt", help="custom AV prompt holding <INJECT> where the vector goes (default: the sidecar's)")
     p.set_defaults(func=cmd_explain)
