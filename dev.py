@@ -77,7 +77,7 @@ def ensure_chromium() -> None:
         print(f"note: installing Chromium failed ({e}): the web page's test will skip.", flush=True)
 
 
-TRITON_TEST = "tests/nla/test_fast_decode.py::test_decode_kernel_is_cascade_attention"
+TRITON_TEST = "tests/nla/fast/test_decode.py::test_decode_kernel_is_cascade_attention"
 
 
 def test_vllm(env: dict[str, str], log: Path) -> int:

@@ -3,7 +3,7 @@ step's time goes (kernel time by kind), and the whole AV under the default tilin
 
     python3 bench/gpu_attention.py --out $OUT/gpu_attention.json      # on the lent GPU (run tool); no --tiny
 
-1. Sweep: nla.fast_attention.decode_attention at the shapes of Qwen2.5-7B (batch 1024), Gemma-3-12B (256) and
+1. Sweep: nla.fast.attention.decode_attention at the shapes of Qwen2.5-7B (batch 1024), Gemma-3-12B (256) and
    Gemma-3-27B (128) at their AV batches (bench/gpu_families.py), the shared prefix of 115 positions and each row at
    its mean decode position (16 own prompt positions + 75 of 150 new tokens), for rows per program (ROWS), keys per
    tile (BLOCK), warps and pipeline stages. Each time is Triton's do_bench median (L2 flushed before each run, as
@@ -14,7 +14,7 @@ step's time goes (kernel time by kind), and the whole AV under the default tilin
    fastest; one extraction forward of ~32k tokens likewise.
 3. The whole AV (Gemma-3-12B, batch 256, 150 new tokens greedy; median of 3 warm runs) with each tiling, against the
    decode floor as gpu_families.py computes it.
-What it does not do: it changes no default (nla.fast_attention.decode_config does); gpu_families.py measures the
+What it does not do: it changes no default (nla.fast.attention.decode_config does); gpu_families.py measures the
 families with whatever the defaults are.
 """
 
@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gpu_families import FAMILIES, Shape, build, make_config, median_time  # noqa: E402
 from bench.gpu_stages import build_tokenizer, documents, rate_of, sidecars  # noqa: E402
-from nla import fast_attention  # noqa: E402
+from nla.fast import attention as fast_attention  # noqa: E402
 from nla.av import AVPrompter, SamplingParams  # noqa: E402
-from nla.fast_decode import FastBackend, shared_prefix_length  # noqa: E402
-from nla.fast_prefill import FastPrefill  # noqa: E402
+from nla.fast.decode import FastBackend, shared_prefix_length  # noqa: E402
+from nla.fast.prefill import FastPrefill  # noqa: E402
 
 SHAPES = {"qwen2.5-7b": 1024, "gemma3-12b": 256, "gemma3-27b": 128}  # family: its AV batch in gpu_families.json
 LP, OWN, NEW = 115, 16, 150

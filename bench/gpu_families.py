@@ -41,9 +41,9 @@ from bench.gpu_stages import (agreement, ar_inputs, build_tokenizer, ceilings, c
 from nla.ar import ARModel  # noqa: E402
 from nla.av import AVPrompter, HFBackend, SamplingParams  # noqa: E402
 from nla.extract import ExtractConfig, Extractor  # noqa: E402
-from nla.fast_decode import FastBackend, shared_prefix_length  # noqa: E402
-from nla.fast_prefill import FastAR, FastPrefill  # noqa: E402
-from nla.fast_sampling import sample_key  # noqa: E402
+from nla.fast.decode import FastBackend, shared_prefix_length  # noqa: E402
+from nla.fast.prefill import FastAR, FastPrefill  # noqa: E402
+from nla.fast.sampling import sample_key  # noqa: E402
 
 GEMMA_ROPE = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
               "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}

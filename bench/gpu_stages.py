@@ -5,7 +5,7 @@
 
 One call does everything: it measures the matmul rate (bf16 8192^3) and the copy bandwidth, builds a model from the
 Qwen2.5-7B-Instruct config (random bf16 weights, SDPA; no hub needed) with its AV/AR sidecars, checks that the fast
-path (nla.fast_*) gives the plain path's results, and times both paths:
+path (nla.fast) gives the plain path's results, and times both paths:
 - extraction: blocks 0..20 over documents of web-like lengths (up to 1024 tokens), 10 positions each; tokens/s;
 - AV: injected canonical prompts, 150 new tokens greedy, a batch-size sweep; explanations/s;
 - AR: 21 blocks + value head over ~165-token AR inputs; explanations/s.
@@ -41,8 +41,8 @@ from nla.ar import ARModel  # noqa: E402
 from nla.av import AVPrompter, HFBackend, SamplingParams  # noqa: E402
 from nla.checkpoint import pair_metas  # noqa: E402
 from nla.extract import ExtractConfig, Extractor  # noqa: E402
-from nla.fast_decode import FastBackend, shared_prefix_length  # noqa: E402
-from nla.fast_prefill import FastAR, FastPrefill, Ragged  # noqa: E402
+from nla.fast.decode import FastBackend, shared_prefix_length  # noqa: E402
+from nla.fast.prefill import FastAR, FastPrefill, Ragged  # noqa: E402
 from nla.meta import NLAMeta  # noqa: E402
 
 # Qwen/Qwen2.5-7B-Instruct's config.json, the fields that shape the compute.
@@ -365,7 +365,7 @@ def bench_extraction(model, tok, shape: Shape, ceil: dict, dev, args, rng) -> di
                 for _ in range(3))
     plain = "plain (Extractor.block_output)"
     return {"unit": "tokens/s",
-            **rec("fast (nla.fast_prefill)", t_fast, flops, real_tokens, f"<= {args.max_tokens} padded tokens",
+            **rec("fast (nla.fast.prefill)", t_fast, flops, real_tokens, f"<= {args.max_tokens} padded tokens",
                   "tokens_per_s", ceil),
             "before": rec(plain, t_plain, flops, real_tokens, "32 documents", "tokens_per_s", ceil),
             "plain_uniform_32x512": rec(plain, t_uni, shape.prefill_flops(uni.lengths, n_blocks),
@@ -392,7 +392,7 @@ def bench_ar(ar: ARModel, shape: Shape, ceil: dict, dev, args, rng, mse_scale: f
     t_uni = min(clock(lambda: plain_ar(ar, uni, 256), dev)[0] for _ in range(3))
     targets = torch.randn(n, shape.d, generator=torch.Generator().manual_seed(3))
     return {"unit": "explanations/s",
-            **rec("fast (nla.fast_prefill.FastAR)", t_fast, flops, n, f"<= {args.max_tokens} padded tokens",
+            **rec("fast (nla.fast.prefill.FastAR)", t_fast, flops, n, f"<= {args.max_tokens} padded tokens",
                   "explanations_per_s", ceil),
             "before": rec("plain (ARModel)", t_plain, flops, n, "256 rows", "explanations_per_s", ceil),
             "plain_uniform_256x165": rec("plain (ARModel)", t_uni,
@@ -453,7 +453,7 @@ def bench_av(model, tok, av_meta, eos, shape: Shape, ceil: dict, dev, args) -> d
     limit = ceil["rate"] / (2 * (shape.block_params * shape.blocks + shape.d * shape.vocab) * args.new_tokens
                     + 2 * shape.block_params * shape.blocks * Ts)
     b = best["fast"]
-    return {"unit": "explanations/s", "path": "fast (nla.fast_decode.FastBackend)",
+    return {"unit": "explanations/s", "path": "fast (nla.fast.decode.FastBackend)",
             "throughput": b["explanations_per_s"], "explanations_per_s": b["explanations_per_s"],
             "batch_size": b["batch_size"], "roofline": b["roofline"], "roofline_ratio": b["roofline_ratio"],
             "roofline_ratio_sustained_matmul": b["roofline_ratio_sustained_matmul"],

@@ -13,7 +13,7 @@
    a few sharded GRPO steps must run and save;
 4. AV SFT and AR SFT (nla.train.run.run_sft: the code a Ray Train worker runs), bf16 autocast;
 5. GRPO from the SFT pair (nla.train.run.run_grpo), the AR trained beside, once per rollout engine asked for
-   (`--grpo-samplers`: plain = transformers generate, fast = nla.fast_decode.FastBackend), from the same pair;
+   (`--grpo-samplers`: plain = transformers generate, fast = nla.fast.decode.FastBackend), from the same pair;
 6. held-out round-trip fve_nrm (greedy) after SFT and after GRPO.
 Throughput in tokens/s; MFU = model FLOPs (6 x matmul params + attention, per token) / the bf16 matmul rate measured
 in the same run; rollout generations/s = samples / the rollout's seconds (median over steps after the first, which

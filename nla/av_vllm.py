@@ -17,7 +17,7 @@ import torch
 
 from nla.av import SamplingParams
 from nla.errors import NLAInputError
-from nla.fast_sampling import row_key_words
+from nla.fast.sampling import row_key_words
 
 
 @dataclass

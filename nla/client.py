@@ -25,7 +25,7 @@ from nla.metrics import cosine, mse_nrm
 if TYPE_CHECKING:
     from nla.av_vllm import VLLMSettings
 
-AVEngine = Literal["hf", "fast", "vllm"]  # how NLAClient generates: transformers, nla/fast_decode.py, or vLLM
+AVEngine = Literal["hf", "fast", "vllm"]  # how NLAClient generates: transformers, nla/fast/decode.py, or vLLM
 AV_ENGINES: tuple[str, ...] = get_args(AVEngine)
 
 
@@ -106,7 +106,7 @@ class NLAClient:
     def __init__(self, checkpoint_dir: str | Path, *, backend: AVEngine = "hf", device: str = "cpu",
                  dtype: torch.dtype = torch.float32, injection_scale_override: float | None = None,
                  batch_size: int = 32, vllm: VLLMSettings | None = None) -> None:
-        """backend 'hf' runs transformers' generate; 'fast' the same weights through nla/fast_decode.py (batches
+        """backend 'hf' runs transformers' generate; 'fast' the same weights through nla/fast/decode.py (batches
         padded to a power of two up to batch_size; for GPUs); 'vllm' a vLLM engine (settings `vllm`), keeping only
         the embedding table here."""
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
@@ -129,7 +129,7 @@ class NLAClient:
         if backend == "hf":
             self.backend: Any = HFBackend(self.model, self.tokenizer, eos)
         elif backend == "fast":
-            from nla.fast_decode import FastBackend, PaddedBackend
+            from nla.fast.decode import FastBackend, PaddedBackend
 
             self.backend = PaddedBackend(FastBackend(self.model, self.tokenizer, eos), batch_size)
         else:

@@ -70,7 +70,7 @@ def decode_kernel_available() -> bool:
 
 @functools.cache
 def _kernel():
-    from nla.fast_attention_triton import decode_kernel  # Triton only where decode runs on a GPU
+    from nla.fast.attention_triton import decode_kernel  # Triton only where decode runs on a GPU
 
     return decode_kernel
 

@@ -1,4 +1,4 @@
-"""The Triton kernel behind nla.fast_attention.decode_attention (imported only on GPUs: Triton is GPU-only here).
+"""The Triton kernel behind nla.fast.attention.decode_attention (imported only on GPUs: Triton is GPU-only here).
 
 One program per (group of ROWS rows, key head). Its query rows are the ROWS rows' query heads for that key head
 (ROWS x G, padded to at least 16 for the tensor cores). They attend to the shared prefix together, so the prefix is

@@ -1,8 +1,8 @@
 """Our forward through the blocks of a decoder (Llama, Qwen2, Mistral, Gemma-3) over the model's own modules.
 
 It computes what transformers' eager forward computes, op for op and in the same dtypes, without the per-call
-machinery (mask building, cache objects, output records), and leaves attention to its callers: fast_prefill.py
-(causal, no cache) and fast_decode.py (a shared prefix plus a static per-row cache). On a GPU the elementwise steps
+machinery (mask building, cache objects, output records), and leaves attention to its callers: prefill.py
+(causal, no cache) and decode.py (a shared prefix plus a static per-row cache). On a GPU the elementwise steps
 (residual add + RMSNorm, rotary, the gated activation) are fused by torch.compile; on a CPU they run eagerly. Nothing
 is copied or converted: the projections, norms and weights are the model's.
 

@@ -7,14 +7,14 @@ its keys and values once (batch 1) and keeps them while the prefix stays the sam
 positions (the slot onward and the generated tokens) in a preallocated cache. Rows whose whole prompt equals the row
 before them (the k samples of one vector, given consecutively) share that prefill too: their own positions are
 computed once per vector and copied into each sample's cache. Attention reads the shared keys once per step for all
-rows (cascade attention); on GPUs a Triton kernel does that attention in one pass (fast_attention.py). One decode
+rows (cascade attention); on GPUs a Triton kernel does that attention in one pass (attention.py). One decode
 step (all blocks, the final norm, lm_head, the token pick, EOS flags) is captured as a CUDA graph per batch size and
 replayed; the host only advances a position counter and checks for EOS every few steps.
 
 Greedy gives the tokens HF's `generate` gives (same EOS handling). Sampling draws from counter-based streams, one
-per row key (fast_sampling.py): a row's samples depend on (seed, its key, its prompt) alone, not on the batch. It
+per row key (sampling.py): a row's samples depend on (seed, its key, its prompt) alone, not on the batch. It
 implements `nla.av.AVBackend`. Prompts of different lengths in one call, and sequences longer than a sliding window
-(Gemma-3), go to the plain HFBackend it wraps. Llama-family and Gemma-3 bases (see fast_blocks.py).
+(Gemma-3), go to the plain HFBackend it wraps. Llama-family and Gemma-3 bases (see blocks.py).
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from nla.av import HFBackend, SamplingParams
-from nla.fast_attention import (
+from nla.fast.attention import (
     cascade_attention,
     causal_attention,
     decode_attention,
     decode_kernel_available,
 )
-from nla.fast_blocks import Blocks
-from nla.fast_sampling import compiled_sampler, key_tensor, sample_tokens
+from nla.fast.blocks import Blocks
+from nla.fast.sampling import compiled_sampler, key_tensor, sample_tokens
 
 EOS_CHECK_EVERY = 16  # decode steps between host checks for "every row has ended"
 Pick = tuple[int, float] | None  # how a step picks its token: None = argmax, else (top_k, top_p) sampling
@@ -103,7 +103,7 @@ class FastBackend:
                             keys: Sequence[int | str] | None = None) -> list[tuple[list[int], int | None]]:
         """Per prompt: the new tokens before the stop token, and the stop token (None if cut at max_new_tokens).
 
-        keys: one per prompt, naming its random stream with params.seed (nla.fast_sampling.sample_key); without
+        keys: one per prompt, naming its random stream with params.seed (nla.fast.sampling.sample_key); without
         them, a row's stream is its index in this call. A seed of None draws one from torch's generator."""
         if keys is not None and len(keys) != len(embeds):
             raise ValueError(f"keys: {len(keys)} for {len(embeds)} prompts; give one key per prompt.")
@@ -297,9 +297,9 @@ class FastBackend:
 def sampling_backend(model: Any, tokenizer: Any, eos_ids: set[int], *, sharded: bool = False, fast: bool = True,
                      refresh_prefix: bool = False) -> Any:
     """The one place that picks the AV's in-process engine: FastBackend where it applies (fast asked for, the model
-    on a GPU and not sharded, a family fast_blocks.py runs), else transformers' HFBackend."""
+    on a GPU and not sharded, a family blocks.py runs), else transformers' HFBackend."""
     from nla.errors import NLAInputError
-    from nla.fast_blocks import check_supported
+    from nla.fast.blocks import check_supported
 
     on_gpu = next(model.parameters()).device.type == "cuda"
     if fast and on_gpu and not sharded:

@@ -18,8 +18,8 @@ import torch
 
 from nla.errors import NLAInputError
 from nla.extract import ExtractConfig, Extractor, bounded_texts, doc_id_for
-from nla.fast_attention import causal_attention
-from nla.fast_blocks import Blocks
+from nla.fast.attention import causal_attention
+from nla.fast.blocks import Blocks
 
 
 @dataclass

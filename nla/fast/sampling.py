@@ -6,7 +6,7 @@ runs inside a CUDA graph (the token index lives on the device). The row key name
 (act_id, sample index) through `sample_key`. The draw is the Gumbel-max trick: argmax(logits / T + G) with
 G = -log(-log(u)) picks token v with probability softmax(logits / T)[v], among the tokens top-k and top-p keep.
 
-This module knows nothing of models or caches (fast_decode.py owns those). It does not reproduce torch's or
+This module knows nothing of models or caches (decode.py owns those). It does not reproduce torch's or
 transformers' random streams: the plain path's samples differ from these, with the same distribution.
 """
 

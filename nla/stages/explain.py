@@ -13,7 +13,7 @@ import numpy as np
 
 from nla.av_vllm import VLLMSettings
 from nla.batches import ERROR, OK, objects, require, take
-from nla.fast_sampling import sample_key
+from nla.fast.sampling import sample_key
 from nla.settings import DType, SamplingSettings, torch_dtype
 from nla.stages import set_threads
 

@@ -24,9 +24,9 @@ class ExtractStage:
                  dtype: DType = "float32", threads: int = 0, fast: bool = False) -> None:
         set_threads(threads)
         self.cfg = config
-        if fast:  # length-bucketed batches of up to 32k tokens through our own block loop (nla/fast_prefill.py)
+        if fast:  # length-bucketed batches of up to 32k tokens through our own block loop (nla/fast/prefill.py)
             from nla import hf
-            from nla.fast_prefill import FastExtractor
+            from nla.fast.prefill import FastExtractor
 
             model = hf.load_causal_lm(base, dtype=torch_dtype(dtype), device=device, n_blocks=self.cfg.layer + 1)
             self.extractor: Extractor = FastExtractor(model, hf.load_tokenizer(base), self.cfg, device=device)

@@ -23,8 +23,8 @@ class ScoreStage:
         set_threads(threads)
         self.critic = NLACritic(ar, device=device, dtype=torch_dtype(dtype), batch_size=batch_size)
         self.fast = None
-        if fast:  # ragged, length-bucketed prefill of the AR inputs (nla/fast_prefill.py)
-            from nla.fast_prefill import FastAR
+        if fast:  # ragged, length-bucketed prefill of the AR inputs (nla/fast/prefill.py)
+            from nla.fast.prefill import FastAR
 
             self.fast = FastAR(self.critic.model, pad_id=self.critic.tokenizer.pad_token_id or 0)
 

@@ -24,8 +24,8 @@ import torch
 from nla.ar import ARModel
 from nla.av import AVPrompter, SamplingParams, decode_generations
 from nla.errors import NLAError
-from nla.fast_decode import sampling_backend
-from nla.fast_sampling import sample_key
+from nla.fast.decode import sampling_backend
+from nla.fast.sampling import sample_key
 from nla.meta import NLAMeta
 from nla.metrics import fve_nrm, mse_nrm
 from nla.train.sharding import gathered, is_sharded, load_optimizer_state, optimizer_state
@@ -50,7 +50,7 @@ class GRPOConfig:
     eval_every: int = 0  # steps between held-out round-trip evaluations; 0 = start and end only
     seed: int = 0
     log_every: int = 10
-    fast_sampler: bool = True  # roll out with nla.fast_decode.FastBackend where it applies (one GPU, unsharded)
+    fast_sampler: bool = True  # roll out with nla.fast.decode.FastBackend where it applies (one GPU, unsharded)
 
 
 class GRPOMismatch(NLAError):

@@ -120,12 +120,12 @@ def test_check_checkpoint_remembers_a_pass_and_rechecks_a_changed_folder(pair, t
 
 
 def test_engine_is_chosen_by_name_inside_the_client(pair):
-    """backend='fast' (nla/fast_decode.py, batches padded to a power of two) explains as 'hf' does, greedy, with no
+    """backend='fast' (nla/fast/decode.py, batches padded to a power of two) explains as 'hf' does, greedy, with no
     caller swapping engines; an unknown name is refused naming the three."""
     import numpy as np
 
     from nla.errors import NLAInputError
-    from nla.fast_decode import FastBackend, PaddedBackend
+    from nla.fast.decode import FastBackend, PaddedBackend
 
     av = pair[0]
     vectors = np.random.default_rng(3).standard_normal((3, 32)).astype(np.float32) * 4

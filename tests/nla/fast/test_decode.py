@@ -1,4 +1,4 @@
-"""The fast path (nla.fast_*) computes what the plain path computes: greedy tokens equal, vectors equal in fp32."""
+"""The fast path (nla.fast) computes what the plain path computes: greedy tokens equal, vectors equal in fp32."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from nla.av import AVPrompter, HFBackend, SamplingParams
 from nla.checkpoint import pair_metas
 from nla.errors import NLAInputError
 from nla.extract import ExtractConfig, Extractor
-from nla.fast_attention import cascade_attention
-from nla.fast_decode import FastBackend, repeat_groups, shared_prefix_length
-from nla.fast_sampling import sample_key
-from nla.fast_prefill import FastAR, FastExtractor, Ragged, length_batches
+from nla.fast.attention import cascade_attention
+from nla.fast.decode import FastBackend, repeat_groups, shared_prefix_length
+from nla.fast.sampling import sample_key
+from nla.fast.prefill import FastAR, FastExtractor, Ragged, length_batches
 from nla.toy.tokenizer import vocab_size_of
 from tests.conftest import SHORT_AV, tiny_config
 from tests.groups import need_module
@@ -105,7 +105,7 @@ KERNEL_CHECK = """
 import os, torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # Triton's CPU interpreter
-from nla.fast_attention import cascade_attention, decode_attention
+from nla.fast.attention import cascade_attention, decode_attention
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 g = torch.Generator().manual_seed(0)
 # (rows, query heads, key heads): Qwen2-like 7 per key head, Gemma-3-like 2; rows per program 1 (the default), and

@@ -1,10 +1,10 @@
-"""The fast path's sampler (nla.fast_sampling): the right distribution, the top-k/top-p cuts, streams per row."""
+"""The fast path's sampler (nla.fast.sampling): the right distribution, the top-k/top-p cuts, streams per row."""
 
 from __future__ import annotations
 
 import torch
 
-from nla.fast_sampling import key_tensor, sample_key, sample_tokens, uniforms
+from nla.fast.sampling import key_tensor, sample_key, sample_tokens, uniforms
 
 
 def test_draws_follow_softmax_of_logits_over_temperature():
