@@ -66,9 +66,9 @@ def add_commands(sub: Any, formatter: Any) -> None:
 
 
 def _lake(args: argparse.Namespace) -> Any:
-    from nla.cli.lake import _existing_lake
+    from nla.cli.lake import existing_lake
 
-    return _existing_lake(args)
+    return existing_lake(args)
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:

@@ -80,11 +80,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from nla.cli.lake import _existing_lake
+    from nla.cli.lake import existing_lake
     from nla.errors import NLAInputError
     from nla.lake.query import LakeQuery
 
-    lake = _existing_lake(args)
+    lake = existing_lake(args)
     with LakeQuery(lake) as q:
         if "quality" not in q.views():
             raise NLAInputError(f"lake {lake.root} has no explanations yet, so no flags. Fix: label it first (`nla "

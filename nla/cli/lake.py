@@ -125,7 +125,7 @@ def _lake(args: argparse.Namespace) -> Any:
     return Lake(args.lake)
 
 
-def _existing_lake(args: argparse.Namespace) -> Any:
+def existing_lake(args: argparse.Namespace) -> Any:
     """The lake, refused with its path when it is a local folder that does not exist (a typo, not an empty lake)."""
     from pathlib import Path
 
@@ -159,7 +159,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     if args.format == "parquet" and not args.out:
         raise NLAInputError("--format parquet needs --out FILE.parquet.")
-    with LakeQuery(_existing_lake(args), versions=_versions(args.at), timeout_s=args.timeout) as q:
+    with LakeQuery(existing_lake(args), versions=_versions(args.at), timeout_s=args.timeout) as q:
         return _query(q, args)
 
 
@@ -246,7 +246,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    lake = _existing_lake(args)
+    lake = existing_lake(args)
     infos = lake.infos()
     if not infos:
         print(f"lake {lake.root}: no tables yet (`nla label` writes them)")

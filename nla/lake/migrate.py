@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from nla.lake.rows import CORPUS
 from nla.lake.schema import arrow_schema
-from nla.lake.store import Lake, _writer
+from nla.lake.store import Lake, writer_properties
 from nla.quality.flags import row_flags
 from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS, TableSpec
 
@@ -114,7 +114,7 @@ def migrate(lake: Lake, *, log: Callable[[str], None] = print) -> list[str]:
 
             write_deltalake(lake.uri(name), pa.RecordBatchReader.from_batches(schema, batches()), mode="overwrite",
                             schema_mode="overwrite", partition_by=list(spec.partition_by) or None,
-                            writer_properties=_writer(schema), storage_options=lake.storage_options)
+                            writer_properties=writer_properties(schema), storage_options=lake.storage_options)
             log(f"[migrate] {name}: {n} rows rewritten at schema v{spec.version}")
         lake.table(name).alter.set_table_description(json.dumps({**layout, "schema_version": spec.version}))
         done.append(name)

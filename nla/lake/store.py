@@ -237,8 +237,8 @@ class Lake:
             refused.clear()
             try:
                 write_deltalake(self.uri(name), pa.RecordBatchReader.from_batches(schema, stream()), mode="overwrite",
-                                predicate=predicate, commit_properties=props, writer_properties=_writer(schema),
-                                storage_options=self.storage_options)
+                                predicate=predicate, commit_properties=props,
+                                writer_properties=writer_properties(schema), storage_options=self.storage_options)
             except Exception:
                 if refused:
                     raise refused[0] from None
@@ -318,8 +318,8 @@ class Lake:
 
         reader = pa.RecordBatchReader.from_batches(schema, checked())
         return self._retry(name, lambda props: write_deltalake(
-            self.uri(name), reader, mode="overwrite", commit_properties=props, writer_properties=_writer(schema),
-            storage_options=self.storage_options),
+            self.uri(name), reader, mode="overwrite", commit_properties=props,
+            writer_properties=writer_properties(schema), storage_options=self.storage_options),
             run_id=run_id, config_hash=config_hash, **(extra_metadata or {}))
 
     def _ensure(self, spec: TableSpec, rows: pa.Table, name: str) -> None:
@@ -442,8 +442,8 @@ class Lake:
         metrics: dict[str, Any] = {}
 
         def compact(props: Any) -> None:
-            metrics.update(self.table(name).optimize.compact(writer_properties=_writer(self.arrow_schema(name)),
-                                                             commit_properties=props))
+            metrics.update(self.table(name).optimize.compact(
+                writer_properties=writer_properties(self.arrow_schema(name)), commit_properties=props))
 
         self._retry(name, compact, run_id=run_id)
         return metrics
@@ -469,7 +469,7 @@ class Lake:
         return out
 
 
-def _writer(schema: pa.Schema) -> Any:
+def writer_properties(schema: pa.Schema) -> Any:
     """Row groups of ~ROW_GROUP_BYTES for tables with a vector column (d from its fixed-size list)."""
     from deltalake import WriterProperties
 
