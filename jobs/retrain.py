@@ -26,9 +26,9 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-import jobs.label
-import jobs.teach
-import jobs.train
+from jobs import label as label_job
+from jobs import teach as teach_job
+from jobs import train as train_job
 from jobs.entry import run_main
 from nla.errors import NLAInputError
 from nla.labeling.config import LabelConfig, default_config
@@ -60,7 +60,7 @@ def relabel(cfg: RetrainConfig, av: str, ar: str) -> str:
     label = label_config(cfg, av, ar)
     if cfg.max_new_tokens is not None:
         label.sampling.max_new_tokens = cfg.max_new_tokens
-    return jobs.label.run(label, "from-activations")["recipes"][EXPLANATIONS.name]
+    return label_job.run(label, "from-activations")["recipes"][EXPLANATIONS.name]
 
 
 def run(cfg: RetrainConfig) -> dict:
@@ -81,7 +81,7 @@ def run(cfg: RetrainConfig) -> dict:
     if cfg.input:  # step 0: label the corpus into the lake with this pair (committed shards are skipped)
         label = label_config(cfg, av, ar)
         label.input = cfg.input
-        jobs.label.run(label)
+        label_job.run(label)
     tag = run_id.replace("-", "_")
     held, ours = heldout(cfg.heldout), labels_of(av_id, ar_id)
     with LakeQuery(lake) as q:
@@ -104,14 +104,14 @@ def run(cfg: RetrainConfig) -> dict:
         if r.rows < 2:
             raise NLAInputError(f"{k}: only {r.rows} rows. Fix: label more documents, or lower --quantile / raise "
                                 "--heldout.")
-    targets = jobs.teach.run(TeachConfig(data=f"{tag}_hard_train", out=f"{tag}_targets", method=cfg.method, k=cfg.k,
-                                         av=av, ar=ar, teacher_url=cfg.teacher_url,
-                                         teacher_model=cfg.teacher_model, lake=cfg.lake))
+    targets = teach_job.run(TeachConfig(data=f"{tag}_hard_train", out=f"{tag}_targets", method=cfg.method, k=cfg.k,
+                                        av=av, ar=ar, teacher_url=cfg.teacher_url,
+                                        teacher_model=cfg.teacher_model, lake=cfg.lake))
     train = TrainJobConfig(algo="sft", role="av", data=f"{tag}_targets", init=av,
                            out=cfg.out or f"checkpoints/{run_id}", eval_fraction=0.1, lake=cfg.lake,
                            scaling=ScalingSettings(workers=cfg.workers))
     train.sft = replace(train.sft, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, warmup_steps=5)
-    trained = jobs.train.run(train)
+    trained = train_job.run(train)
     new_av = str(trained["out"]) + "/av"
     # relabel the lake with the old and the new AV under one sampling recipe: rows, so before/after is a query
     recipes = {w: relabel(cfg, folder, ar) for w, folder in (("before", av), ("after", new_av))}
