@@ -44,7 +44,7 @@ def build(lake_dir: str, rows: int, d: int, shard_rows: int) -> None:
     from nla.labeling.progress import RunRecorder
     from nla.lake.rows import explanation_table, generation_columns
     from nla.lake.store import Lake, now
-    from schemas import ACTIVATIONS, EXPLANATIONS
+    from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
     generate(lake_dir, rows, d, shard_rows, recipe=RECIPE_A)
     lake = Lake(lake_dir)

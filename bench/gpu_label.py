@@ -6,7 +6,7 @@
 It builds base, AV and AR folders of the Qwen2.5-7B-Instruct shape with random bf16 weights (the AR: 21 blocks and an
 identity value head; sidecars by nla.checkpoint.pair_metas), writes a corpus of ~500-token documents, times each
 stage alone in this process on the same rows (the job's own stage classes and constructor arguments, fast path on),
-then runs `python -m jobs.label --config jobs/configs/qwen7b-1gpu.yaml` into a fresh lake and compares its
+then runs `python -m nla.jobs.label --config jobs/configs/qwen7b-1gpu.yaml` into a fresh lake and compares its
 activations/s with the slowest stage alone.
 
 Random weights never close an explanation tag, so nothing would reach the AR. The AV is therefore made to emit one
@@ -128,7 +128,7 @@ def sync(dev: torch.device) -> None:
 
 def stages_alone(cfg, corpus: Path, dev: torch.device, explain_rows: int, warm_rows: int) -> dict:
     """Each stage's class, built with the job's own arguments, timed alone on the job's rows (after a warm-up call)."""
-    from jobs.label import stage_kwargs
+    from nla.jobs.label import stage_kwargs
     from nla.labeling.plan import make_plan
     from nla.stages.explain import ExplainStage
     from nla.stages.extract import ExtractStage
@@ -189,8 +189,8 @@ def stages_alone(cfg, corpus: Path, dev: torch.device, explain_rows: int, warm_r
 
 
 def run_job(overrides: list[str], env: dict, config: Path = CONFIG) -> dict:
-    """`python -m jobs.label` as a user runs it; commit lines are timed as they arrive."""
-    cmd = [sys.executable, "-m", "jobs.label", "--config", str(config.relative_to(ROOT)), *overrides]
+    """`python -m nla.jobs.label` as a user runs it; commit lines are timed as they arrive."""
+    cmd = [sys.executable, "-m", "nla.jobs.label", "--config", str(config.relative_to(ROOT)), *overrides]
     print("[job]", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
@@ -212,7 +212,7 @@ def run_job(overrides: list[str], env: dict, config: Path = CONFIG) -> dict:
                 summary[m.group(1)] = float(m.group(2))
             except ValueError:
                 summary[m.group(1)] = m.group(2)
-    res = {"command": " ".join(["python -m jobs.label", *cmd[3:]]), "rc": rc, "wall_s": wall, "summary": summary,
+    res = {"command": " ".join(["python -m nla.jobs.label", *cmd[3:]]), "rc": rc, "wall_s": wall, "summary": summary,
            "commits": commits, "log_tail": lines[-40:]}
     k = max(1, len(commits) // 10)  # steady state: commits come in bunches at the start and end; leave 10% each side
     if len(commits) > 2 * k + 1:

@@ -42,7 +42,7 @@ def generate(lake_dir: str, rows: int, d: int, shard_rows: int, recipe: str = ""
     from nla.av import Generation
     from nla.lake.rows import activation_table, explanation_table, generation_columns
     from nla.lake.store import Lake
-    from schemas import ACTIVATIONS, EXPLANATIONS
+    from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
     lake = Lake(lake_dir)
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@
 
 Models of the Qwen2.5-7B-Instruct shape with random bf16 weights (built as bench/gpu_label.py builds them: the AV
 emits a tagged ~150-token explanation, so every row reaches the AR and decoding runs to 150 tokens). For each GPU
-count N it runs `python -m jobs.label --config jobs/configs/qwen7b-multigpu.yaml` with the explainer pool at
+count N it runs `python -m nla.jobs.label --config jobs/configs/qwen7b-multigpu.yaml` with the explainer pool at
 concurrency N: the fused layout, one actor per GPU holding the extractor, the AV and the AR, each call taking a batch
 of documents through all three. The corpus grows with N (the same documents per GPU), so every run lasts about as
 long and start-up weighs the same.

@@ -6,7 +6,7 @@
       .venv/bin/python bench/pipeline.py --ray-address auto --scale 1 --out bench/results/pipeline_warm.json
 
 Pure model time: the same rows through ReadShard -> ExtractStage -> ExplainStage -> ScoreStage in this process, one
-after another, no Ray, timed per stage. End to end: `python -m jobs.label` (local Ray, the toy config) on a fresh
+after another, no Ray, timed per stage. End to end: `python -m nla.jobs.label` (local Ray, the toy config) on a fresh
 lake, timed by the job itself (Ray start, actor start-up and model loads included). overhead = end-to-end seconds /
 sum of pure stage seconds (1.0 = no overhead; < 1 = the pipeline overlaps stages), against both the standalone
 run and the model time the stages measured inside the pipeline (which includes their contention for the cores).
@@ -83,7 +83,7 @@ def end_to_end(corpus: Path, lake: Path, overrides: list[str], address: str) -> 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if address:
         env["RAY_ADDRESS"] = address
-    p = subprocess.run([sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={corpus}",
+    p = subprocess.run([sys.executable, "-m", "nla.jobs.label", "--config", "jobs/configs/toy.yaml", f"input={corpus}",
                         f"lake={lake}", *overrides], cwd=ROOT, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])

@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=500)
     args = ap.parse_args()
-    from jobs.label import run
+    from nla.jobs.label import run
     from nla.config import load_config
     from nla.labeling.config import LabelConfig
     from nla.lake.query import LakeQuery

@@ -7,7 +7,7 @@
 2. GRPO from the toy SFT pair (AV + AR trained together, Ray Train), then explain fresh held-out activations
    greedily with the SFT pair and with the GRPO pair: round-trip fve_nrm of each, and the paired mse difference with
    its 95% interval;
-3. `jobs.retrain`: mine the hard examples, best-of-k targets, SFT the AV, relabel the held-out hard set and a random
+3. `nla.jobs.retrain`: mine the hard examples, best-of-k targets, SFT the AV, relabel the held-out hard set and a random
    held-out set: mse before/after with 95% intervals.
 Prints a table, writes bench/results/retrain_toy.json.
 """
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrain_toy.json"))
     args = ap.parse_args()
 
-    from jobs.retrain import paired, relabel_mse
+    from nla.jobs.retrain import paired, relabel_mse
     from nla.metrics import fve_nrm
     from nla.toy.build import ensure_toy_kit
     from nla.toy.shards import write_corpus
@@ -73,11 +73,12 @@ def main() -> None:
         tmp = Path(tmp)
         write_corpus(tmp / "corpus", docs=args.docs, shards=4, seed=101)
         t0 = time.perf_counter()
-        sh("-m", "jobs.label", "--config", "jobs/configs/toy.yaml", f"input={tmp / 'corpus'}", f"lake={tmp / 'lake'}")
+        sh("-m", "nla.jobs.label", "--config", "jobs/configs/toy.yaml", f"input={tmp / 'corpus'}",
+           f"lake={tmp / 'lake'}")
         res["label_seconds"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        sh("-m", "jobs.train", "--algo", "grpo", "data=activations", f"out={tmp / 'grpo'}", f"lake={tmp / 'lake'}",
+        sh("-m", "nla.jobs.train", "--algo", "grpo", "data=activations", f"out={tmp / 'grpo'}", f"lake={tmp / 'lake'}",
            f"grpo.steps={args.grpo_steps}", f"grpo.av_lr={args.grpo_lr}", "grpo.batch_size=8", "grpo.group=8",
            "grpo.max_new_tokens=64", "grpo.log_every=10", "eval_samples=128", "scaling.checkpoint_every=0")
         res["grpo_seconds"] = time.perf_counter() - t0
@@ -94,7 +95,7 @@ def main() -> None:
                        "fve_grpo": fve_nrm(torch.from_numpy(rl), v, scale), **paired(sft, rl)}
 
         t0 = time.perf_counter()
-        out = sh("-m", "jobs.retrain", "--lake", str(tmp / "lake"), "--steps", str(args.retrain_steps),
+        out = sh("-m", "nla.jobs.retrain", "--lake", str(tmp / "lake"), "--steps", str(args.retrain_steps),
                  "--out", str(tmp / "retrained"))
         res["retrain_seconds"] = time.perf_counter() - t0
         from nla.lake.query import LakeQuery

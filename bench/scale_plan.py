@@ -96,7 +96,7 @@ def commit_rate(d: int = 3584, shard_rows: int = 2000, shards: int = 4) -> dict:
     """Labels/s one driver commits (activations + explanations, one shard per commit) to a local lake at width d."""
     from nla.lake.rows import activation_table, explanation_table
     from nla.lake.store import Lake
-    from schemas import ACTIVATIONS, EXPLANATIONS
+    from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
     rng = np.random.default_rng(0)
     text = "The text is about weather. It mentions oslo and a storm. It ends with the word night. " * 2

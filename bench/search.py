@@ -62,7 +62,7 @@ def grow(lake_dir: Path, gen: Activations, rows: int, shard_rows: int, dtype: st
     """Append shards until the lake holds `rows` rows (shards already there are kept)."""
     from nla.lake.rows import activation_table
     from nla.lake.store import Lake
-    from schemas import ACTIVATIONS
+    from nla.schemas import ACTIVATIONS
 
     lake = Lake(lake_dir)
     have = lake.committed_shards(ACTIVATIONS.name)

@@ -1,10 +1,10 @@
 """The labeling job: corpus shards -> [read] -> [extract: base model, block K] -> [AV: explain] -> [AR: score] -> lake.
 
-    python -m jobs.label --config jobs/configs/toy.yaml                      # all in one (= nla label)
-    python -m jobs.label --config jobs/configs/toy.yaml --mode extract        # corpus -> activations (= nla extract)
-    python -m jobs.label --config jobs/configs/toy.yaml --mode from-activations   # activations -> explanations
-    python -m jobs.label --config jobs/configs/toy.yaml input=./corpus lake=./lake sampling.samples=4
-    ray job submit --working-dir . -- python -m jobs.label --config jobs/configs/qwen7b.yaml   # on a cluster
+    python -m nla.jobs.label --config jobs/configs/toy.yaml                      # all in one (= nla label)
+    python -m nla.jobs.label --config jobs/configs/toy.yaml --mode extract    # corpus -> activations (= nla extract)
+    python -m nla.jobs.label --config jobs/configs/toy.yaml --mode from-activations   # activations -> explanations
+    python -m nla.jobs.label --config jobs/configs/toy.yaml input=./corpus lake=./lake sampling.samples=4
+    ray job submit --working-dir . -- python -m nla.jobs.label --config jobs/configs/qwen7b.yaml   # on a cluster
 
 Ray Data streams in input order through one actor pool per model stage (resources from the config), so memory
 stays bounded and each shard is committed atomically as soon as it is complete. Reruns skip committed shards.
@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jobs.entry import JobInterrupted, NothingDone, run_main
+from nla.jobs.entry import JobInterrupted, NothingDone, run_main
 from nla.errors import NLAError
 from nla.labeling.committer import RunStats, ShardCommitter
 from nla.labeling.config import LabelConfig, StageResources
@@ -241,7 +241,7 @@ def _warn(s: dict, stats: RunStats, plan: Plan, warn_share: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     from nla.config import load_config
 
-    ap = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m nla.jobs.label", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="jobs/configs/toy.yaml", help="YAML config (default: the toy kit's)")
     ap.add_argument("--mode", choices=["label", "extract", "from-activations"], default="label")

@@ -1,16 +1,16 @@
-"""The hard-example loop: `nla retrain` (= python -m jobs.retrain) on a lake that `nla label` filled, or that it
+"""The hard-example loop: `nla retrain` (= python -m nla.jobs.retrain) on a lake that `nla label` filled, or that it
 fills first from a corpus (`--input`).
 
-    python -m jobs.retrain --lake ./lake                         # toy kit pair, best-of-k targets
-    python -m jobs.retrain --lake ./lake --input toy-corpus      # label the corpus first, then the loop
-    python -m jobs.retrain --lake ./lake --method teacher --teacher-url http://127.0.0.1:8000/v1
+    python -m nla.jobs.retrain --lake ./lake                         # toy kit pair, best-of-k targets
+    python -m nla.jobs.retrain --lake ./lake --input toy-corpus      # label the corpus first, then the loop
+    python -m nla.jobs.retrain --lake ./lake --method teacher --teacher-url http://127.0.0.1:8000/v1
 
-0. with --input: label the corpus into the lake (jobs.label, the --label-config with --av/--ar);
+0. with --input: label the corpus into the lake (nla.jobs.label, the --label-config with --av/--ar);
 1. split documents: `--heldout` of them (by a hash of doc_id) are never trained on;
 2. mine the hard examples (mse above the `--quantile` of the AV's labels): training docs -> <run>_hard_train,
    held-out docs -> <run>_hard_heldout; and a random held-out set -> <run>_random_heldout;
-3. targets for <run>_hard_train (jobs.teach: best-of-k ranked by the AR, or a teacher endpoint);
-4. SFT the AV on them (jobs.train, Ray Train) -> a new AV, registered in the checkpoints table;
+3. targets for <run>_hard_train (nla.jobs.teach: best-of-k ranked by the AR, or a teacher endpoint);
+4. SFT the AV on them (nla.jobs.train, Ray Train) -> a new AV, registered in the checkpoints table;
 5. relabel the lake with the old and the new AV (`nla label --from-activations`, the label config's sampling), as
    rows under their own recipes (one already labeled is skipped); the held-out sets' mse before/after with 95%
    intervals of the paired difference is a query over them (`nla compare BEFORE AFTER` shows the whole lake's),
@@ -26,14 +26,14 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from jobs import label as label_job
-from jobs import teach as teach_job
-from jobs import train as train_job
-from jobs.entry import run_main
+from nla.jobs import label as label_job
+from nla.jobs import teach as teach_job
+from nla.jobs import train as train_job
+from nla.jobs.entry import run_main
 from nla.errors import NLAInputError
 from nla.labeling.config import LabelConfig, default_config
 from nla.train.config import RetrainConfig, ScalingSettings, TeachConfig, TrainJobConfig
-from schemas import EXPLANATIONS
+from nla.schemas import EXPLANATIONS
 
 
 def paired(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
@@ -138,7 +138,7 @@ def run(cfg: RetrainConfig) -> dict:
 def parser() -> argparse.ArgumentParser:
     """The options of `nla retrain`: one per RetrainConfig field, the defaults the dataclass's."""
     c = RetrainConfig
-    ap = argparse.ArgumentParser(prog="python -m jobs.retrain", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m nla.jobs.retrain", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lake", default=c.lake, help="a lake `nla label` filled (default $NLA_LAKE or ./lake)")
     ap.add_argument("--input", default=c.input, help="label this corpus into the lake first, with --av/--ar and the "

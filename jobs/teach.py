@@ -1,7 +1,8 @@
-"""SFT targets at scale: `nla teach` (= python -m jobs.teach) relabels a mined training set with better explanations.
+"""SFT targets at scale: `nla teach` (= python -m nla.jobs.teach) relabels a mined training set with better
+explanations.
 
-    python -m jobs.teach --data hard_v1 --out hard_v1_teacher --teacher-url http://127.0.0.1:8000/v1
-    python -m jobs.teach --data hard_v1 --out hard_v1_best --method best-of-k --k 8
+    python -m nla.jobs.teach --data hard_v1 --out hard_v1_teacher --teacher-url http://127.0.0.1:8000/v1
+    python -m nla.jobs.teach --data hard_v1 --out hard_v1_best --method best-of-k --k 8
 
 Ray Data streams the training set's parquet files through TeachStage (an actor pool: HTTP requests in flight to the
 teacher, or the AV + AR for best-of-k) into training_sets/<out>, written as one new Delta version. Rows that get no
@@ -15,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 
-from jobs.entry import run_main
+from nla.jobs.entry import run_main
 from nla.errors import NLAInputError
 from nla.train.config import TeachConfig
 
@@ -46,7 +47,7 @@ def run(cfg: TeachConfig) -> dict:
     from nla.lake.store import Lake, now
     from nla.stages.teach import ReadTrainingFile, TeachStage
     from nla.train.targets import Teacher, TeacherSettings
-    from schemas import TRAINING_SET
+    from nla.schemas import TRAINING_SET
 
     lake = Lake(cfg.lake or None)
     src, dst = training_table(cfg.data), training_table(cfg.out)
@@ -110,7 +111,7 @@ def run(cfg: TeachConfig) -> dict:
 def parser() -> argparse.ArgumentParser:
     """The options of `nla teach`: one per TeachConfig field, the defaults the dataclass's."""
     c = TeachConfig
-    ap = argparse.ArgumentParser(prog="python -m jobs.teach", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m nla.jobs.teach", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="training set to relabel (training_sets/<name>)")
     ap.add_argument("--out", required=True, help="name of the new training set")

@@ -1,8 +1,8 @@
-"""Retraining on Ray Train: `nla train sft|grpo` (= python -m jobs.train --algo sft|grpo ...).
+"""Retraining on Ray Train: `nla train sft|grpo` (= python -m nla.jobs.train --algo sft|grpo ...).
 
-    python -m jobs.train --algo sft role=av data=hard_v1 init=toy out=./ckpt/av-v2
-    python -m jobs.train --algo sft role=ar data=hard_v1 scaling.workers=2
-    python -m jobs.train --algo grpo data=activations init=toy ar=toy grpo.steps=50 scaling.workers=2
+    python -m nla.jobs.train --algo sft role=av data=hard_v1 init=toy out=./ckpt/av-v2
+    python -m nla.jobs.train --algo sft role=ar data=hard_v1 scaling.workers=2
+    python -m nla.jobs.train --algo grpo data=activations init=toy ar=toy grpo.steps=50 scaling.workers=2
 
 A TorchTrainer runs nla.train.run on `scaling.workers` workers (gloo on CPU, NCCL on GPUs), each worker on its share
 of the examples, in one of two strategies:
@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from jobs.entry import run_main
+from nla.jobs.entry import run_main
 from nla.errors import NLAConfigError
 from nla.train.config import TrainJobConfig
 
@@ -108,7 +108,7 @@ def register(cfg: TrainJobConfig, out: Path, run_id: str, summary: dict) -> list
     from nla.lake.schema import arrow_schema
     from nla.lake.store import Lake, now
     from nla.pair import checkpoint_id
-    from schemas import CHECKPOINTS
+    from nla.schemas import CHECKPOINTS
 
     C = CHECKPOINTS.col
     lake, ids = Lake(cfg.lake or None), []
@@ -184,7 +184,7 @@ def run(cfg: TrainJobConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from nla.config import load_config
 
-    ap = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m nla.jobs.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algo", choices=["sft", "grpo"], default="sft")
     ap.add_argument("--config", default=None, help="YAML config (default: built-in defaults, toy kit)")

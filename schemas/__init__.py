@@ -4,13 +4,13 @@ One file per table. nla/lake/schema.py builds pyarrow schemas from these; code r
 `EXPLANATIONS.col.mse`, never as scattered string literals.
 """
 
-from schemas.activations import ACTIVATIONS
-from schemas.checkpoints import CHECKPOINTS
-from schemas.explanations import EXPLANATIONS
-from schemas.runs import RUNS
-from schemas.shards import SHARDS
-from schemas.spec import Column, TableSpec
-from schemas.training_sets import TRAINING_SET
+from nla.schemas.activations import ACTIVATIONS
+from nla.schemas.checkpoints import CHECKPOINTS
+from nla.schemas.explanations import EXPLANATIONS
+from nla.schemas.runs import RUNS
+from nla.schemas.shards import SHARDS
+from nla.schemas.spec import Column, TableSpec
+from nla.schemas.training_sets import TRAINING_SET
 
 ALL = {t.name: t for t in (ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS, TRAINING_SET, CHECKPOINTS)}
 

@@ -2,7 +2,7 @@
 `corpus`), or a vector `nla import` brought in (an SAE decoder row, a steering vector, a probe direction: source
 `sae:<name>`, `file:<name>`), with its optional label and metadata carried through."""
 
-from schemas.spec import Column, TableSpec
+from nla.schemas.spec import Column, TableSpec
 
 ACTIVATIONS = TableSpec(
     name="activations", version=3,

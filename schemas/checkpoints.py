@@ -1,6 +1,6 @@
 """checkpoints: the registry of AV/AR checkpoints the lake's rows refer to."""
 
-from schemas.spec import Column, TableSpec
+from nla.schemas.spec import Column, TableSpec
 
 CHECKPOINTS = TableSpec(
     name="checkpoints", version=1,

@@ -1,6 +1,6 @@
 """explanations: every AV sample for an activation, with its AR reconstruction score."""
 
-from schemas.spec import Column, TableSpec
+from nla.schemas.spec import Column, TableSpec
 
 EXPLANATIONS = TableSpec(
     name="explanations", version=3,

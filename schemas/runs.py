@@ -1,6 +1,6 @@
 """runs: one row per job run: what ran, with which config and code, and what it produced."""
 
-from schemas.spec import Column, TableSpec
+from nla.schemas.spec import Column, TableSpec
 
 RUNS = TableSpec(
     name="runs", version=2,

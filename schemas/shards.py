@@ -4,7 +4,7 @@ A rerun skips a unit only when the same content (fingerprint) was committed unde
 or other content is new work. Version 1 ledgers (a shard known by its file name alone) are migrated by `nla migrate`.
 """
 
-from schemas.spec import Column, TableSpec
+from nla.schemas.spec import Column, TableSpec
 
 SHARDS = TableSpec(
     name="shards", version=2,

@@ -1,6 +1,6 @@
 """training sets: examples mined from the lake for retraining, one Delta table per set name (versions = Delta's)."""
 
-from schemas.spec import Column, TableSpec
+from nla.schemas.spec import Column, TableSpec
 
 TRAINING_SET = TableSpec(
     name="training_sets", version=1,

@@ -4,7 +4,7 @@
 - models.py: extractor, AV and AR deployments (@serve.batch); lake.py: the read-only lake deployment.
 - ingress.py: the FastAPI ingress (endpoints, limits); api.py: request bodies; codec.py: vectors in JSON;
   security.py: bearer token, body limit, error mapping.
-- app.py: resolve checkpoints and bind the deployments; __main__.py: `python -m serve` (= `nla serve`).
+- app.py: resolve checkpoints and bind the deployments; __main__.py: `python -m nla.serve` (= `nla serve`).
 - static/: the web page (plain HTML + JS, no build step).
 - neuronpedia/: Neuronpedia's NLA API (their request and stream shapes) over the same deployments, at /neuronpedia.
 

@@ -1,8 +1,8 @@
-"""`python -m serve` (what `nla serve` runs): start Ray and Serve, deploy the NLA app, serve until interrupted.
+"""`python -m nla.serve` (what `nla serve` runs): start Ray and Serve, deploy the NLA app, serve until interrupted.
 
-    python -m serve                                     # the toy kit on http://127.0.0.1:8000 (page at /, docs at /docs)
-    python -m serve --config serve/config.yaml --lake ./lake --port 8080
-    NLA_API_TOKEN=s3cret python -m serve --host 0.0.0.0 models.av=/ckpt/av models.ar=/ckpt/ar models.base=/ckpt/base
+    python -m nla.serve                                     # the toy kit on http://127.0.0.1:8000 (page at /, docs at /docs)
+    python -m nla.serve --config serve/config.yaml --lake ./lake --port 8080
+    NLA_API_TOKEN=s3cret python -m nla.serve --host 0.0.0.0 models.av=/ckpt/av models.ar=/ckpt/ar models.base=/ckpt/base
 
 Reads the config (serve/config.py), checks models and port before starting anything, prints the URL, and shuts
 Serve down on SIGINT/SIGTERM. Bad input exits 2 with one line naming it and the fix.
@@ -18,7 +18,7 @@ import sys
 import threading
 
 from nla.errors import NLAError
-from serve.config import LOOPBACK, TOKEN_ENV, ServeConfig, load_serve_config
+from nla.serve.config import LOOPBACK, TOKEN_ENV, ServeConfig, load_serve_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,8 +56,8 @@ def run(cfg: ServeConfig) -> None:
     import ray
     from ray import serve
 
-    from serve.app import build_app, resolve_lake, resolve_models
-    from serve.security import token_digest
+    from nla.serve.app import build_app, resolve_lake, resolve_models
+    from nla.serve.security import token_digest
 
     host, port = cfg.http.host, cfg.http.port
     digest = token_digest()

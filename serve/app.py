@@ -16,8 +16,8 @@ from ray import serve
 from nla.lake import DEMO_DIR
 from nla.lake.store import DEFAULT_LAKE, Lake
 from nla.settings import ModelsConfig
-from serve.codec import jsonable
-from serve.config import DeploymentSettings, ServeConfig
+from nla.serve.codec import jsonable
+from nla.serve.config import DeploymentSettings, ServeConfig
 
 
 def resolve_models(m: ModelsConfig) -> dict[str, Any]:
@@ -56,9 +56,9 @@ def _options(name: str, s: DeploymentSettings) -> dict[str, Any]:
 
 def build_app(cfg: ServeConfig, info: dict[str, Any], token_digest: str | None) -> Any:
     """The bound Serve application (ingress at the root route)."""
-    from serve.ingress import Ingress
-    from serve.lake import LakeReader
-    from serve.models import ARModel, AVModel, ExtractorModel
+    from nla.serve.ingress import Ingress
+    from nla.serve.lake import LakeReader
+    from nla.serve.models import ARModel, AVModel, ExtractorModel
 
     m, lim = cfg.models, cfg.limits
     device = {"device": m.device, "dtype": m.dtype}

@@ -1,4 +1,4 @@
-"""ServeConfig: everything `nla serve` / `python -m serve` reads from YAML (+ key=value overrides).
+"""ServeConfig: everything `nla serve` / `python -m nla.serve` reads from YAML (+ key=value overrides).
 
 One dataclass per section, a comment on every field; unknown keys are refused (nla.config.load_config). Ray
 resources and autoscaling are plain numbers here; serve/app.py hands them to Ray Serve. The bearer token is never

@@ -15,14 +15,14 @@ from fastapi import APIRouter
 
 from nla.errors import NLAInputError
 from nla.lake.browse import LabelFilter
-from serve import api
-from serve.codec import encode_vector
+from nla.serve import api
+from nla.serve.codec import encode_vector
 
 router = APIRouter(tags=["explorer"])
 
 
 class ExplorerRoutes:
-    """Routes of the explorer; mixed into serve.ingress.Ingress (uses its lake, extractor, info, limits and the
+    """Routes of the explorer; mixed into nla.serve.ingress.Ingress (uses its lake, extractor, info, limits and the
     helpers _text, _cap, _sampling, _need, _extract and _explain)."""
 
     @router.get("/v1/lake/overview", summary="the lake at a glance: row counts, mse histogram per recipe, recipes, "

@@ -17,13 +17,13 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from nla.errors import NLAInputError
-from serve import api
-from serve.codec import decode_vector, decode_vectors, encode_vector
-from serve.config import Limits
-from serve.explorer import ExplorerRoutes
-from serve.explorer import router as explorer_router
-from serve.neuronpedia.routes import NeuronpediaMount, mount_error, router
-from serve.security import MOUNT, Guard, RequestTooLarge, ServiceUnavailable, error_status, on_mount
+from nla.serve import api
+from nla.serve.codec import decode_vector, decode_vectors, encode_vector
+from nla.serve.config import Limits
+from nla.serve.explorer import ExplorerRoutes
+from nla.serve.explorer import router as explorer_router
+from nla.serve.neuronpedia.routes import NeuronpediaMount, mount_error, router
+from nla.serve.security import MOUNT, Guard, RequestTooLarge, ServiceUnavailable, error_status, on_mount
 
 STATIC = Path(__file__).parent / "static"
 MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}  # anything else (a licence): text

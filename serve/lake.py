@@ -19,7 +19,7 @@ from nla.lake import browse, overview
 from nla.lake.compare import compare, diff_histogram
 from nla.lake.query import LakeQuery, view_name
 from nla.lake.store import Lake
-from serve.codec import jsonable
+from nla.serve.codec import jsonable
 
 COMPARISONS_KEPT = 32  # comparisons answered again without a query until a table changes (a shared link, reloads)
 

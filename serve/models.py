@@ -20,7 +20,7 @@ from ray import serve
 
 from nla.errors import NLAInputError
 from nla.settings import torch_dtype
-from serve.config import DeploymentSettings
+from nla.serve.config import DeploymentSettings
 
 _ticket = itertools.count()
 

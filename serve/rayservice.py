@@ -2,7 +2,7 @@
 
     applications:
       - name: nla
-        import_path: serve.rayservice:build
+        import_path: nla.serve.rayservice:build
         args: {config: /app/serve/config.yaml, overrides: [models.device=cuda, av.num_gpus=1, ...]}
 
 Serve calls `build(args)` on the cluster; it reads the same config and key=value overrides as `nla serve`, checks
@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from nla.errors import NLAConfigError
-from serve.app import build_app, resolve_models
-from serve.config import load_serve_config
-from serve.security import token_digest
+from nla.serve.app import build_app, resolve_models
+from nla.serve.config import load_serve_config
+from nla.serve.security import token_digest
 
 
 def build(args: dict[str, Any]) -> Any:

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from nla.errors import NLAConfigError, NLAError, NLAInputError, NLAQueryError, NLATableNotFound
-from serve.config import TOKEN_ENV
+from nla.serve.config import TOKEN_ENV
 
 DRAIN_BYTES = 64 * 2**20  # an over-limit body up to this size is read and dropped before the 413
 PROTECTED_PREFIXES = ("/v1/",)  # paths that need the token; the page, /docs and /healthz stay open

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.entry import JobInterrupted, NothingDone, nla_message, run_main
+from nla.jobs.entry import JobInterrupted, NothingDone, nla_message, run_main
 from nla.errors import NLAInputError
 
 

@@ -1,4 +1,4 @@
-"""`nla label` and `nla extract`: hand over to the Ray program `python -m jobs.label` (nla/ itself never imports Ray)."""
+"""`nla label` and `nla extract`: hand over to the Ray program `python -m nla.jobs.label` (nla/ itself never imports Ray)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         (["verbose=true"] if args.verbose else [])
     from nla.labeling.config import default_config  # here: the config module imports torch, the CLI need not
 
-    argv = [sys.executable, "-m", "jobs.label", "--config", args.config or default_config(), "--mode", mode,
+    argv = [sys.executable, "-m", "nla.jobs.label", "--config", args.config or default_config(), "--mode", mode,
             *overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)

@@ -1,4 +1,4 @@
-"""`nla serve`: hand over to the Ray Serve program `python -m serve` (nla/ itself never imports Ray)."""
+"""`nla serve`: hand over to the Ray Serve program `python -m nla.serve` (nla/ itself never imports Ray)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise NLAInputError(f"{bad[0]!r}: overrides are KEY=VALUE, e.g. http.port=8080 or models.ar=/ckpt/ar.")
-    argv = [sys.executable, "-m", "serve", *args.overrides]
+    argv = [sys.executable, "-m", "nla.serve", *args.overrides]
     for flag in ("config", "port", "host", "lake"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag}", str(getattr(args, flag))]

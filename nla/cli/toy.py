@@ -136,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     corpus, lake_dir = root / "corpus", root / "lake"
     write_corpus(corpus, docs=args.docs, shards=args.shards, seed=2026)
     print(f"[demo] {args.docs} documents in {args.shards} shards -> {corpus}\n[demo] labeling into {lake_dir} ...")
-    job = subprocess.run([sys.executable, "-m", "jobs.label", "--config", default_config(), f"input={corpus}",
+    job = subprocess.run([sys.executable, "-m", "nla.jobs.label", "--config", default_config(), f"input={corpus}",
                           f"lake={lake_dir}"])
     if job.returncode != 0:
         return job.returncode

@@ -50,8 +50,8 @@ def add_commands(sub: Any, formatter: Any) -> None:
 
     # `nla teach` / `nla retrain` hand every argument (--help too) to their jobs/ program
     for name, module, helptext in (
-            ("teach", "jobs.teach", "make SFT targets for a mined set (teacher LLM or best-of-k), with Ray Data"),
-            ("retrain", "jobs.retrain", "label -> mine hard examples -> targets -> SFT -> relabel held-out sets")):
+            ("teach", "nla.jobs.teach", "make SFT targets for a mined set (teacher LLM or best-of-k), with Ray Data"),
+            ("retrain", "nla.jobs.retrain", "label -> mine hard examples -> targets -> SFT -> relabel held-out sets")):
         m = sub.add_parser(name, add_help=False, help=helptext)
         m.add_argument("args", nargs="*", help=f"options of python -m {module} (nla {name} --help lists them)")
         m.set_defaults(func=cmd_module, module=module)
@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     o += [f"role={args.role}"] if args.algo == "sft" else ([f"ar={args.ar}"] if args.ar else [])
     o += [f"scaling.workers={args.workers}"] if args.workers else []
     o += [f"{args.algo}.steps={args.steps}"] if args.steps else []
-    argv = [sys.executable, "-m", "jobs.train", "--algo", args.algo,
+    argv = [sys.executable, "-m", "nla.jobs.train", "--algo", args.algo,
             *(["--config", args.config] if args.config else []), *o, *args.overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)

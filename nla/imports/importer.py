@@ -27,7 +27,7 @@ from nla.imports.readers import Block, VectorFile, open_vectors
 from nla.labeling.identity import Recipe, unit_id
 from nla.lake.rows import activation_table, storage_dtype
 from nla.lake.store import Lake, now
-from schemas import ACTIVATIONS
+from nla.schemas import ACTIVATIONS
 
 UNIT_BYTES = 64 * 2**20  # float32 vector bytes per unit: what one labeling task reads and the committer buffers
 UNITS_PER_COMMIT = 4  # units written per Delta commit: bounds the writer's memory (about 4 x UNIT_BYTES)

@@ -24,7 +24,7 @@ from nla.lake.rows import activation_table, explanation_table
 from nla.lake.schema import VectorDtype
 from nla.lake.store import Lake
 from nla.quality.settings import QualitySettings
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""LabelConfig: everything `nla label` / `nla extract` / `python -m jobs.label` read from YAML (+ key=value).
+"""LabelConfig: everything `nla label` / `nla extract` / `python -m nla.jobs.label` read from YAML (+ key=value).
 
 One dataclass per section; every field's comment says what it does. Ray resources are plain numbers here (jobs/
 hands them to Ray Data).
@@ -84,11 +84,11 @@ class LabelConfig:
 
 def default_config() -> str:
     """The toy config every job starts from (jobs/configs/toy.yaml): in this checkout, else in the installed
-    `jobs` package."""
+    `nla.jobs` package."""
     local = Path("jobs/configs/toy.yaml")
     if local.is_file():
         return str(local)
-    spec = importlib.util.find_spec("jobs")
+    spec = importlib.util.find_spec("nla.jobs")
     if spec and spec.submodule_search_locations:
         return str(Path(list(spec.submodule_search_locations)[0]) / "configs" / "toy.yaml")
     return str(local)

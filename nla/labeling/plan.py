@@ -17,7 +17,7 @@ from nla.lake import storage
 from nla.lake.migrate import LEGACY_RECIPE
 from nla.lake.store import Lake
 from nla.pair import lake_base_id, resolve_pair
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 Mode = Literal["label", "extract", "from-activations"]
 FETCH_THREADS = 8  # objects of an s3:// input fingerprinted at once

@@ -23,7 +23,7 @@ import pyarrow as pa
 from nla.errors import NLALakeError
 from nla.lake.index_files import IndexFiles, Manifest, Segment
 from nla.lake.schema import vectors_from_arrow
-from schemas import ACTIVATIONS
+from nla.schemas import ACTIVATIONS
 
 A = ACTIVATIONS.col
 

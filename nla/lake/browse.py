@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nla.errors import NLAInputError
 from nla.quality.flags import FLAGS
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 if TYPE_CHECKING:
     from nla.lake.query import LakeQuery

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nla.errors import NLAInputError
-from schemas import EXPLANATIONS, RUNS
+from nla.schemas import EXPLANATIONS, RUNS
 
 if TYPE_CHECKING:
     from nla.lake.query import LakeQuery

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from nla.lake.query import LakeQuery
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 E, A = EXPLANATIONS.col, ACTIVATIONS.col
 FAILED_MSE = 2.0  # a sample that explains nothing counts as an orthogonal guess

@@ -21,7 +21,7 @@ from nla.lake.rows import CORPUS
 from nla.lake.schema import arrow_schema
 from nla.lake.store import Lake, writer_properties
 from nla.quality.flags import row_flags
-from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS, TableSpec
+from nla.schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS, TableSpec
 
 LEGACY_RECIPE = "legacy"  # rows and ledger entries written before recipes existed
 

@@ -14,7 +14,7 @@ from nla.errors import NLAInputError, NLAQueryError
 from nla.lake.query import LakeQuery
 from nla.lake.runs import new_run_id, record_run
 from nla.lake.store import Lake, now
-from schemas import ACTIVATIONS, EXPLANATIONS, TRAINING_SET
+from nla.schemas import ACTIVATIONS, EXPLANATIONS, TRAINING_SET
 
 E, A, T = EXPLANATIONS.col, ACTIVATIONS.col, TRAINING_SET.col
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")

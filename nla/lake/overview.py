@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nla.errors import NLAQueryError
 from nla.lake.browse import OPTIONAL, optional_columns
 from nla.lake.store import now
-from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS
 
 if TYPE_CHECKING:
     from nla.lake.query import LakeQuery

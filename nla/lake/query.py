@@ -20,7 +20,7 @@ from nla.lake.compare import compare_macro
 from nla.lake.search import SearchResult, Searcher, table_dataset
 from nla.lake.store import Lake
 from nla.quality.flags import FLAGS
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 MAX_SQL_CHARS = 20_000
 DEFAULT_TIMEOUT_S = 30.0

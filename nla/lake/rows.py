@@ -17,7 +17,7 @@ from nla.lake.schema import VectorDtype, arrow_schema, vectors_to_arrow
 from nla.lake.store import now
 from nla.quality.flags import row_flags
 from nla.quality.settings import QualitySettings
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 A, E = ACTIVATIONS.col, EXPLANATIONS.col
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from nla.lake.schema import arrow_schema
 from nla.lake.store import Lake, now
-from schemas import RUNS
+from nla.schemas import RUNS
 
 R = RUNS.col
 

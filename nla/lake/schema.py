@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from nla.errors import NLASchemaError
-from schemas import TableSpec
+from nla.schemas import TableSpec
 
 VectorDtype = Literal["float32", "float16", "bfloat16"]
 _SCALARS = {

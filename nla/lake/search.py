@@ -18,7 +18,7 @@ import numpy as np
 from nla.errors import NLAInputError
 from nla.lake import storage
 from nla.lake.schema import vectors_from_arrow
-from schemas import ACTIVATIONS
+from nla.schemas import ACTIVATIONS
 
 A = ACTIVATIONS.col
 BATCH_ROWS = 16_384

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from nla.errors import NLACommitConflict, NLALakeError, NLASchemaError, NLAStoreUnreachable, NLATableNotFound
 from nla.lake import storage
 from nla.lake.schema import VectorDtype, arrow_schema, check_batch, vector_dtype_of
-from schemas import ALL, SHARDS, TRAINING_SET, TableSpec
+from nla.schemas import ALL, SHARDS, TRAINING_SET, TableSpec
 
 DEFAULT_LAKE = "./lake"
 ROW_GROUP_BYTES = 32 * 2**20  # vector tables: row groups of ~32 MiB, so readers stream in bounded pieces

@@ -30,7 +30,7 @@ from nla.lake.schema import vectors_from_arrow
 from nla.lake.store import Lake
 from nla.quality.flags import LOW_NORM, TEMPLATE, TEMPLATE_KEY_SQL, ordered
 from nla.quality.settings import QualitySettings
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 E = EXPLANATIONS.col
 MEDIAN_MARGIN = 0.999  # low_norm also needs norm < this x the group's median: equal norms flag nothing

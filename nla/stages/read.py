@@ -52,7 +52,7 @@ class ReadActivations:
         import pyarrow.dataset as pds
 
         from nla.lake.schema import vectors_from_arrow
-        from schemas import ACTIVATIONS
+        from nla.schemas import ACTIVATIONS
 
         require(batch, ACT_COLUMNS, "ReadActivations")
         A = ACTIVATIONS.col

@@ -1,4 +1,4 @@
-"""The training jobs' configs: TrainJobConfig (`nla train sft|grpo`, python -m jobs.train: YAML and key=value
+"""The training jobs' configs: TrainJobConfig (`nla train sft|grpo`, python -m nla.jobs.train: YAML and key=value
 overrides), TeachConfig (`nla teach`) and RetrainConfig (`nla retrain`), whose fields are those programs' options.
 Not here: running them (jobs/)."""
 

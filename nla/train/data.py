@@ -15,7 +15,7 @@ import torch
 from nla.errors import NLAInputError
 from nla.lake.schema import vectors_from_arrow
 from nla.lake.store import Lake
-from schemas import ACTIVATIONS, TRAINING_SET
+from nla.schemas import ACTIVATIONS, TRAINING_SET
 
 BATCH_ROWS = 8192
 

@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from nla.errors import NLAInputError
-from serve.codec import decode_vector, decode_vectors
-from serve.neuronpedia import api
-from serve.security import RequestTooLarge, ServiceUnavailable, error_status
+from nla.serve.codec import decode_vector, decode_vectors
+from nla.serve.neuronpedia import api
+from nla.serve.security import RequestTooLarge, ServiceUnavailable, error_status
 
 router = APIRouter(tags=["neuronpedia"])
 MOUNT_STATUS = {RequestTooLarge: 400, ServiceUnavailable: 503}  # their shapes: limits are 400, missing models 503
@@ -62,7 +62,7 @@ def _scores(result: dict[str, Any]) -> dict[str, Any]:
 
 
 class NeuronpediaMount:
-    """Routes of the Neuronpedia mount; mixed into serve.ingress.Ingress (uses its extractor, av, ar, info, limits
+    """Routes of the Neuronpedia mount; mixed into nla.serve.ingress.Ingress (uses its extractor, av, ar, info, limits
     and helpers: _extract, _explain, _scored, _need, _text, _cap)."""
 
     np_explains = 0  # /explain requests in flight on this replica (their fail-fast gate)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -115,7 +116,7 @@ def test_ray_containers_images_and_gpus(path):
 def test_rayjob_runs_the_command_the_readme_documents():
     job = by_kind("RayJob")
     commands = readme_submit_commands()
-    assert commands, "README.md documents no `ray job submit ... -- python -m jobs.label ...`"
+    assert commands, "README.md documents no `ray job submit ... -- python -m nla.jobs.label ...`"
     assert set(commands) == {job["spec"]["entrypoint"]}, (commands, job["spec"]["entrypoint"])
     for f in (K8S / "raycluster.yaml", ROOT / "infra" / "ray" / "cluster.yaml"):  # their usage lines say the same
         assert any(c in f.read_text() for c in commands), f"{f.name} shows another submit command"
@@ -134,7 +135,7 @@ def test_rayjob_cluster_fits_its_job_config():
 
     job = by_kind("RayJob")
     argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "jobs.label"] and argv[3] == "--config"
+    assert argv[:3] == ["python", "-m", "nla.jobs.label"] and argv[3] == "--config"
     cfg = load_config(LabelConfig, ROOT / argv[4], argv[5:])  # unknown keys would fail here
     stages = [cfg.read] + ([cfg.explainer] if cfg.fuse else [cfg.extractor, cfg.explainer, cfg.scorer])
     spec = job["spec"]["rayClusterSpec"]
@@ -152,7 +153,7 @@ def test_rayservice_builds_the_serve_app(toy_kit):
     import importlib
 
     from nla.errors import NLAConfigError
-    from serve.config import load_serve_config
+    from nla.serve.config import load_serve_config
 
     service = by_kind("RayService")
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
@@ -179,8 +180,8 @@ def test_rayservice_builds_the_serve_app(toy_kit):
 def test_images_install_the_project_as_dev_py_does():
     dev_torch = re.search(r'os.environ.get\("NLA_TORCH", "([^"]+)"\)', (ROOT / "dev.py").read_text()).group(1)
     assert dockerfile_arg("TORCH", "Dockerfile.cpu") == dev_torch
-    packages = re.search(r'include = \[([^\]]+)\]', (ROOT / "pyproject.toml").read_text()).group(1)
-    needed = {p.strip(' "*') for p in packages.split(",")}
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    needed = {folder.split("/")[0] for folder in package_dir.values()}  # nla, jobs, serve, schemas
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
         text = (ROOT / "infra" / "docker" / name).read_text()

@@ -64,8 +64,8 @@ def cluster():
 
 def label(corpus: Path | str, lake: Path | str, env: dict[str, str], *overrides: str,
           cwd: Path = ROOT) -> subprocess.Popen:
-    """Start `python -m jobs.label` on the toy config in `cwd`; finish() waits for it."""
-    cmd = [sys.executable, "-m", "jobs.label", "--config", str(ROOT / "jobs/configs/toy.yaml"), f"input={corpus}",
+    """Start `python -m nla.jobs.label` on the toy config in `cwd`; finish() waits for it."""
+    cmd = [sys.executable, "-m", "nla.jobs.label", "--config", str(ROOT / "jobs/configs/toy.yaml"), f"input={corpus}",
            f"lake={lake}", *overrides]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**env, "PYTHONPATH": str(ROOT)})

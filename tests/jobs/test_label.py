@@ -126,7 +126,7 @@ def test_every_av_batch_failed_is_an_error_and_nothing_is_marked_done(corpus, tm
     import pyarrow.compute as pc
 
     from nla.lake.schema import vectors_to_arrow
-    from schemas import ACTIVATIONS
+    from nla.schemas import ACTIVATIONS
 
     src, lake = tmp_path / "src", tmp_path / "lake"
     one = tmp_path / "one"

@@ -111,7 +111,7 @@ def test_serve_lake_reader_answers_from_s3(labeled, monkeypatch):
     replica on another node may have none): here the AWS_* variables are gone when it opens the lake."""
     import asyncio
 
-    from serve.lake import LakeReader
+    from nla.serve.lake import LakeReader
 
     _, lake, _ = labeled
     options = Lake(lake).storage_options

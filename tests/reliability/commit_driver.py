@@ -22,7 +22,7 @@ import numpy as np
 from nla.labeling.committer import ShardCommitter
 from nla.labeling.identity import name_of
 from nla.lake.store import Lake
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 
 def main(argv: list[str] | None = None) -> int:

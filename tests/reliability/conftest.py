@@ -43,7 +43,7 @@ class Reference:
 def reference(tmp_path_factory, toy_kit) -> Reference:
     import torch
 
-    from jobs.label import stage_kwargs
+    from nla.jobs.label import stage_kwargs
     from nla.labeling.config import default_config
     from nla.config import load_config
     from nla.labeling.committer import ShardCommitter

@@ -5,7 +5,7 @@ line `error: ...` that names the input (the path, the key, the flag) and says th
 a message, never a 5xx. Every table the command could have written stays at its version and every file under the
 lake stays as it was (nothing partially written; empty folders left by a table whose first commit failed are named
 in the report). The read-only and full-disk cases need tmpfs mounts and skip where mounting is refused. The CLI cases
-run `nla.cli.main.main` in this process, with `nla label` / `nla serve` handing over to `jobs.label` / `serve`
+run `nla.cli.main.main` in this process, with `nla label` / `nla serve` handing over to `nla.jobs.label` / `serve`
 in-process instead of by exec (the same code after argument parsing, without a process start each);
 `test_the_installed_cli_agrees` runs a few through real `nla` processes and checks they print the same line and
 exit 2.
@@ -97,7 +97,7 @@ def fill(folder: Path) -> None:
 def bench(bad_corpus_job, reference, toy_kit, pair, make_base, tmp_path_factory):
     from nla import hf
     from nla.lake.store import Lake
-    from schemas import ACTIVATIONS
+    from nla.schemas import ACTIVATIONS
 
     tmp = tmp_path_factory.mktemp("bad-input")
     lake = tmp / "lake"
@@ -162,7 +162,7 @@ def handover(_executable: str, argv: list[str]) -> None:
     def no_ray(*a, **k):
         raise AssertionError(f"{' '.join(argv[2:])} started Ray: the bad input was not refused before the work")
 
-    module = importlib.import_module(argv[2] if argv[2] != "serve" else "serve.__main__")
+    module = importlib.import_module(argv[2] if argv[2] != "nla.serve" else "nla.serve.__main__")
     init, ray.init = ray.init, no_ray
     try:
         raise SystemExit(module.main(argv[3:]))
@@ -338,7 +338,7 @@ def test_nan_vectors_never_reach_a_table(bench):
     from nla.lake.query import LakeQuery
     from nla.lake.schema import vectors_to_arrow
     from nla.lake.store import Lake
-    from schemas import ACTIVATIONS
+    from nla.schemas import ACTIVATIONS
 
     lake = Lake(bench.lake)
     with LakeQuery(lake) as q:

@@ -54,7 +54,7 @@ def label_lake(kit: Path, root: Path, *, docs: int = 48) -> Path:
     run recorder, in this process: toy corpus -> ReadShard -> ExtractStage -> ExplainStage -> ScoreStage."""
     import torch
 
-    from jobs.label import stage_kwargs, summary
+    from nla.jobs.label import stage_kwargs, summary
     from nla.labeling.committer import ShardCommitter
     from nla.labeling.plan import make_plan
     from nla.lake.store import now
@@ -98,7 +98,7 @@ class Relabel:
     the last one and records the run ok."""
 
     def __init__(self, kit: Path, lake: Path, *, temperature: float, seed: int, rows: int = 8) -> None:
-        from jobs.label import stage_kwargs
+        from nla.jobs.label import stage_kwargs
         from nla.labeling.plan import make_plan
 
         self.cfg = job_config(lake, f"sampling.temperature={temperature}", f"sampling.seed={seed}")
@@ -138,7 +138,7 @@ class Relabel:
             torch.set_num_threads(threads)
 
     def _record(self) -> None:
-        from jobs.label import summary
+        from nla.jobs.label import summary
 
         st = self.committer.stats
         self.recorder.progress(st.shards_done,
@@ -151,7 +151,7 @@ class Relabel:
         self._record()
 
     def finish(self) -> None:
-        from jobs.label import summary
+        from nla.jobs.label import summary
         from nla.lake.store import now
 
         for b in self.batches:

@@ -122,7 +122,7 @@ def test_explorer_bad_inputs_name_the_field_and_the_fix(server):
 
 
 def test_nla_serve_shows_the_demo_lake_when_there_is_no_other(tmp_path, monkeypatch):
-    from serve.app import resolve_lake
+    from nla.serve.app import resolve_lake
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NLA_LAKE", raising=False)

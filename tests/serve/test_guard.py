@@ -1,4 +1,4 @@
-"""serve.security.Guard as an ASGI middleware in front of a small ASGI app that echoes the path it was given: the
+"""nla.serve.security.Guard as an ASGI middleware in front of a small ASGI app that echoes the path it was given: the
 Neuronpedia mount's auth answers and shapes, and the root rewrite (http.neuronpedia_at_root) that leaves our own
 paths alone. The served mount itself is tested end to end in test_neuronpedia.py."""
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from serve.security import Guard, token_digest
+from nla.serve.security import Guard, token_digest
 
 DIGEST = token_digest("s3cret")
 

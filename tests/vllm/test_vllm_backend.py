@@ -99,7 +99,7 @@ def test_label_job_with_vllm_av(toy_kit, toy_pair, tmp_path):
 
     write_corpus(tmp_path / "corpus", docs=40, shards=2, seed=5)
     lake = tmp_path / "lake"
-    p = subprocess.run([sys.executable, "-m", "jobs.label", "--config", "jobs/configs/toy.yaml",
+    p = subprocess.run([sys.executable, "-m", "nla.jobs.label", "--config", "jobs/configs/toy.yaml",
                         f"input={tmp_path / 'corpus'}", f"lake={lake}", "models.av_backend=vllm",
                         "explainer.concurrency=1"],  # one engine: two would share the same 2 cores
                        capture_output=True, text=True, timeout=900)

@@ -8,7 +8,7 @@ import pytest
 from nla.av import Generation
 from nla.lake.rows import activation_table, explanation_table, generation_columns
 from nla.lake.store import Lake
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 D = 16
 TOPICS = ("weather", "music", "finance", "health")

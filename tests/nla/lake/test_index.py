@@ -14,7 +14,7 @@ from nla.lake.query import LakeQuery
 from nla.lake.rows import activation_table
 from nla.lake.schema import from_bfloat16_bits, to_bfloat16_bits, vectors_from_arrow
 from nla.lake.store import Lake
-from schemas import ACTIVATIONS
+from nla.schemas import ACTIVATIONS
 from tests.nla.lake.conftest import shard_rows
 
 D = 32

@@ -15,7 +15,7 @@ from nla.lake.migrate import LEGACY_RECIPE, migrate, pending
 from nla.lake.query import LakeQuery
 from nla.lake.schema import arrow_schema
 from nla.lake.store import Lake, now
-from schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS, RUNS, SHARDS
 from tests.nla.lake.conftest import D, shard_rows
 
 V3_NEW = {ACTIVATIONS.name: {"source", "label", "meta"}, EXPLANATIONS.name: {"flags"}, RUNS.name: set(),

@@ -13,7 +13,7 @@ from nla.labeling.progress import RunRecorder
 from nla.lake import overview
 from nla.lake.query import LakeQuery
 from nla.lake.store import now
-from schemas import EXPLANATIONS
+from nla.schemas import EXPLANATIONS
 from tests.nla.lake.conftest import shard_rows
 
 

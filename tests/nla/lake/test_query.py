@@ -11,7 +11,7 @@ import pytest
 from nla.errors import NLAInputError, NLAQueryError
 from nla.lake.query import LakeQuery
 from nla.lake.schema import vectors_from_arrow
-from schemas import ACTIVATIONS
+from nla.schemas import ACTIVATIONS
 from tests.nla.lake.conftest import shard_rows, versions
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from nla.errors import NLALakeError, NLASchemaError, NLATableNotFound
 from nla.lake.store import Lake
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 from tests.nla.lake.conftest import shard_rows, versions
 
 
@@ -104,7 +104,7 @@ def test_creators_racing_on_a_fresh_lake_all_succeed(tmp_path):
     creation race find the table made and go on (two label jobs once failed here with 'A table already exists')."""
     import threading
 
-    from schemas import RUNS
+    from nla.schemas import RUNS
 
     for attempt in range(6):
         root, errors = tmp_path / f"lake{attempt}", []

@@ -17,7 +17,7 @@ from nla.lake.store import Lake
 from nla.quality.flags import row_flags
 from nla.quality.lakepass import refresh
 from nla.quality.settings import QualitySettings
-from schemas import ACTIVATIONS, EXPLANATIONS
+from nla.schemas import ACTIVATIONS, EXPLANATIONS
 
 CLEAN = 'The text is about weather.\n\nIt mentions oslo and leo.\n\nIt ends with "heavy storm".'
 
