@@ -112,7 +112,7 @@ def sft_config(role: str, init: Path, device: str, *, steps: int, batch: int, wa
 
     return load_config(TrainJobConfig, None, [
         "algo=sft", f"role={role}", f"init={init}", f"sft.steps={steps}", f"sft.batch_size={batch}", "sft.lr=1e-4",
-        f"sft.dtype={'bf16' if device == 'cuda' else 'fp32'}", f"sft.warmup_steps={warmup}",
+        f"sft.dtype={'bfloat16' if device == 'cuda' else 'float32'}", f"sft.warmup_steps={warmup}",
         f"sft.log_every={log_every}", f"device={device}", "scaling.checkpoint_every=0"])
 
 

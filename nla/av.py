@@ -127,7 +127,7 @@ class AVPrompter:
 class AVBackend(Protocol):
     """Generates continuations from prompt embeddings. Returns per prompt (new token ids, hit max_new_tokens).
 
-    keys (one per prompt, e.g. nla.fast_sampling.sample_key(act_id, sample)) name each prompt's random stream, for
+    keys (one per prompt, e.g. nla.fast.sampling.sample_key(act_id, sample)) name each prompt's random stream, for
     engines that sample per row (the fast path); the others seed once per call and ignore them."""
 
     def generate(self, embeds: list[torch.Tensor], params: SamplingParams,

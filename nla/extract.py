@@ -123,22 +123,30 @@ class Extractor:
         """Columns doc_id, position, token_id, token, context, vector (N, d) float32 for a list of documents."""
         if doc_ids is None:
             doc_ids = [doc_id_for(t) for t in texts]
-        cols: dict[str, list] = {k: [] for k in ("doc_id", "position", "token_id", "token", "context", "vector")}
+        check_texts(texts, doc_ids)
+        picked: list[tuple[str, list[int], int]] = []  # (doc_id, its token ids, position) per row
+        vectors: list[np.ndarray] = []
         for start in range(0, len(texts), self.cfg.batch_size):
             self._extract_batch(texts[start:start + self.cfg.batch_size],
-                                doc_ids[start:start + self.cfg.batch_size], cols)
-        d = self.d_model
-        vectors = np.stack(cols.pop("vector")) if cols["vector"] else np.zeros((0, d), np.float32)
-        out = {k: np.asarray(v, dtype=object if k in ("doc_id", "token", "context") else np.int64)
-               for k, v in cols.items()}
-        out["vector"] = vectors.astype(np.float32, copy=False)
-        return out
+                                doc_ids[start:start + self.cfg.batch_size], picked, vectors)
+        return self.columns(picked, np.stack(vectors) if vectors else np.zeros((0, self.d_model), np.float32))
 
-    def _extract_batch(self, texts: list[str], doc_ids: list[str], cols: dict[str, list]) -> None:
-        for t, doc in zip(texts, doc_ids):
-            if not isinstance(t, str):
-                raise NLAInputError(f"document {doc!r}: text is {type(t).__name__}, expected str. "
-                                    "Fix: decode the corpus as UTF-8 text first.")
+    def columns(self, picked: list[tuple[str, list[int], int]], vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """The output columns of the picked (doc_id, token ids, position) rows and their vectors (N, d): the token
+        at the position, the text up to it (its last context_chars) and the vector as float32."""
+        token_ids = [row[p] for _, row, p in picked]
+        return {
+            "doc_id": np.asarray([doc for doc, _, _ in picked], dtype=object),
+            "position": np.asarray([p for _, _, p in picked], dtype=np.int64),
+            "token_id": np.asarray(token_ids, dtype=np.int64),
+            "token": np.asarray([self.tokenizer.decode([t]) for t in token_ids], dtype=object),
+            "context": np.asarray([self.tokenizer.decode(row[:p + 1], skip_special_tokens=True)
+                                   [-self.cfg.context_chars:] for _, row, p in picked], dtype=object),
+            "vector": vectors.reshape(len(picked), self.d_model).astype(np.float32, copy=False),
+        }
+
+    def _extract_batch(self, texts: list[str], doc_ids: list[str], picked: list[tuple[str, list[int], int]],
+                       vectors: list[np.ndarray]) -> None:
         enc = self.tokenizer(bounded_texts(self.tokenizer, texts, self.cfg.max_length), add_special_tokens=True,
                              truncation=True, max_length=self.cfg.max_length, padding=True, return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, T)
@@ -152,10 +160,13 @@ class Extractor:
         for b, (doc, (row, pos)) in enumerate(zip(doc_ids, per_doc)):
             offset = int((~mask[b].bool()).nonzero().numel()) if self.tokenizer.padding_side == "left" else 0
             for p in pos:
-                cols["doc_id"].append(doc)
-                cols["position"].append(p)
-                cols["token_id"].append(row[p])
-                cols["token"].append(self.tokenizer.decode([row[p]]))
-                prefix = self.tokenizer.decode(row[:p + 1], skip_special_tokens=True)
-                cols["context"].append(prefix[-self.cfg.context_chars:])
-                cols["vector"].append(h[b, offset + p].numpy())
+                picked.append((doc, row, p))
+                vectors.append(h[b, offset + p].numpy())
+
+
+def check_texts(texts: list[str], doc_ids: list[str]) -> None:
+    """Every document's text is a str (a corpus read as bytes or numbers is refused, naming the document)."""
+    for t, doc in zip(texts, doc_ids):
+        if not isinstance(t, str):
+            raise NLAInputError(f"document {doc!r}: text is {type(t).__name__}, expected str. "
+                                "Fix: decode the corpus as UTF-8 text first.")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from nla.av import SamplingParams
 
 DType = Literal["float32", "bfloat16", "float16"]  # weight dtypes, by their torch names
+TrainDType = Literal["float32", "bfloat16"]  # the ones training runs in (float16 would need loss scaling)
 
 
 @dataclass

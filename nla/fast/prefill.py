@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla.errors import NLAInputError
-from nla.extract import ExtractConfig, Extractor, bounded_texts, doc_id_for
+from nla.extract import ExtractConfig, Extractor, bounded_texts, check_texts, doc_id_for
 from nla.fast.attention import causal_attention
 from nla.fast.blocks import Blocks
 
@@ -163,23 +162,11 @@ class FastExtractor(Extractor):
     def __call__(self, texts: list[str], doc_ids: list[str] | None = None) -> dict[str, np.ndarray]:
         if doc_ids is None:
             doc_ids = [doc_id_for(t) for t in texts]
-        for t, doc in zip(texts, doc_ids):
-            if not isinstance(t, str):
-                raise NLAInputError(f"document {doc!r}: text is {type(t).__name__}, expected str. "
-                                    "Fix: decode the corpus as UTF-8 text first.")
+        check_texts(texts, doc_ids)
         ids = self.tokenizer(bounded_texts(self.tokenizer, texts, self.cfg.max_length), add_special_tokens=True,
                              truncation=True, max_length=self.cfg.max_length)["input_ids"]
         picked = [self.positions(row, doc) for row, doc in zip(ids, doc_ids)]
         rows = np.repeat(np.arange(len(ids)), [len(p) for p in picked])
         positions = np.fromiter((p for pos in picked for p in pos), dtype=np.int64, count=len(rows))
         vectors = self.prefill.hidden_at(Ragged.from_lists(ids), rows, positions).numpy()
-        token_ids = [ids[r][p] for r, p in zip(rows, positions)]
-        return {
-            "doc_id": np.asarray([doc_ids[r] for r in rows], dtype=object),
-            "position": positions,
-            "token_id": np.asarray(token_ids, dtype=np.int64),
-            "token": np.asarray([self.tokenizer.decode([t]) for t in token_ids], dtype=object),
-            "context": np.asarray([self.tokenizer.decode(ids[r][:p + 1], skip_special_tokens=True)
-                                   [-self.cfg.context_chars:] for r, p in zip(rows, positions)], dtype=object),
-            "vector": vectors.reshape(len(rows), self.d_model),
-        }
+        return self.columns([(doc_ids[r], ids[r], int(p)) for r, p in zip(rows, positions)], vectors)

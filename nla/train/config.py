@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nla.settings import TrainDType
 from nla.train.grpo import GRPOConfig
 from nla.train.loop import TrainConfig
 from nla.train.targets import TeacherSettings
@@ -36,7 +37,7 @@ class TrainJobConfig:
     lake: str = ""  # lake root; "" = $NLA_LAKE, else ./lake
     ray_address: str = ""  # "" = $RAY_ADDRESS if set, else a local Ray
     device: Literal["cpu", "cuda"] = "cpu"
-    dtype: Literal["float32", "bfloat16"] = "float32"  # weights; sft.dtype=bf16 adds autocast
+    dtype: TrainDType = "float32"  # weights; sft.dtype=bfloat16 adds autocast
     eval_samples: int = 256  # held-out activations explained greedily for round-trip fve (grpo, and av sft)
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100, batch_size=32, lr=1e-4,
                                                                  warmup_steps=10, log_every=10))

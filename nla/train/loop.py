@@ -1,7 +1,8 @@
-"""The training loop every SFT in nla uses: AdamW, warmup + cosine, accumulation, clipping, fp32/bf16, evaluation.
+"""The training loop every SFT in nla uses: AdamW, warmup + cosine, accumulation, clipping, float32/bfloat16
+autocast, evaluation.
 
 It knows nothing of AV/AR: a caller hands it a `loss_fn(batch) -> loss` and a batch iterator. Plain torch: Ray
-Train wraps this loop in jobs/ (issue 7) without changing it.
+Train wraps this loop in jobs/ without changing it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nla.settings import TrainDType
+
 
 @dataclass
 class TrainConfig:
@@ -26,7 +29,7 @@ class TrainConfig:
     warmup_steps: int = 20  # linear warmup, then cosine decay to min_lr_ratio * lr
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    dtype: TrainDType = "float32"  # bfloat16 = autocast to bfloat16 (the weights stay as loaded)
     eval_every: int = 0  # steps between evaluations; 0 = only at the end
     seed: int = 0
     log_every: int = 50
@@ -85,7 +88,7 @@ def train(params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tenso
         next(batches)
     result, t0 = TrainResult(), time.perf_counter()
     autocast = torch.autocast("cpu" if params[0].device.type == "cpu" else "cuda", dtype=torch.bfloat16,
-                              enabled=cfg.dtype == "bf16")
+                              enabled=cfg.dtype == "bfloat16")
     for step in range(start_step, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)

@@ -26,6 +26,7 @@ from nla.checkpoint import save_ar, save_av
 from nla.client import check_meta, eos_ids
 from nla.lake.store import Lake
 from nla.meta import NLAMeta
+from nla.settings import torch_dtype
 from nla.train.config import TrainJobConfig
 from nla.train.data import Examples, load_examples
 from nla.train.grpo import GRPOTrainer
@@ -96,7 +97,7 @@ class MetricsLog:
 def run_sft(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
             data: tuple[Examples, Examples] | None = None) -> dict[str, Any]:
     """SFT of cfg.role; `data` = (train, held-out) examples in hand instead of cfg.data's table (benches)."""
-    dtype = getattr(torch, cfg.dtype)
+    dtype = torch_dtype(cfg.dtype)
     if cfg.role == "av":
         model, tok, meta = load_av(cfg.init, dtype, env.device)
     else:
@@ -201,7 +202,7 @@ def roundtrip_fve(av: Any, tok: Any, av_meta: NLAMeta, ar: ARModel, ar_meta: NLA
 def run_grpo(cfg: TrainJobConfig, env: WorkerEnv, out: Path,
              data: tuple[Examples, Examples] | None = None) -> dict[str, Any]:
     """GRPO of cfg.init against cfg.ar; `data` = (train, held-out) examples in hand instead of cfg.data's table."""
-    dtype, g = getattr(torch, cfg.dtype), cfg.grpo
+    dtype, g = torch_dtype(cfg.dtype), cfg.grpo
     policy, tok, av_meta = load_av(cfg.init, dtype, env.device)
     reference = hf.load_causal_lm(cfg.init, dtype=dtype).to(env.device)
     ar, _, ar_meta = load_ar(cfg.ar, dtype, env.device)

@@ -39,7 +39,7 @@ def test_schedule_warms_up_then_decays():
     assert lr_at(50, cfg) < lr_at(20, cfg)
 
 
-@pytest.mark.parametrize("dtype, accum", [("fp32", 1), ("bf16", 2)])
+@pytest.mark.parametrize("dtype, accum", [("float32", 1), ("bfloat16", 2)])
 def test_ar_sft_learns(pair, dtype, accum):
     meta = NLAMeta.load(pair[1])
     ar = ARModel.from_pretrained(pair[1])
