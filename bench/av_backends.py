@@ -40,7 +40,7 @@ def case(name: str, av: Path, vector_sets: list, max_new_tokens: int) -> dict:
 
     from nla import NLAClient
     from nla.av import SamplingParams
-    from nla.av_vllm import VLLMSettings
+    from nla.vllm_settings import VLLMSettings
 
     params = SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
     vectors = vector_sets[0]
@@ -74,8 +74,9 @@ def main() -> None:
 
     from nla.bases import smollm2_folder
     from nla.checkpoint import init_pair
-    from nla.extract import ExtractConfig, Extractor
-    from nla.toy.build import ensure_toy_kit
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
+    from nla.toy.kit import ensure_toy_kit
     from nla.toy.corpus import generate_corpus
 
     kit = ensure_toy_kit()

@@ -40,7 +40,8 @@ from bench.gpu_stages import (agreement, ar_inputs, build_tokenizer, ceilings, c
                               rel_err, sidecars)
 from nla.ar import ARModel  # noqa: E402
 from nla.av import AVPrompter, HFBackend, SamplingParams  # noqa: E402
-from nla.extract import ExtractConfig, Extractor  # noqa: E402
+from nla.extract import Extractor  # noqa: E402
+from nla.extract_config import ExtractConfig  # noqa: E402
 from nla.fast.decode import FastBackend, shared_prefix_length  # noqa: E402
 from nla.fast.prefill import FastAR, FastPrefill  # noqa: E402
 from nla.fast.sampling import sample_key  # noqa: E402

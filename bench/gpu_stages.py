@@ -40,7 +40,8 @@ from nla import prompt as P  # noqa: E402
 from nla.ar import ARModel  # noqa: E402
 from nla.av import AVPrompter, HFBackend, SamplingParams  # noqa: E402
 from nla.checkpoint import pair_metas  # noqa: E402
-from nla.extract import ExtractConfig, Extractor  # noqa: E402
+from nla.extract import Extractor  # noqa: E402
+from nla.extract_config import ExtractConfig  # noqa: E402
 from nla.fast.decode import FastBackend, shared_prefix_length  # noqa: E402
 from nla.fast.prefill import FastAR, FastPrefill, Ragged  # noqa: E402
 from nla.meta import NLAMeta  # noqa: E402

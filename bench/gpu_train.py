@@ -174,7 +174,8 @@ def fsdp_check(av0: Path, ar0: Path, train, held, work: Path, device: str, steps
 
 
 def toy_data(base: Path, layer: int, n_docs: int, device: str):
-    from nla.extract import ExtractConfig, Extractor
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
     from nla.toy.corpus import generate_corpus, teacher_explanation
     from nla.train.data import Examples
 

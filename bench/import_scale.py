@@ -34,7 +34,7 @@ def one(rows: int, folder: Path) -> dict:
 
     from nla.imports.importer import import_vectors
     from nla.lake.store import Lake
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
 
     av = folder / "av"
     av.mkdir()

@@ -41,7 +41,7 @@ def pure_stage_seconds(corpus: Path, threads: int) -> dict[str, float]:
     import torch
 
     from nla.config import load_config
-    from nla.extract import ExtractConfig
+    from nla.extract_config import ExtractConfig
     from nla.labeling.config import LabelConfig
     from nla.labeling.corpus import list_shards
     from nla.settings import SamplingSettings
@@ -49,7 +49,7 @@ def pure_stage_seconds(corpus: Path, threads: int) -> dict[str, float]:
     from nla.stages.extract import ExtractStage
     from nla.stages.read import ReadShard
     from nla.stages.score import ScoreStage
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
 
     cfg = load_config(LabelConfig, ROOT / "jobs/configs/toy.yaml")
     kit = ensure_toy_kit()
@@ -155,7 +155,7 @@ def main() -> None:
               f"{fp['corpus_bytes'] / 2**20:.1f} MiB) in {fp['corpus_seconds']:.3f} s")
         out.write_text(json.dumps(results, indent=2))
         return
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
     ensure_toy_kit()

@@ -43,7 +43,7 @@ def main() -> None:
     from nla.quality.flags import FLAGS
     from nla.quality.lakepass import template_spreads
     from nla.quality.settings import QualitySettings
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
     kit, s = ensure_toy_kit(), QualitySettings()

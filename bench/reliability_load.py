@@ -124,7 +124,7 @@ def main() -> int:
     ap.add_argument("--replica", choices=sorted(USES), default="av", help="the deployment whose replica is killed")
     ap.add_argument("--config", default=str(serve_load.ROOT / "serve" / "config.yaml"))
     args = ap.parse_args()
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
 
     serve_load.WORK.mkdir(parents=True, exist_ok=True)
     kit = ensure_toy_kit()

@@ -41,8 +41,9 @@ def sh(*args: str) -> str:
 def heldout_vectors(n_docs: int, seed: int):
     import torch
 
-    from nla.extract import ExtractConfig, Extractor
-    from nla.toy.build import ToyRecipe, ensure_toy_kit
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
+    from nla.toy.kit import ToyRecipe, ensure_toy_kit
     from nla.toy.corpus import generate_corpus
 
     r = ToyRecipe()
@@ -64,7 +65,7 @@ def main() -> None:
 
     from nla.jobs.retrain import paired, relabel_mse
     from nla.metrics import fve_nrm
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
     kit = ensure_toy_kit()

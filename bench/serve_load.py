@@ -168,7 +168,7 @@ def main() -> int:
     token, proc = os.environ.get("NLA_API_TOKEN", ""), None
     base = args.url
     if base is None:
-        from nla.toy.build import ensure_toy_kit
+        from nla.toy.kit import ensure_toy_kit
 
         WORK.mkdir(parents=True, exist_ok=True)
         kit = ensure_toy_kit()

@@ -76,7 +76,7 @@ def worker_loop(config: dict) -> None:
 
 def resolve(cfg: TrainJobConfig) -> TrainJobConfig:
     """Toy paths, defaults and the checks that must fail before Ray starts (every input named with its fix)."""
-    from nla.client import check_checkpoint
+    from nla.checks import check_checkpoint
     from nla.meta import NLAMeta
     from nla.pair import resolve_folder
 

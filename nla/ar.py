@@ -15,9 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from nla import hf
 from nla import prompt as P
+from nla.checks import VALUE_HEAD_FILE
 from nla.errors import NLACheckpointError
 
-VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

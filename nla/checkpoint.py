@@ -16,7 +16,8 @@ import torch
 from nla import hf
 from nla import prompt as P
 from nla.ar import ARModel
-from nla.extract import ExtractConfig, Extractor
+from nla.extract import Extractor
+from nla.extract_config import ExtractConfig
 from nla.meta import NLAMeta, TokenMeta
 
 # Generic English used to measure the residual norm at layer K when `nla init` is given no injection scale.

@@ -13,17 +13,18 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import numpy as np
 import torch
 
-from nla import checked, hf
+from nla import hf
 from nla.ar import ARModel
 from nla.av import AVPrompter, Generation, HFBackend, SamplingParams, decode_generations
 from nla.av_stream import Partial, stream_generations
-from nla.errors import NLACheckpointError, NLAConfigError, NLAInputError
+from nla.checks import check_meta, check_role
+from nla.errors import NLAConfigError, NLAInputError
 from nla.injection import as_vectors
 from nla.meta import NLAMeta
 from nla.metrics import cosine, mse_nrm
 
 if TYPE_CHECKING:
-    from nla.av_vllm import VLLMSettings
+    from nla.vllm_settings import VLLMSettings
 
 AVEngine = Literal["hf", "fast", "vllm"]  # how NLAClient generates: transformers, nla/fast/decode.py, or vLLM
 AV_ENGINES: tuple[str, ...] = get_args(AVEngine)
@@ -42,58 +43,6 @@ def eos_ids(folder: Path, tokenizer: Any) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-def _check_role(meta: NLAMeta, role: str) -> None:
-    if meta.kind != "nla_model" or meta.role != role:
-        other = {"av": "NLAClient", "ar": "NLACritic"}
-        raise NLAConfigError(f"{meta.source}: role is {meta.role!r} but this loader needs {role!r}. Fix: point "
-                             f"{other[role]} at the {role.upper()} folder (the AV explains, the AR reconstructs).")
-
-
-def check_meta(meta: NLAMeta, role: str, tokenizer: Any, model_config: Any) -> NLAMeta:
-    _check_role(meta, role)
-    d = model_config.get_text_config().hidden_size
-    if d != meta.d_model:
-        raise NLAConfigError(f"{meta.source}: key 'd_model' is {meta.d_model} but the model's hidden size is {d}. "
-                             "Fix: the sidecar belongs to another model; use the one shipped with these weights.")
-    meta.validate(tokenizer)
-    return meta
-
-
-def check_weights(folder: str | Path) -> None:
-    """Every *.safetensors file in the folder must have a readable header whose tensors fit the file. A truncated
-    download fails here in milliseconds, not later inside a model load on a worker."""
-    from safetensors import safe_open
-
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        try:
-            with safe_open(str(f), framework="numpy"):
-                pass
-        except Exception as e:  # safetensors' SafetensorError derives from Exception only
-            raise NLACheckpointError(f"{f}: unreadable ({type(e).__name__}: {str(e)[:200]}). Fix: the file is "
-                                     "truncated or corrupt; download the checkpoint again.") from e
-
-
-def check_checkpoint(checkpoint_dir: str | Path, role: str) -> NLAMeta:
-    """What NLAClient / NLACritic check on load, without loading weights: the sidecar against the folder's own
-    tokenizer and config.json, and every safetensors header against its file's size. Jobs and the server call it
-    before starting Ray, so a bad folder is one clear error instead of a failed worker. A folder that passed the
-    tokenizer check unchanged before skips it (nla.checked): the weights' headers are read every time."""
-    from nla.ar import VALUE_HEAD_FILE
-
-    folder = hf.check_folder(checkpoint_dir)
-    meta = NLAMeta.load(folder)
-    _check_role(meta, role)  # before the tokenizer loads: the AR given as the AV is refused at once
-    key = checked.stamp(folder, role)
-    if not checked.passed(key):  # this exact folder has not passed this exact check before (nla/checked.py)
-        check_meta(meta, role, hf.load_tokenizer(folder), hf.load_config(folder))
-        checked.remember(key)
-    if role == "ar" and not (folder / VALUE_HEAD_FILE).is_file():
-        raise NLACheckpointError(f"{folder / VALUE_HEAD_FILE}: missing. Fix: download value_head.safetensors with "
-                                 "the AR checkpoint (it is not derivable).")
-    check_weights(folder)
-    return meta
 
 
 class NLAClient:
@@ -207,7 +156,7 @@ class NLACritic:
                  batch_size: int = 64) -> None:
         self.checkpoint_dir = hf.check_folder(checkpoint_dir)
         meta = NLAMeta.load(self.checkpoint_dir)
-        _check_role(meta, "ar")  # an AV folder is refused before anything loads
+        check_role(meta, "ar")  # an AV folder is refused before anything loads
         self.tokenizer = hf.load_tokenizer(self.checkpoint_dir)
         self.model = ARModel.from_pretrained(self.checkpoint_dir, dtype=dtype, device=device)
         self.meta = check_meta(meta, "ar", self.tokenizer, self.model.lm.config)

@@ -8,8 +8,6 @@ It does not write tables or decide concurrency (jobs/ does).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,7 @@ import torch
 
 from nla import hf
 from nla.errors import NLAInputError
-
-
-@dataclass
-class ExtractConfig:
-    layer: int  # K: read the output of block K
-    positions_per_doc: int = 10  # sampled positions per document (the release: up to ~10)
-    min_position: int = 50  # first eligible position (the release skips the first 50 tokens)
-    all_positions: bool = False  # every non-special position >= min_position instead of a sample
-    seed: int = 0  # with doc_id, keys the position RNG
-    max_length: int = 1024  # tokens per document; longer documents are cut
-    context_chars: int = 400  # characters of detokenised prefix kept with each row
-    batch_size: int = 8  # documents per forward
+from nla.extract_config import ExtractConfig, doc_id_for, position_rng
 
 
 # A document longer than max_length * CUT_CHARS_PER_TOKEN characters is tokenized from a prefix of that many
@@ -60,16 +47,6 @@ def bounded_texts(tokenizer: Any, texts: list[str], max_length: int) -> list[str
                 t = head
         out.append(t)
     return out
-
-
-def doc_id_for(text: str) -> str:
-    """A stable content hash for documents that come without an id."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
-
-
-def position_rng(seed: int, doc_id: str) -> np.random.Generator:
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
-    return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
 class Extractor:

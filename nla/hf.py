@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nla.errors import NLACheckpointError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -81,16 +79,18 @@ def truncate_config(cfg: Any, n_blocks: int, *, source: str = "config") -> None:
         text.layer_types = list(text.layer_types)[:n_blocks]
 
 
-def load_causal_lm(folder: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+def load_causal_lm(folder: str | Path, *, dtype: Any = None, device: str = "cpu",
                    n_blocks: int | None = None) -> Any:
-    """AutoModelForCausalLM from a folder in eval mode; with n_blocks, blocks past it are never loaded."""
+    """AutoModelForCausalLM from a folder in eval mode (dtype: a torch dtype, float32 when None); with n_blocks,
+    blocks past it are never loaded."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     p = check_folder(folder)
     cfg = load_config(p, n_blocks=n_blocks)
     try:
         with quiet():
-            model = AutoModelForCausalLM.from_pretrained(str(p), config=cfg, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(p), config=cfg, dtype=dtype or torch.float32)
     except Exception as e:  # safetensors' SafetensorError derives from Exception only
         raise NLACheckpointError(f"{p}: cannot load the weights ({type(e).__name__}: {str(e)[:300]}). Fix: the "
                                  "safetensors files are missing or truncated; download the checkpoint again.") from e

@@ -27,7 +27,7 @@ SAMPLE_BYTES = 2**20  # of a large file: its safetensors header, its size, and 1
 def resolve_folder(value: str, part: str) -> str:
     """A configured checkpoint: "toy" = the toy kit's `part` (built if missing), "" = none, else the folder."""
     if value == "toy":
-        from nla.toy.build import ensure_toy_kit
+        from nla.toy.kit import ensure_toy_kit
 
         return str(ensure_toy_kit() / part)
     return str(Path(value).expanduser().resolve()) if value else ""
@@ -85,7 +85,7 @@ class Pair:
 def resolve_pair(*, av: str, ar: str = "", base: str = "", check_av: bool = True, what: str = "labeling") -> Pair:
     """Resolve and check the configured AV (required), AR and base ("" = not used). check_av=False reads only the
     AV's sidecar (extraction needs its layer and width, not its weights)."""
-    from nla.client import check_checkpoint, check_weights
+    from nla.checks import check_checkpoint, check_weights
 
     if not av:
         raise NLAConfigError(f"models.av is empty: {what} needs an AV (its sidecar names the layer K and width d). "
@@ -117,4 +117,4 @@ def lake_base_id(configured: str, base: Checkpoint) -> str:
 
 
 __all__ = ["Checkpoint", "Pair", "checkpoint", "checkpoint_id", "fingerprint", "lake_base_id", "resolve_folder",
-           "resolve_pair", "os"]
+           "resolve_pair"]

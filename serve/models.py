@@ -52,7 +52,8 @@ class ExtractorModel:
 
     def __init__(self, folder: str, layer: int, settings: DeploymentSettings, *, device: str, dtype: str,
                  max_tokens: int, max_positions: int) -> None:
-        from nla.extract import ExtractConfig, Extractor
+        from nla.extract import Extractor
+        from nla.extract_config import ExtractConfig
 
         self.ext = Extractor.from_pretrained(folder, ExtractConfig(layer=layer, max_length=max_tokens), device=device,
                                              dtype=torch_dtype(dtype))
@@ -62,7 +63,7 @@ class ExtractorModel:
     def _plan(self, text: str, positions: list[int] | None, sample: int | None, min_position: int,
               seed: int) -> dict[str, Any]:
         """Tokens of `text` and the positions to read (checked): the per-request part, before the shared forward."""
-        from nla.extract import doc_id_for, position_rng
+        from nla.extract_config import doc_id_for, position_rng
 
         from nla.chat import encode
 

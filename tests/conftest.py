@@ -93,7 +93,7 @@ def pair(make_base, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy_kit() -> Path:
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
 
     return ensure_toy_kit()
 

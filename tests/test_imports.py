@@ -45,3 +45,13 @@ def test_importing_the_library_loads_no_ray():
             "print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_label_drivers_and_reader_load_no_torch():
+    """The job's driver plans and commits, and the reader parses shards: neither needs torch, whose import costs
+    each of those processes about 2 CPU-seconds at every job start (the model stages import it in __init__)."""
+    code = ("import sys, nla.jobs.label, nla.jobs.entry, nla.stages.read, nla.labeling.plan, nla.labeling.committer, "
+            "nla.pair, nla.checks, nla.toy.kit; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"

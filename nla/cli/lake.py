@@ -270,7 +270,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.keyword:
             t = q.keyword(args.text, limit=args.k)
             return _print_hits(t, ["act_id", "mse", "context", "explanation"], args.format)
-        from nla.client import NLACritic, check_checkpoint
+        from nla.client import NLACritic
+        from nla.checks import check_checkpoint
 
         ar = args.ar or _toy_ar()
         q.check_width(check_checkpoint(ar, "ar").d_model, f"--ar {ar}")  # before the AR loads
@@ -311,7 +312,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _toy_ar() -> Path:
-    from nla.toy.build import kit_dir
+    from nla.toy.kit import kit_dir
 
     ar = kit_dir() / "ar"
     if not (ar / "nla_meta.yaml").is_file():

@@ -76,8 +76,10 @@ def _base_for(args: argparse.Namespace, meta: Any) -> Path:
 def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nla.client import NLAClient, NLACritic, check_checkpoint
-    from nla.extract import ExtractConfig, Extractor
+    from nla.client import NLAClient, NLACritic
+    from nla.checks import check_checkpoint
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
     from nla.prompt import av_content
 
     # every input is checked against the sidecar before a model loads: a bad one is refused in a second, not after
@@ -129,7 +131,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from nla.client import NLACritic, check_checkpoint
+    from nla.client import NLACritic
+    from nla.checks import check_checkpoint
     from nla.prompt import ar_text
 
     meta = check_checkpoint(args.ar, "ar")  # the inputs first, against the sidecar: then the model loads

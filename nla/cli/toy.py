@@ -64,7 +64,8 @@ def _figures(report: dict) -> str:
 
 
 def cmd_toy_build(args: argparse.Namespace) -> int:
-    from nla.toy.build import build, ensure_toy_kit, kit_dir
+    from nla.toy.build import build
+    from nla.toy.kit import ensure_toy_kit, kit_dir
 
     kit = build(kit_dir()) if args.force else ensure_toy_kit()
     report = json.loads((kit / "report.json").read_text())
@@ -76,7 +77,7 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
 
 
 def cmd_toy_path(args: argparse.Namespace) -> int:
-    from nla.toy.build import kit_dir
+    from nla.toy.kit import kit_dir
 
     kit = kit_dir()
     print(kit if (kit / "report.json").is_file() else "")
@@ -125,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nla.labeling.config import default_config
     from nla.lake.query import LakeQuery
     from nla.lake.store import Lake
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
     t0 = time.perf_counter()

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla.extract import ExtractConfig, Extractor, bounded_texts, check_texts, doc_id_for
+from nla.extract import Extractor, bounded_texts, check_texts
+from nla.extract_config import ExtractConfig, doc_id_for
 from nla.fast.attention import causal_attention
 from nla.fast.blocks import Blocks
 

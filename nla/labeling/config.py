@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from nla.av_vllm import VLLMSettings
-from nla.extract import ExtractConfig
+from nla.vllm_settings import VLLMSettings
+from nla.extract_config import ExtractConfig
 from nla.quality.settings import QualitySettings
 from nla.settings import ModelsConfig, SamplingSettings
 

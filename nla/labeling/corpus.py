@@ -18,7 +18,7 @@ from typing import Any
 
 from nla.errors import NLAInputError
 from nla.lake import storage
-from nla.extract import doc_id_for
+from nla.extract_config import doc_id_for
 
 SUFFIX_FORMAT = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt", ".arrow": "hf"}
 

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nla.av_vllm import VLLMSettings
 from nla.batches import ERROR, OK, objects, require, take
-from nla.fast.sampling import sample_key
 from nla.settings import DType, SamplingSettings, torch_dtype
 from nla.stages import set_threads
+from nla.vllm_settings import VLLMSettings
 
 if TYPE_CHECKING:
     from nla.client import AVEngine
@@ -35,6 +34,8 @@ class ExplainStage:
         self.sampling, self.samples = sampling, sampling.samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from nla.fast.sampling import sample_key
+
         require(batch, COLUMNS, "ExplainStage")
         t0 = time.perf_counter()
         ok = np.flatnonzero(batch["status"] == OK)

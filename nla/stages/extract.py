@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from nla.batches import OK, concat, objects, require
-from nla.extract import ExtractConfig, Extractor
+from nla.extract_config import ExtractConfig
 from nla.lake.rows import act_id
 from nla.settings import DType, torch_dtype
 from nla.stages import set_threads
@@ -22,6 +22,8 @@ COLUMNS = {"shard": "shard id", "doc_id": "document id", "text": "document text"
 class ExtractStage:
     def __init__(self, *, base: str, base_id: str, config: ExtractConfig, device: str = "cpu",
                  dtype: DType = "float32", threads: int = 0, fast: bool = False) -> None:
+        from nla.extract import Extractor
+
         set_threads(threads)
         self.cfg = config
         if fast:  # length-bucketed batches of up to 32k tokens through our own block loop (nla/fast/prefill.py)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from nla.batches import require
 from nla.settings import DType, torch_dtype
 from nla.stages import set_threads
+
+if TYPE_CHECKING:
+    import torch
 
 COLUMNS = {"explanation": "AV explanation (None unless expl_status is ok)", "expl_status": "ok | no_tags | ...",
            "vector": "(n, d) float32 activations"}
@@ -47,6 +50,8 @@ class ScoreStage:
 
     def _fast_scores(self, explanations: list[str], vectors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """NLACritic.score_batch on the fast path: the same AR inputs (template, BOS), unpadded."""
+        import torch
+
         from nla import prompt as P
         from nla.metrics import cosine, mse_nrm
 

@@ -8,11 +8,10 @@ $NLA_HOME/toy/<recipe hash> and rebuilt only when the recipe or the code that bu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,66 +21,16 @@ import torch
 from nla import hf
 from nla import prompt as P
 from nla.ar import ARModel
-from nla.bases import nla_home
 from nla.checkpoint import pair_metas, save_ar, save_av
-from nla.extract import ExtractConfig, Extractor
+from nla.extract import Extractor
+from nla.extract_config import ExtractConfig
 from nla.toy.corpus import generate_corpus, teacher_explanation, vocabulary_texts
+from nla.toy.kit import ToyRecipe
 from nla.toy.tokenizer import train_tokenizer, vocab_size_of
 from nla.train.loop import TrainConfig, index_batches, train
 from nla.train.sft import train_ar, train_av, trained_meta
 
 TOY_AV_TEMPLATE = "Here is the vector:\n\n<concept>{injection_char}</concept>\n\nPlease provide an explanation."
-
-
-@dataclass
-class ToyRecipe:
-    seed: int = 0
-    n_docs: int = 3000  # documents; the last eval_fraction of them are held out (split by document)
-    eval_fraction: float = 0.1
-    hidden: int = 128  # base model width (d_model of the pair)
-    blocks: int = 3
-    heads: int = 4
-    layer: int = 1  # K: the pair reads the output of block 1
-    positions_per_doc: int = 6
-    min_position: int = 8
-    base_steps: int = 500
-    base_lr: float = 3e-3
-    base_batch: int = 32
-    ar_steps: int = 800
-    av_steps: int = 600
-    sft_lr: float = 1e-3
-    sft_batch: int = 64
-    roundtrip_eval: int = 384  # held-out vectors explained greedily for the round-trip figure
-
-    def key(self) -> str:
-        """Recipe + the source of every module that shapes the kit: a change to either rebuilds it."""
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        root = Path(__file__).resolve().parents[1]
-        for f in sorted([*(root / "toy" / n for n in ("corpus.py", "tokenizer.py", "build.py")),
-                         *(root / "train" / n for n in ("loop.py", "sft.py")),
-                         *(root / n for n in ("ar.py", "av.py", "injection.py", "prompt.py", "extract.py",
-                                              "checkpoint.py", "meta.py", "hf.py", "metrics.py"))]):
-            h.update(f.read_bytes())
-        return h.hexdigest()[:12]
-
-
-def kit_dir(recipe: ToyRecipe | None = None) -> Path:
-    return nla_home() / "toy" / (recipe or ToyRecipe()).key()
-
-
-def ensure_toy_kit(recipe: ToyRecipe | None = None, *, log: Any = print) -> Path:
-    """The cached kit folder (base/, av/, ar/, report.json), built first if missing."""
-    import fcntl
-
-    out = kit_dir(recipe)
-    if (out / "report.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "w") as lock:  # concurrent processes build it once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / "report.json").is_file():
-            return out
-        return build(out, recipe, log=log)
 
 
 def _base_model(tokenizer: Any, r: ToyRecipe) -> Any:

@@ -13,9 +13,10 @@ import numpy as np
 def write_toy_sae(out: str | Path, *, latents: int = 512, seed: int = 7) -> Path:
     from safetensors.numpy import save_file
 
-    from nla.extract import ExtractConfig, Extractor
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
     from nla.meta import NLAMeta
-    from nla.toy.build import ensure_toy_kit
+    from nla.toy.kit import ensure_toy_kit
     from nla.toy.corpus import generate_corpus
 
     kit = ensure_toy_kit()

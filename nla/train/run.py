@@ -23,7 +23,8 @@ from nla import hf
 from nla.ar import ARModel
 from nla.av import AVPrompter
 from nla.checkpoint import save_ar, save_av
-from nla.client import check_meta, eos_ids
+from nla.client import eos_ids
+from nla.checks import check_meta
 from nla.lake.store import Lake
 from nla.meta import NLAMeta
 from nla.settings import torch_dtype

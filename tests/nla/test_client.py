@@ -104,7 +104,7 @@ def test_tokenizer_drift(pair, tmp_path):
 def test_check_checkpoint_remembers_a_pass_and_rechecks_a_changed_folder(pair, tmp_path, monkeypatch):
     """A folder that passed is not re-checked against its tokenizer (nla.checked), until any file in it changes."""
     from nla import checked
-    from nla.client import check_checkpoint
+    from nla.checks import check_checkpoint
 
     monkeypatch.setenv("NLA_HOME", str(tmp_path / "home"))
     av = _copy(pair[0], tmp_path / "av")

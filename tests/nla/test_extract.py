@@ -8,7 +8,8 @@ import torch
 
 from nla import hf
 from nla.errors import NLACheckpointError, NLAInputError
-from nla.extract import ExtractConfig, Extractor
+from nla.extract import Extractor
+from nla.extract_config import ExtractConfig
 
 TEXTS = ["alice scored a late goal for the team in paris . fans in paris cheered as the match ended .",
          "a heavy storm moved over oslo last night .",

@@ -9,7 +9,8 @@ from nla import NLAClient, NLACritic
 from nla import hf
 from nla import prompt as P
 from nla.checkpoint import init_pair
-from nla.extract import ExtractConfig, Extractor
+from nla.extract import Extractor
+from nla.extract_config import ExtractConfig
 from nla.meta import NLAMeta
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from nla import NLAClient, NLACritic
-from nla.extract import ExtractConfig, Extractor
+from nla.extract import Extractor
+from nla.extract_config import ExtractConfig
 from nla.meta import NLAMeta
-from nla.toy.build import ToyRecipe, kit_dir
+from nla.toy.kit import ToyRecipe, kit_dir
 from nla.toy.corpus import generate_corpus, teacher_explanation
 
 

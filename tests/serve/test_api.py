@@ -82,7 +82,8 @@ def test_health_models_page_docs_and_token(server):
 
 
 def test_extract_matches_the_library_also_when_batched(server, toy_kit):
-    from nla.extract import ExtractConfig, Extractor
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
 
     ext = Extractor.from_pretrained(toy_kit / "base", ExtractConfig(layer=1, min_position=0, all_positions=True))
     texts = [TEXT, "chen said the goal will win the coach . " * 6, "omar asked the bank about a loan ."]

@@ -17,7 +17,7 @@ vllm = need_module("vllm", "vLLM runs in .venv-vllm: `python3 dev.py test` build
 
 from nla import NLAClient  # noqa: E402
 from nla.av import SamplingParams  # noqa: E402
-from nla.av_vllm import VLLMSettings  # noqa: E402
+from nla.vllm_settings import VLLMSettings  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,7 +30,8 @@ def toy_pair(toy_kit):
 
 @pytest.fixture(scope="module")
 def toy_vectors(toy_kit):
-    from nla.extract import ExtractConfig, Extractor
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
     from nla.toy.corpus import generate_corpus
 
     docs = generate_corpus(12, 4242)

@@ -10,7 +10,8 @@ from nla.ar import ARModel
 from nla.av import AVPrompter, HFBackend, SamplingParams
 from nla.checkpoint import pair_metas
 from nla.errors import NLAInputError
-from nla.extract import ExtractConfig, Extractor
+from nla.extract import Extractor
+from nla.extract_config import ExtractConfig
 from nla.fast.attention import cascade_attention
 from nla.fast.decode import FastBackend, repeat_groups, shared_prefix_length
 from nla.fast.sampling import sample_key

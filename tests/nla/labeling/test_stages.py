@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nla.batches import concat
-from nla.extract import ExtractConfig
+from nla.extract_config import ExtractConfig
 from nla.labeling.committer import ShardCommitter
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake

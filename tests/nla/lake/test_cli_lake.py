@@ -64,7 +64,7 @@ def test_missing_lake_is_clear(tmp_path):
 
 
 def test_index_then_search_matches_exact(toy_kit, tmp_path):
-    from nla.client import check_checkpoint
+    from nla.checks import check_checkpoint
     from nla.lake.store import Lake
     from nla.schemas import ACTIVATIONS, EXPLANATIONS
     from tests.nla.lake.conftest import shard_rows

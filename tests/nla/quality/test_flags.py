@@ -61,7 +61,8 @@ def test_the_toy_av_cut_short_is_truncated_and_nothing_else(av):
 def test_lake_flags_find_the_planted_template_and_low_norm_inputs(tmp_path, toy_kit, av):
     """Toy-kit activations (their real explanations from the toy AV), in 3 shards; planted: one text on 12 unrelated
     vectors (template) and 4 inputs scaled to 2% of their norm (low_norm)."""
-    from nla.extract import ExtractConfig, Extractor
+    from nla.extract import Extractor
+    from nla.extract_config import ExtractConfig
     from nla.toy.corpus import generate_corpus
 
     docs = generate_corpus(30, 31)
