@@ -26,7 +26,7 @@ def bench_module():
 def test_av_replica_killed_under_load(server):
     bench = bench_module()
     port = server.url.rsplit(":", 1)[1]
-    serve_pid = next(p for p, cmd in tree(os.getpid()).items() if " serve " in cmd and f"--port {port}" in cmd)
+    serve_pid = next(p for p, cmd in tree(os.getpid()).items() if " -m nla.serve " in cmd and f"--port {port}" in cmd)
     rows, killed_at, what = asyncio.run(bench.load_with_kill(server.url, server.token, clients=8, before=4.0,
                                                              after=6.0, kill=bench.replica_killer(serve_pid, "av")))
     res = bench.analyse(rows, killed_at, "av")

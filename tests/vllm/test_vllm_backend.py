@@ -98,7 +98,7 @@ def test_label_job_with_vllm_av(toy_kit, toy_pair, tmp_path):
     from nla.lake.store import Lake
     from nla.toy.shards import write_corpus
 
-    write_corpus(tmp_path / "corpus", docs=40, shards=2, seed=5)
+    write_corpus(tmp_path / "corpus", docs=12, shards=2, seed=5)
     lake = tmp_path / "lake"
     p = subprocess.run([sys.executable, "-m", "nla.jobs.label", "--config", "jobs/configs/toy.yaml",
                         f"input={tmp_path / 'corpus'}", f"lake={lake}", "models.av_backend=vllm",
@@ -109,7 +109,7 @@ def test_label_job_with_vllm_av(toy_kit, toy_pair, tmp_path):
            "USING (act_id) ORDER BY e.act_id")
     with LakeQuery(Lake(lake)) as q:
         rows = q.run(sql, limit=None).to_pylist()
-    assert len(rows) == 240  # 40 documents x 6 positions
+    assert len(rows) == 72  # 12 documents x 6 positions
     hf, _ = toy_pair
     gens = hf.explain(np.array([r["vector"] for r in rows], np.float32), temperature=0, max_new_tokens=64)
     assert [(r["explanation"], r["status"]) for r in rows] == [(g.explanation, g.status) for g in gens]
