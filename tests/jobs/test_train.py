@@ -37,7 +37,7 @@ def lake(tmp_path_factory, toy_kit):
     from nla.toy.shards import write_corpus
 
     root = tmp_path_factory.mktemp("train")
-    write_corpus(root / "corpus", docs=240, shards=3, seed=31)
+    write_corpus(root / "corpus", docs=120, shards=3, seed=31)  # 720 activations: the retrain loop relabels them all
     p = nla("label", f"input={root / 'corpus'}", "--lake", str(root / "lake"), ONE_ACTOR)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     lk = Lake(root / "lake")
