@@ -88,10 +88,10 @@ def _ddp_rank(rank: int, world: int, port: int, overrides: list[str], out: str) 
 def test_sft_av_two_workers_fsdp_equals_ddp(lake, toy_kit, tmp_path):
     """AV SFT through Ray Train under FSDP2 (gloo), 2 workers, against the same run_sft under DDP on two gloo ranks
     without Ray: the same final eval loss (1e-4 relative; here 0.230881 both, 1e-7 apart; a Ray Train FSDP run whose
-    workers do not sync ended 8% off on a 240-document lake). The curve is written step by step and the checkpoint registered; the FSDP checkpoint (gathered to rank
-    0, written in the release layout) loads with NLAClient and explains. (DDP through Ray Train: the GRPO job below;
-    FSDP against DDP for the AR too: tests/nla/test_train.py; one worker: the retrain loop's SFT and the resume
-    test.)"""
+    workers do not sync ended 8% off on a 240-document lake). The curve is written step by step and the checkpoint
+    registered; the FSDP checkpoint (gathered to rank 0, written in the release layout) loads with NLAClient and
+    explains. (DDP through Ray Train: the GRPO job below; FSDP against DDP for the AR too: tests/nla/test_train.py;
+    one worker: the retrain loop's SFT and the resume test.)"""
     args = ("--data", "all_ok", "--steps", "4", "limit=160", "sft.batch_size=8", "sft.lr=3e-4", "sft.warmup_steps=1",
             "sft.log_every=1", "scaling.checkpoint_every=2")
     fsdp = sft_two_workers("av", "fsdp", lake, toy_kit, tmp_path / "fsdp", *args)
