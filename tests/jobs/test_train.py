@@ -228,13 +228,13 @@ def test_targets_teacher(lake):
     (["role=av", "data=hard", "scaling.strategy=zero3"], "scaling.strategy"),
 ])
 def test_bad_train_input(lake, toy_kit, args, match, capsys):
-    """Each is refused with exit 2 and one line naming the fix, before Ray starts: `python -m jobs.train` (what
+    """Each is refused with exit 2 and one line naming the fix, before Ray starts: `python -m nla.jobs.train` (what
     `nla train sft` hands over to) called in this process, which saves a Python start with torch per case; the same
     refusal through the `nla` command and its own process: test_bad_data_empty_and_wrong_d."""
-    import jobs.train
+    import nla.jobs.train
 
     args = [f"init={toy_kit / 'av'}" if a == "init=AV" else a for a in args]
-    code = jobs.train.main(["--algo", "sft", *args, f"lake={lake}", "sft.steps=1"])
+    code = nla.jobs.train.main(["--algo", "sft", *args, f"lake={lake}", "sft.steps=1"])
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert match in err and "Fix" in err and len(err.strip().splitlines()) == 1, err
