@@ -53,6 +53,19 @@ def heldout_vectors(n_docs: int, seed: int):
     return torch.from_numpy(ext([d.text for d in docs], [d.doc_id for d in docs])["vector"])
 
 
+
+def relabel_mse(av: str, ar: str, vectors, max_new_tokens: int) -> np.ndarray:
+    """Per-vector mse of a greedy AV explanation scored by the AR; a failed sample counts 2.0 (an orthogonal guess)."""
+    from nla.client import NLAClient, NLACritic
+
+    client, critic = NLAClient(av, batch_size=128), NLACritic(ar, batch_size=128)
+    gens = client.explain(vectors, temperature=0, max_new_tokens=max_new_tokens)
+    mse, _ = critic.score_batch([g.explanation or g.raw_output or "(empty)" for g in gens], vectors)
+    out = mse.numpy().astype(np.float64)
+    out[np.array([g.status != "ok" for g in gens])] = 2.0
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=600, help="toy documents labeled (x6 activations)")
@@ -63,7 +76,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrain_toy.json"))
     args = ap.parse_args()
 
-    from nla.jobs.retrain import paired, relabel_mse
+    from nla.jobs.retrain import paired
     from nla.metrics import fve_nrm
     from nla.toy.kit import ensure_toy_kit
     from nla.toy.shards import write_corpus
