@@ -51,15 +51,18 @@ class Request:
         return isinstance(self.status, int) and self.status < 500
 
 
-def replica_killer(server_pid: int, deployment: str) -> Callable[[], str]:
-    """A function that SIGKILLs the first replica of `deployment` under the server process and says which."""
-    def kill() -> str:
+def replica_killer(server_pid: int, deployment: str) -> Callable[[], tuple[str, float]]:
+    """A function that SIGKILLs the first replica of `deployment` under the server process and says which, and when
+    (time.monotonic() as the signal went: finding the process takes a while on a loaded machine, and requests sent
+    meanwhile are still served by it)."""
+    def kill() -> tuple[str, float]:
         title = f"ServeReplica:nla:{deployment}"
         pid = next((p for p, cmd in process_tree(server_pid).items() if title in cmd), None)
         if pid is None:
             raise RuntimeError(f"no {title} process under pid {server_pid}")
+        at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        return f"{title} (pid {pid})"
+        return f"{title} (pid {pid})", at
 
     return kill
 
@@ -79,7 +82,7 @@ async def _client(session, base: str, mix: serve_load.Mix, seed: int, stop_at: f
 
 
 async def load_with_kill(base: str, token: str, *, clients: int, before: float, after: float,
-                         kill: Callable[[], str]) -> tuple[list[Request], float, str]:
+                         kill: Callable[[], tuple[str, float]]) -> tuple[list[Request], float, str]:
     """`clients` loops of mixed requests for before + after seconds; kill() runs at `before`. Returns every request,
     the kill's monotonic time and what was killed."""
     import aiohttp
@@ -93,8 +96,7 @@ async def load_with_kill(base: str, token: str, *, clients: int, before: float, 
         loops = [asyncio.create_task(_client(session, base, mix, i, t0 + before + after, rows))
                  for i in range(clients)]
         await asyncio.sleep(max(0.0, t0 + before - time.monotonic()))
-        killed_at = time.monotonic()
-        what = await asyncio.get_running_loop().run_in_executor(None, kill)
+        what, killed_at = await asyncio.get_running_loop().run_in_executor(None, kill)
         await asyncio.gather(*loops)
         return rows, killed_at, what
 
