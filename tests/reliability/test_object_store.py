@@ -134,9 +134,9 @@ def test_store_restarted_mid_job(s3, reference, monkeypatch):
     assert len(waits) == 2 and "does not answer (endpoint unreachable)" in waits[0] and "answers again" in waits[1], \
         out[-3000:]
     retried = sum(int(m.group(1)) for ln in out.splitlines() if (m := re.search(r"; (\d+) writes retried", ln)))
-    # the write that met the outage went through after it: a shard's commit (counted on its [commit] line) or the
-    # run's progress row, which the job also writes while it runs
-    if "committing unit" in waits[1]:
+    # the write that met the outage went through after it: a shard's commit, its data or its ledger row (counted on
+    # its [commit] line), or the run's progress row, which the job also writes while it runs
+    if "committing unit" in waits[1] or "merging into 'shards' went through" in waits[1]:
         assert retried > 0, out[-3000:]
     else:
         assert "merging into 'runs' went through" in waits[1], out[-3000:]
