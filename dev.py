@@ -92,7 +92,8 @@ def test_vllm(env: dict[str, str], log: Path) -> int:
             return 1
         return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=10", "-p",
                                "no:cacheprovider", "tests/vllm", TRITON_TEST], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                              env={**env, "VLLM_CPU_KVCACHE_SPACE": "1"}).returncode
+                              env={**env, "VLLM_CPU_KVCACHE_SPACE": "1",  # OMP_NUM_THREADS, not a thread a core:
+                                   "VLLM_CPU_OMP_THREADS_BIND": "nobind"}).returncode
 
 
 def main() -> int:
@@ -109,6 +110,9 @@ def main() -> int:
                               env=env).returncode
     ensure_chromium()
     env["NLA_REQUIRE_GROUPS"] = "1"  # a missing Chromium, vLLM or Triton fails its tests (tests/groups.py)
+    # one OpenMP thread in every process the suite starts: two pytest workers and the vLLM group already keep the
+    # cores busy, and a second thread only spins at barriers while another process holds its core (tests/conftest.py)
+    env["OMP_NUM_THREADS"] = "1"
     # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
     vllm_log = ROOT / ".venv-vllm.log"
     vllm_rc: list[int] = []

@@ -9,30 +9,59 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+# One torch thread in each of dev.py's two pytest workers (OMP_NUM_THREADS=1 there): with two, a worker's small ops
+# wait at OpenMP barriers whenever the other worker holds a core (tests/nla's model tests: 66 -> 43 CPU-seconds).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("OMP_NUM_THREADS") == "1" else 2)
 
 SHORT_AV = "Here is the vector:\n\n<concept>{injection_char}</concept>\n\nPlease provide an explanation."
 
 
-def pytest_xdist_make_scheduler(config, log):
-    """Under `--dist loadfile` (dev.py test): whole files to each worker, as xdist does, except that the files whose
-    tests take the session's `server` all go to the same worker: one server for them, not one a worker."""
-    if config.getvalue("dist") != "loadfile":
-        return None
+def server_files(root: Path) -> set[str]:
+    """The test files (relative to root) with a test that takes the session's `server`."""
     import re
 
+    uses_server = re.compile(r"def test_\w+\([^)]*\bserver\b")
+    return {str(p.relative_to(root)) for p in Path(__file__).parent.rglob("test_*.py")
+            if uses_server.search(p.read_text(encoding="utf-8"))}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile` (dev.py test): whole files to each worker, as xdist does, except that the files whose
+    tests take the session's `server` all go to the same worker, one after another: one server for them, not one a
+    worker, stopped once they are done (pytest_runtest_teardown below)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
-    uses_server = re.compile(r"def test_\w+\([^)]*\bserver\b")
-    server_files = {str(p.relative_to(config.rootpath)) for p in Path(__file__).parent.rglob("test_*.py")
-                    if uses_server.search(p.read_text(encoding="utf-8"))}
+    files = server_files(config.rootpath)
 
     class FileScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "the server's files" if path in server_files else path
+            return "the server's files" if path in files else path
 
     return FileScheduling(config, log)
+
+
+_server_stop: list = []  # the session server's stop, while it runs
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the session's server as soon as no test ahead in this process uses it, not at the end of the session:
+    idle, its Serve controller, replicas and Ray cluster took ~100 CPU-seconds over a 20-minute suite on 2 cores.
+    Under xdist the server's files come as one unit (above), so the first item from another file ends them; in one
+    process, the last item of a server file in the run's order does."""
+    if not _server_stop:
+        return
+    files = server_files(item.config.rootpath)
+    in_files = lambda it: it is not None and it.nodeid.split("::", 1)[0] in files  # noqa: E731
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        done = not in_files(nextitem)
+    else:
+        done = not any(in_files(it) for it in item.session.items[item.session.items.index(item) + 1:])
+    if done:
+        _server_stop.pop()()
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +132,11 @@ def server(toy_kit, tmp_path_factory):
     """One real `nla serve` (toy kit, a labeled lake, a bearer token) for every HTTP test of the session."""
     from tests.serve.conftest import start_server
 
-    yield from start_server(toy_kit, tmp_path_factory)
+    running = start_server(toy_kit, tmp_path_factory)
+    _server_stop.append(running.close)  # SIGINT to the server (the generator's finally)
+    yield next(running)
+    if _server_stop:
+        _server_stop.pop()()
 
 
 S3_BUCKET = "nla-lake"

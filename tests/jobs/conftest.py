@@ -1,6 +1,6 @@
 """The job tests' drivers join one Ray cluster (`RAY_ADDRESS`) started once for this package, as jobs submitted to
 a real cluster do, instead of each starting a local Ray of its own (4-5 s each on 2 cores). The fault tests in
-tests/reliability keep their own local Ray: they kill the driver's process tree."""
+tests/reliability share one cluster the same way (tests/reliability/conftest.py)."""
 
 from __future__ import annotations
 

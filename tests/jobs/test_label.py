@@ -20,10 +20,11 @@ from nla.lake.store import Lake
 ONE_ACTOR = "explainer.concurrency=1"
 
 
-def job(*args: str, wait: bool = True, **kw):
+def job(*args: str, wait: bool = True, env: dict[str, str] | None = None, **kw):
+    """`nla <args>` in a subprocess (env: variables to add, e.g. the Ray cluster to join)."""
     if args and args[0] == "label" and not any(a.startswith("explainer.concurrency=") for a in args):
         args = (*args, ONE_ACTOR)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", "nla.cli.main", *args]
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

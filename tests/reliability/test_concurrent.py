@@ -79,7 +79,7 @@ def committed(driver_output: str) -> int:
     return int(re.search(r"committed (\d+) shards", driver_output).group(1))
 
 
-def test_two_jobs_at_once_with_compaction(reference, tmp_path):
+def test_two_jobs_at_once_with_compaction(reference, ray_cluster, tmp_path):
     """Job X labels all 8 shards, job Y the last 4 (the same files): Y's shards are written by both jobs at once,
     X's first 4 by X alone while Y commits. A compaction loop runs beside both."""
     lake, half = tmp_path / "lake", tmp_path / "half"
@@ -88,7 +88,8 @@ def test_two_jobs_at_once_with_compaction(reference, tmp_path):
         (half / f"part-{i:04d}.jsonl").symlink_to(reference.corpus / f"part-{i:04d}.jsonl")
     compactor = Compactor(lake)
     # one AV actor each (the toy default has two): two jobs already fill the two cores
-    x, y = Run(lake, reference.corpus, "explainer.concurrency=1"), Run(lake, half, "explainer.concurrency=1")
+    x = Run(ray_cluster, lake, reference.corpus, "explainer.concurrency=1")
+    y = Run(ray_cluster, lake, half, "explainer.concurrency=1")
     out_x, out_y = x.finish(), y.finish()
     compacted = compactor.finish()
     assert duplicates(lake) == {"activations": 0, "explanations": 0}

@@ -28,6 +28,7 @@ import pytest
 from nla.labeling.identity import name_of
 from tests.conftest import S3_BUCKET
 from tests.jobs.test_label import job
+from tests.raycluster import Cluster
 from tests.reliability.conftest import JOB_ARGS, duplicates, kill_tree, report, snapshot, tree
 
 SEED = 20261125
@@ -99,12 +100,19 @@ def test_driver_killed_mid_commit_then_rerun(reference, tmp_path, request, where
 
 
 class Run:
-    """One `nla label` subprocess; a thread collects its output, so the test can act on lines and on time."""
+    """One `nla label` subprocess on the package's Ray cluster; a thread collects its output, so the test can act on
+    lines and on time."""
 
-    def __init__(self, lake: Path, corpus: Path, *args: str) -> None:
-        self.p = job("label", f"input={corpus}", "--lake", str(lake), *JOB_ARGS, *args, wait=False)
+    def __init__(self, cluster: Cluster, lake: Path | str, corpus: Path, *args: str) -> None:
+        self.cluster = cluster
+        self.before = set(self.cluster_tree())  # the job's actors are the cluster's processes that are new
+        self.p = job("label", f"input={corpus}", "--lake", str(lake), *JOB_ARGS, *args, wait=False,
+                     env={**cluster.env, "RAY_ADDRESS": cluster.address})
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(iter(self.p.stdout.readline, "")), daemon=True).start()
+
+    def cluster_tree(self) -> dict[int, str]:
+        return {pid: cmd for node in self.cluster.nodes for pid, cmd in tree(node.pid).items()}
 
     def until(self, ready, timeout: float = 240):
         deadline = time.monotonic() + timeout
@@ -116,15 +124,17 @@ class Run:
         return got
 
     def actor(self, stage: str, *, busy: bool) -> int | None:
-        """The pid of the stage's actor process; with busy, only while it runs a batch (Ray titles it `.submit`)."""
-        return next((pid for pid, cmd in tree(self.p.pid).items() if f"MapBatches({stage})" in cmd
-                     and (not busy or ".submit" in cmd)), None)
+        """The pid of this job's actor of the stage; with busy, only while it runs a batch (Ray titles it
+        `.submit`)."""
+        return next((pid for pid, cmd in self.cluster_tree().items() if pid not in self.before
+                     and f"MapBatches({stage})" in cmd and (not busy or ".submit" in cmd)), None)
+
+    def alive(self, pid: int) -> bool:
+        return pid in self.cluster_tree()
 
     def kill_driver(self) -> None:
-        family = tree(self.p.pid)  # before the driver dies: its local Ray is then reparented and untraceable
-        os.kill(self.p.pid, signal.SIGKILL)
+        os.kill(self.p.pid, signal.SIGKILL)  # the cluster then ends the job's actors
         self.p.wait(30)
-        kill_tree(family)  # the rest of its local Ray (a cluster would clean up the driver's actors itself)
 
     def finish(self, timeout: float = 300) -> str:
         try:
@@ -136,11 +146,12 @@ class Run:
         return out
 
 
-def run_with_kills(lake: Path, corpus: Path, plan: list[tuple[str, str]], rng: random.Random, *args: str) -> list:
+def run_with_kills(cluster: Cluster, lake: Path, corpus: Path, plan: list[tuple[str, str]], rng: random.Random,
+                   *args: str) -> list:
     """Run the job and SIGKILL one process per (stage or "driver", when), a seeded 0-200 ms after the moment: when
     "up", as soon as the stage's actor process exists (it is starting or reading); when "busy", while it runs a
     batch. The driver goes while the stage named in its `when` is busy, so work is still in flight."""
-    run, tried = Run(lake, corpus, *args), []
+    run, tried = Run(cluster, lake, corpus, *args), []
     try:
         for what, when in plan:
             stage, _, state = when.partition(":") if what == "driver" else (what, "", when)
@@ -151,7 +162,7 @@ def run_with_kills(lake: Path, corpus: Path, plan: list[tuple[str, str]], rng: r
                 run.kill_driver()
             else:
                 os.kill(pid, signal.SIGKILL)
-                run.until(lambda: pid not in tree(run.p.pid))
+                run.until(lambda: not run.alive(pid))
             tried.append(f"{what} ({when}, +{delay * 1000:.0f} ms)")
     except BaseException:
         kill_tree(tree(run.p.pid))
@@ -161,12 +172,12 @@ def run_with_kills(lake: Path, corpus: Path, plan: list[tuple[str, str]], rng: r
     return tried
 
 
-def test_actors_then_driver_killed_fused(reference, tmp_path):
+def test_actors_then_driver_killed_fused(reference, ray_cluster, tmp_path):
     rng = random.Random(SEED + 1)
     lake = tmp_path / "lake"
-    tried = run_with_kills(lake, reference.corpus, [("ReadShard", "up"), ("FusedStage", "up"), ("FusedStage", "busy"),
+    tried = run_with_kills(ray_cluster, lake, reference.corpus, [("ReadShard", "up"), ("FusedStage", "up"), ("FusedStage", "busy"),
                                                     ("FusedStage", "busy"), ("driver", "FusedStage:busy")], rng)
-    out = Run(lake, reference.corpus).finish()
+    out = Run(ray_cluster, lake, reference.corpus).finish()
     assert "already committed" in out
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
     assert snapshot(lake) == snapshot(reference.lake)
@@ -179,15 +190,15 @@ def test_actors_then_driver_killed_fused(reference, tmp_path):
 CHAINED = ("fuse=false", "explainer.concurrency=2", "explainer.num_cpus=0.5")
 
 
-def test_actors_then_driver_killed_chained(reference, tmp_path):
+def test_actors_then_driver_killed_chained(reference, ray_cluster, tmp_path):
     rng = random.Random(SEED + 2)
     lake = tmp_path / "lake"
     # the score actor goes at its first batch and an AV actor next: the AV stage, the slowest, is still busy when
     # the driver is killed (with two AV actors it can finish before a later score batch comes)
-    tried = run_with_kills(lake, reference.corpus, [("ExtractStage", "up"), ("ExtractStage", "busy"),
+    tried = run_with_kills(ray_cluster, lake, reference.corpus, [("ExtractStage", "up"), ("ExtractStage", "busy"),
                                                     ("ScoreStage", "busy"), ("ExplainStage", "busy"),
                                                     ("driver", "ExplainStage:busy")], rng, *CHAINED)
-    Run(lake, reference.corpus, *CHAINED).finish()
+    Run(ray_cluster, lake, reference.corpus, *CHAINED).finish()
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
     got, want = snapshot(lake), snapshot(reference.lake)
     # chained pools batch differently from the fused actor (the AV and AR see other batch shapes), so vectors and
@@ -204,11 +215,11 @@ def test_actors_then_driver_killed_chained(reference, tmp_path):
            "and cos within 1e-5 (other batch shapes)")
 
 
-def test_sigint_then_resume(reference, tmp_path):
+def test_sigint_then_resume(reference, ray_cluster, tmp_path):
     """Ctrl-C on the driver after its first commit: one line (shards committed, shards left, how to resume), exit
     130, the run recorded as interrupted; the rerun completes the lake byte-identical to the undisturbed run."""
     lake = tmp_path / "lake"
-    run = Run(lake, reference.corpus)
+    run = Run(ray_cluster, lake, reference.corpus)
     try:
         run.until(lambda: any(line.startswith("[commit]") for line in run.lines))
         os.kill(run.p.pid, signal.SIGINT)
@@ -230,7 +241,7 @@ def test_sigint_then_resume(reference, tmp_path):
     with LakeQuery(Lake(lake)) as q:
         assert q.run("SELECT status FROM runs").column("status").to_pylist() == ["interrupted"]
     assert len(ledger_backed(lake)["explanations"]) == committed
-    out = Run(lake, reference.corpus).finish()
+    out = Run(ray_cluster, lake, reference.corpus).finish()
     assert f"{committed} already committed under this recipe, {8 - committed} to do" in out
     assert snapshot(lake) == snapshot(reference.lake)
     assert duplicates(lake) == {"activations": 0, "explanations": 0}

@@ -79,7 +79,7 @@ def test_simultaneous_commits_take_the_conditional_put_path(s3):
            "retried; versions 1-6, every row once")
 
 
-def test_store_restarted_mid_job(s3, reference, monkeypatch):
+def test_store_restarted_mid_job(s3, reference, ray_cluster, monkeypatch):
     """The job's store goes away after its 4th commit (a forwarder in front of the moto server refuses new connections
     and cuts open ones; the server keeps its objects, as a restarted MinIO would). First it stays away: past
     NLA_STORE_WAIT_S the job stops with one line naming the lake and the fix. The rerun loses the store after its
@@ -105,7 +105,7 @@ def test_store_restarted_mid_job(s3, reference, monkeypatch):
     def commits(run: Run) -> int:
         return sum(ln.startswith("[commit]") for ln in run.lines)
 
-    gone = Run(lake, reference.corpus)
+    gone = Run(ray_cluster, lake, reference.corpus)
     at(gone, lambda: commits(gone) >= 4)  # the rerun then has at most 4 shards to do
     store.down()
     try:
@@ -122,7 +122,7 @@ def test_store_restarted_mid_job(s3, reference, monkeypatch):
     cut = store.cut
     store.up()
 
-    rerun = Run(lake, reference.corpus)
+    rerun = Run(ray_cluster, lake, reference.corpus)
     at(rerun, lambda: commits(rerun) >= 1)
     store.down()
     at(rerun, lambda: any(ln.startswith("[store]") for ln in rerun.lines))  # the next commit found it gone
