@@ -43,6 +43,13 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+# Delta writes a checkpoint (the table's state in one Parquet file) every this many commits, and a reader replays only
+# the JSON log entries after the last one. Delta's default, 100, meant up to 100 reads per table load, each a GET on
+# an object store: the data tables and the shard ledger take commits per shard (3 commit drivers and a compaction loop
+# on one s3:// lake: 17,000 log GETs; docs/object-store.md).
+CHECKPOINT_INTERVAL = 10
+
+
 @dataclass
 class TableInfo:
     name: str
@@ -148,6 +155,7 @@ class Lake:
             with self._writing(name):
                 write_deltalake(self.uri(name), schema.empty_table(), mode="error",
                                 partition_by=list(spec.partition_by) or None, name=name, description=desc,
+                                configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
                                 storage_options=self.storage_options)
         except DeltaError as e:
             # two jobs starting on a fresh lake both create `runs`: the one that lost finds the table there and

@@ -21,10 +21,11 @@ class Compactor:
     Every shard commit merges a row into the ledger, which leaves it a new small file each time: the ledger always
     has files to compact, and each merge reads the files a compaction replaces, so the two race for real."""
 
-    def __init__(self, lake: Path) -> None:
+    def __init__(self, lake: Path | str, pause_s: float = 0.05) -> None:
         from nla.lake.store import Lake
 
         self.lake, self.stop, self.done, self.errors = Lake(lake), threading.Event(), 0, []
+        self.pause_s = pause_s  # between rounds
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -39,7 +40,7 @@ class Compactor:
                     pass  # not created yet
                 except Exception as e:  # noqa: BLE001 - recorded: the test fails on any but a clear conflict
                     self.errors.append(f"{type(e).__name__}: {e}")
-            self.stop.wait(0.05)
+            self.stop.wait(self.pause_s)
 
     def finish(self) -> str:
         self.stop.set()
