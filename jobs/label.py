@@ -96,6 +96,9 @@ def build_dataset(plan: Plan, cfg: LabelConfig):
     if plan.mode == "label" and cfg.fuse:
         return stage(ds, FusedStage, cfg.explainer, cfg.extractor.batch_size, extract=kw["extract"],
                      explain=kw["explain"], score=kw.get("score"))
+    if plan.mode == "from-activations" and cfg.fuse:  # explain -> score in one actor, as above
+        return stage(ds, FusedStage, cfg.explainer, cfg.explainer.batch_size, extract=None, explain=kw["explain"],
+                     score=kw.get("score"))
     if plan.mode != "from-activations":
         ds = stage(ds, ExtractStage, cfg.extractor, cfg.extractor.batch_size, **kw["extract"])
     if plan.mode != "extract":

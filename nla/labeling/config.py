@@ -69,8 +69,8 @@ class LabelConfig:
     # changed since: error = refuse the run and name it; relabel = label the new content beside the old rows; skip
     ray_address: str = ""  # "" = $RAY_ADDRESS if set, else a local Ray
     verbose: bool = False  # show Ray's own progress blocks and start-up logs (by default one [commit] line a shard)
-    fuse: bool = False  # label mode: extract+explain+score in one actor pool (the explainer's resources); for
-    # CPU-only machines and models that share one GPU: no hand-offs, no stages fighting over cores
+    fuse: bool = False  # extract+explain+score in one actor pool (the explainer's resources; --from-activations:
+    # explain+score); for CPU-only machines and models that share one GPU: no hand-offs, no stages fighting over cores
     models: LabelModels = field(default_factory=LabelModels)
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)

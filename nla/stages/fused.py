@@ -1,4 +1,5 @@
-"""FusedStage: extract -> explain -> score in one actor (one call per batch of documents).
+"""FusedStage: extract -> explain -> score in one actor (one call per batch of documents), or explain -> score (one
+call per batch of stored activations: `nla label --from-activations`, extract=None).
 
 For machines where the stages would fight over the same cores (a laptop, the toy kit) or where all three models fit
 one GPU: no hand-offs between actors, no oversubscribed threads, and `concurrency` copies scale data-parallel.
@@ -18,10 +19,11 @@ from nla.stages.score import ScoreStage
 
 
 class FusedStage:
-    def __init__(self, *, extract: dict[str, Any], explain: dict[str, Any], score: dict[str, Any] | None,
+    def __init__(self, *, extract: dict[str, Any] | None, explain: dict[str, Any], score: dict[str, Any] | None,
                  threads: int = 0) -> None:
         set_threads(threads)
-        self.stages = [ExtractStage(**extract), ExplainStage(**explain)]
+        self.stages = [ExtractStage(**extract)] if extract is not None else []
+        self.stages.append(ExplainStage(**explain))
         if score is not None:
             self.stages.append(ScoreStage(**score))
 
