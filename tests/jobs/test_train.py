@@ -169,7 +169,7 @@ def _cmdline(proc) -> str:
 def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path, shared_ray):
     out = tmp_path / "kill"
     p = nla("train", "sft", "--role", "ar", "--data", "all_ok", "--from", str(toy_kit / "ar"), "--out", str(out),
-            "--lake", str(lake), "--steps", "120", "scaling.checkpoint_every=10", "sft.batch_size=8", wait=False)
+            "--lake", str(lake), "--steps", "60", "scaling.checkpoint_every=10", "sft.batch_size=8", wait=False)
     lines, killed = [], []
     deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
