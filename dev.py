@@ -105,6 +105,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if sys.argv[1] == "demo":
         return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+    env["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage-stats actor in each test cluster (Ray Data starts one a cluster)
     if sys.argv[2:]:  # a selection was asked for: run just that, in .venv
         return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", *sys.argv[2:]], cwd=ROOT,
                               env=env).returncode

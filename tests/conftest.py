@@ -139,6 +139,18 @@ def server(toy_kit, tmp_path_factory):
         _server_stop.pop()()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The Ray cluster the labeling and training jobs of tests/jobs and tests/reliability join (`RAY_ADDRESS`), as
+    jobs submitted to a real cluster do: one a pytest worker, started when a test first needs it, not a local Ray
+    per job (each cost ~15 CPU-seconds of start-up on 2 cores). 4 logical CPUs: a label job asks for 1.25, a
+    2-worker training run for 1 plus its controller, two toy jobs at once (test_concurrent.py) fit."""
+    from tests.raycluster import running
+
+    with running([(4, {})]) as cluster:
+        yield cluster
+
+
 S3_BUCKET = "nla-lake"
 
 

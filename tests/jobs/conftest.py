@@ -1,19 +1,16 @@
-"""The job tests' drivers join one Ray cluster (`RAY_ADDRESS`) started once for this package, as jobs submitted to
-a real cluster do, instead of each starting a local Ray of its own (4-5 s each on 2 cores). The fault tests in
-tests/reliability share one cluster the same way (tests/reliability/conftest.py)."""
+"""The job tests' drivers join the session's Ray cluster (`RAY_ADDRESS`; tests/conftest.py), as jobs submitted to
+a real cluster do, instead of each starting a local Ray of its own. The fault tests in tests/reliability join the
+same cluster (their `Run`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.raycluster import running
-
 
 @pytest.fixture(scope="package", autouse=True)
-def shared_ray():
-    # 4 logical CPUs on the 2 cores: a label job asks for 1.25, a 2-worker training run for 1 plus its controller
-    with running([(4, {})]) as cluster, pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_ADDRESS", cluster.address)
+def shared_ray(ray_cluster):
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ADDRESS", ray_cluster.address)
         for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-            env.setenv(k, cluster.env[k])
-        yield cluster
+            env.setenv(k, ray_cluster.env[k])
+        yield ray_cluster

@@ -32,17 +32,6 @@ def report(tried: str, held: str) -> None:
     print(f"\n[reliability] tried: {tried}\n[reliability] held:  {held}")
 
 
-@pytest.fixture(scope="package")
-def ray_cluster():
-    """The Ray cluster the package's labeling jobs join (`Run`), as jobs submitted to a real cluster do: one for
-    the package, not a local Ray per run (each cost ~15 CPU-seconds of start-up, ten runs here). The kills find the
-    job's actors under the cluster's processes; when its driver dies, the cluster ends the job's actors itself."""
-    from tests.raycluster import running
-
-    with running([(4, {})]) as cluster:  # 4 logical CPUs: two toy jobs at once (test_concurrent.py) fit
-        yield cluster
-
-
 @dataclass
 class Reference:
     corpus: Path

@@ -100,7 +100,7 @@ def test_driver_killed_mid_commit_then_rerun(reference, tmp_path, request, where
 
 
 class Run:
-    """One `nla label` subprocess on the package's Ray cluster; a thread collects its output, so the test can act on
+    """One `nla label` subprocess on the session's Ray cluster; a thread collects its output, so the test can act on
     lines and on time."""
 
     def __init__(self, cluster: Cluster, lake: Path | str, corpus: Path, *args: str) -> None:
