@@ -258,9 +258,16 @@ def test_bad_data_empty_and_wrong_d(lake, make_base, tmp_path):
 @pytest.fixture(scope="module")
 def retrained(lake, tmp_path_factory):
     """One `nla retrain` on the module's lake (last: it adds tables and relabels), read by the two tests below."""
+    import yaml
+
     out = tmp_path_factory.mktemp("retrained")
-    p = nla("retrain", "--lake", str(lake), "--input", str(lake.parent / "corpus"), "--steps", "6", "--k", "2",
-            "--eval-rows", "40", "--quantile", "0.6", "--out", str(out))
+    # its labeling jobs (--input, then the relabels) with one AV actor, as every job of this package (ONE_ACTOR)
+    cfg = yaml.safe_load(Path("jobs/configs/toy.yaml").read_text(encoding="utf-8"))
+    cfg["explainer"]["concurrency"] = 1
+    (out / "label.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    p = nla("retrain", "--lake", str(lake), "--input", str(lake.parent / "corpus"), "--label-config",
+            str(out / "label.yaml"), "--steps", "6", "--k", "2", "--eval-rows", "40", "--quantile", "0.6", "--out",
+            str(out))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     with LakeQuery(Lake(lake)) as q:
         run_id = q.run("SELECT run_id FROM runs WHERE job = 'retrain'").column("run_id")[0].as_py()
