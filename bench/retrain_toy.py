@@ -53,7 +53,6 @@ def heldout_vectors(n_docs: int, seed: int):
     return torch.from_numpy(ext([d.text for d in docs], [d.doc_id for d in docs])["vector"])
 
 
-
 def relabel_mse(av: str, ar: str, vectors, max_new_tokens: int) -> np.ndarray:
     """Per-vector mse of a greedy AV explanation scored by the AR; a failed sample counts 2.0 (an orthogonal guess)."""
     from nla.client import NLAClient, NLACritic

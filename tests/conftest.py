@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -16,13 +17,14 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.g
 SHORT_AV = "Here is the vector:\n\n<concept>{injection_char}</concept>\n\nPlease provide an explanation."
 
 
-def server_files(root: Path) -> set[str]:
+@functools.cache  # asked after every test while the server runs: the files are read once
+def server_files(root: Path) -> frozenset[str]:
     """The test files (relative to root) with a test that takes the session's `server`."""
     import re
 
     uses_server = re.compile(r"def test_\w+\([^)]*\bserver\b")
-    return {str(p.relative_to(root)) for p in Path(__file__).parent.rglob("test_*.py")
-            if uses_server.search(p.read_text(encoding="utf-8"))}
+    return frozenset(str(p.relative_to(root)) for p in Path(__file__).parent.rglob("test_*.py")
+                     if uses_server.search(p.read_text(encoding="utf-8")))
 
 
 # The heaviest test files, by the seconds their tests took in a clean `python3 dev.py test` (2 cores, 2026-12-07,

@@ -45,6 +45,10 @@ class Cluster:
     nodes: list[subprocess.Popen]
     dirs: list[str]
 
+    def client_env(self) -> dict[str, str]:
+        """The variables a driver sets to join this cluster: its address and token."""
+        return {"RAY_ADDRESS": self.address, **{k: self.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+
 
 def start_node(args: list[str], temp_dir: str, env: dict[str, str], ports: list[int],
                cpus: int) -> subprocess.Popen:

@@ -10,7 +10,6 @@ import pytest
 @pytest.fixture(scope="package", autouse=True)
 def shared_ray(ray_cluster):
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_ADDRESS", ray_cluster.address)
-        for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-            env.setenv(k, ray_cluster.env[k])
+        for k, v in ray_cluster.client_env().items():
+            env.setenv(k, v)
         yield ray_cluster

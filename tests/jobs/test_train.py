@@ -260,9 +260,11 @@ def retrained(lake, tmp_path_factory):
     """One `nla retrain` on the module's lake (last: it adds tables and relabels), read by the two tests below."""
     import yaml
 
+    from nla.labeling.config import default_config
+
     out = tmp_path_factory.mktemp("retrained")
     # its labeling jobs (--input, then the relabels) with one AV actor, as every job of this package (ONE_ACTOR)
-    cfg = yaml.safe_load(Path("jobs/configs/toy.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load(Path(default_config()).read_text(encoding="utf-8"))
     cfg["explainer"]["concurrency"] = 1
     (out / "label.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     p = nla("retrain", "--lake", str(lake), "--input", str(lake.parent / "corpus"), "--label-config",

@@ -107,7 +107,7 @@ class Run:
         self.cluster = cluster
         self.before = set(self.cluster_tree())  # the job's actors are the cluster's processes that are new
         self.p = job("label", f"input={corpus}", "--lake", str(lake), *JOB_ARGS, *args, wait=False,
-                     env={**cluster.env, "RAY_ADDRESS": cluster.address})
+                     env=cluster.client_env())
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(iter(self.p.stdout.readline, "")), daemon=True).start()
 
