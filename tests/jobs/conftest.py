@@ -8,7 +8,7 @@ import pytest
 
 
 @pytest.fixture(scope="package", autouse=True)
-def shared_ray(ray_cluster):
+def shared_ray(ray_cluster, toy_kit):  # the jobs run the toy config: the kit is built before any starts
     with pytest.MonkeyPatch.context() as env:
         for k, v in ray_cluster.client_env().items():
             env.setenv(k, v)

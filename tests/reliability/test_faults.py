@@ -99,6 +99,11 @@ def test_driver_killed_mid_commit_then_rerun(reference, tmp_path, request, where
            "ledger never ahead of the data after any kill; final lake byte-identical to the reference, every key once")
 
 
+class MomentMissed(AssertionError):
+    """The job ended before the moment a kill waited for came (a plan's moments are process states polled every
+    10 ms; on a loaded machine a short job can finish first)."""
+
+
 class Run:
     """One `nla label` subprocess on the session's Ray cluster; a thread collects its output, so the test can act on
     lines and on time."""
@@ -117,8 +122,9 @@ class Run:
     def until(self, ready, timeout: float = 240):
         deadline = time.monotonic() + timeout
         while not (got := ready()):
-            assert self.p.poll() is None, f"the job ended (exit {self.p.returncode}) before the moment came:\n" \
-                                          + "".join(self.lines)[-3000:]
+            if self.p.poll() is not None:
+                raise MomentMissed(f"the job ended (exit {self.p.returncode}) before the moment came:\n"
+                                   + "".join(self.lines)[-3000:])
             assert time.monotonic() < deadline, "".join(self.lines)[-3000:]
             time.sleep(0.01)
         return got
@@ -146,37 +152,48 @@ class Run:
         return out
 
 
-def run_with_kills(cluster: Cluster, lake: Path, corpus: Path, plan: list[tuple[str, str]], rng: random.Random,
-                   *args: str) -> list:
-    """Run the job and SIGKILL one process per (stage or "driver", when), a seeded 0-200 ms after the moment: when
-    "up", as soon as the stage's actor process exists (it is starting or reading); when "busy", while it runs a
-    batch. The driver goes while the stage named in its `when` is busy, so work is still in flight."""
-    run, tried = Run(cluster, lake, corpus, *args), []
-    try:
-        for what, when in plan:
-            stage, _, state = when.partition(":") if what == "driver" else (what, "", when)
-            pid = run.until(lambda: run.actor(stage, busy=state == "busy"))
-            delay = rng.uniform(0.0, 0.2)
-            time.sleep(delay)
-            if what == "driver":
-                run.kill_driver()
-            else:
-                os.kill(pid, signal.SIGKILL)
-                run.until(lambda: not run.alive(pid))
-            tried.append(f"{what} ({when}, +{delay * 1000:.0f} ms)")
-    except BaseException:
-        kill_tree(tree(run.p.pid))
-        raise
-    if plan[-1][0] != "driver":
-        run.finish()
-    return tried
+def run_with_kills(cluster: Cluster, tmp_path: Path, corpus: Path, plan: list[tuple[str, str]], seed: int,
+                   *args: str) -> tuple[Path, list]:
+    """Run the job into a new lake and SIGKILL one process per (stage or "driver", when), a seeded 0-200 ms after the
+    moment: when "up", as soon as the stage's actor process exists (it is starting or reading); when "busy", while
+    it runs a batch. The driver goes while the stage named in its `when` is busy, so work is still in flight.
+    Returns the lake and what was killed. If the job ends before a moment comes (MomentMissed: seen once in ~20 full
+    suites, on a loaded machine), the whole plan is tried once more on another lake, from the same seed: a lake whose
+    plan did not run to its end is not the lake the test means to check."""
+    for attempt in (1, 2):
+        lake, rng, tried = tmp_path / f"lake-{attempt}", random.Random(seed), []
+        run = Run(cluster, lake, corpus, *args)
+        try:
+            for what, when in plan:
+                stage, _, state = when.partition(":") if what == "driver" else (what, "", when)
+                pid = run.until(lambda: run.actor(stage, busy=state == "busy"))
+                delay = rng.uniform(0.0, 0.2)
+                time.sleep(delay)
+                if what == "driver":
+                    run.kill_driver()
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                    run.until(lambda: not run.alive(pid))
+                tried.append(f"{what} ({when}, +{delay * 1000:.0f} ms)")
+        except MomentMissed:
+            kill_tree(tree(run.p.pid))
+            if attempt == 2:
+                raise
+            print(f"[reliability] the job ended before the moment after {tried or 'no kill'}: trying the plan again")
+            continue
+        except BaseException:
+            kill_tree(tree(run.p.pid))
+            raise
+        if plan[-1][0] != "driver":
+            run.finish()
+        return lake, tried
+    raise AssertionError("unreachable")
 
 
 def test_actors_then_driver_killed_fused(reference, ray_cluster, tmp_path):
-    rng = random.Random(SEED + 1)
-    lake = tmp_path / "lake"
-    tried = run_with_kills(ray_cluster, lake, reference.corpus, [("ReadShard", "up"), ("FusedStage", "up"), ("FusedStage", "busy"),
-                                                    ("FusedStage", "busy"), ("driver", "FusedStage:busy")], rng)
+    lake, tried = run_with_kills(ray_cluster, tmp_path, reference.corpus,
+                                 [("ReadShard", "up"), ("FusedStage", "up"), ("FusedStage", "busy"),
+                                  ("FusedStage", "busy"), ("driver", "FusedStage:busy")], SEED + 1)
     out = Run(ray_cluster, lake, reference.corpus).finish()
     assert "already committed" in out
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
@@ -191,13 +208,11 @@ CHAINED = ("fuse=false", "explainer.concurrency=2", "explainer.num_cpus=0.5")
 
 
 def test_actors_then_driver_killed_chained(reference, ray_cluster, tmp_path):
-    rng = random.Random(SEED + 2)
-    lake = tmp_path / "lake"
     # the score actor goes at its first batch and an AV actor next: the AV stage, the slowest, is still busy when
     # the driver is killed (with two AV actors it can finish before a later score batch comes)
-    tried = run_with_kills(ray_cluster, lake, reference.corpus, [("ExtractStage", "up"), ("ExtractStage", "busy"),
-                                                    ("ScoreStage", "busy"), ("ExplainStage", "busy"),
-                                                    ("driver", "ExplainStage:busy")], rng, *CHAINED)
+    lake, tried = run_with_kills(ray_cluster, tmp_path, reference.corpus,
+                                 [("ExtractStage", "up"), ("ExtractStage", "busy"), ("ScoreStage", "busy"),
+                                  ("ExplainStage", "busy"), ("driver", "ExplainStage:busy")], SEED + 2, *CHAINED)
     Run(ray_cluster, lake, reference.corpus, *CHAINED).finish()
     assert duplicates(lake) == {"activations": 0, "explanations": 0}
     got, want = snapshot(lake), snapshot(reference.lake)

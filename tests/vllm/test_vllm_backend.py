@@ -45,6 +45,22 @@ def toy_vectors(toy_kit):
     return np.concatenate([real, rand])
 
 
+# first: it needs no toy kit, so on a fresh machine it runs while the kit builds (dev.py)
+def test_greedy_parity_smollm2(tmp_path_factory):
+    from nla.bases import smollm2_folder
+    from nla.checkpoint import init_pair
+
+    av, _ = init_pair(smollm2_folder(), 10, tmp_path_factory.mktemp("smol"))
+    hf = NLAClient(av)
+    vectors = np.random.default_rng(1).standard_normal((6, hf.meta.d_model)).astype(np.float32)
+    embeds = hf.prompt_embeds(vectors)
+    params = SamplingParams(temperature=0, max_new_tokens=24)
+    expected = hf.backend.generate(embeds, params)
+    del hf
+    vl = NLAClient(av, backend="vllm", vllm=VLLMSettings())
+    assert vl.backend.generate(embeds, params) == expected
+
+
 def test_greedy_parity_toy(toy_pair, toy_vectors):
     hf, vl = toy_pair
     embeds = hf.prompt_embeds(toy_vectors)
@@ -75,21 +91,6 @@ def test_prefix_caching_never_aliases_vectors(toy_pair, toy_vectors):
     for v in toy_vectors[:4]:  # same prefix, different vector at the marker: cached blocks must not be reused
         e = vl.prompt_embeds(v, prompt=prompt)
         assert vl.backend.generate(e, params) == hf.backend.generate(hf.prompt_embeds(v, prompt=prompt), params)
-
-
-def test_greedy_parity_smollm2(tmp_path_factory):
-    from nla.bases import smollm2_folder
-    from nla.checkpoint import init_pair
-
-    av, _ = init_pair(smollm2_folder(), 10, tmp_path_factory.mktemp("smol"))
-    hf = NLAClient(av)
-    vectors = np.random.default_rng(1).standard_normal((6, hf.meta.d_model)).astype(np.float32)
-    embeds = hf.prompt_embeds(vectors)
-    params = SamplingParams(temperature=0, max_new_tokens=24)
-    expected = hf.backend.generate(embeds, params)
-    del hf
-    vl = NLAClient(av, backend="vllm", vllm=VLLMSettings())
-    assert vl.backend.generate(embeds, params) == expected
 
 
 def test_label_job_with_vllm_av(toy_kit, toy_pair, tmp_path):
