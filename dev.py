@@ -55,9 +55,9 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     if stamp.exists() and stamp.read_text() == digest:
         return bindir
     at = lowered if nice else list  # nice: behind the toy kit's build (main)
-    # --no-compile: pip would byte-compile every module of every package (torch, ray, vllm: ~50k files, minutes of
-    # CPU on 2 cores); Python compiles the few thousand that are imported, at their first import, once
-    pip = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile"])
+    # pip byte-compiles what it installs (~1 minute of CPU here), and must: where PYTHONDONTWRITEBYTECODE is set, as on
+    # these machines, nothing else writes the .pyc files, and every process would compile torch's imports again
+    pip = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"])
     torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
     if torch_req != "skip":
         sh(*pip, torch_req, out=out)
