@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -20,15 +21,20 @@ from nla.lake.store import Lake
 ONE_ACTOR = "explainer.concurrency=1"
 
 
+def _terminal_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def job(*args: str, wait: bool = True, env: dict[str, str] | None = None, **kw):
     """`nla <args>` in a subprocess (env: variables to add, e.g. the Ray cluster to join)."""
     if args and args[0] == "label" and not any(a.startswith("explainer.concurrency=") for a in args):
         args = (*args, ONE_ACTOR)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", "nla.cli.main", *args]
-    if not wait:
+    if not wait:  # Ctrl-C as from a terminal: a suite started in the background (`cmd &` in a script) has SIGINT
+        # ignored, and an ignored signal stays ignored across exec, so the job would never see the tests' SIGINT
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_terminal_sigint)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
