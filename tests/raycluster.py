@@ -89,21 +89,33 @@ def stop(cluster: Cluster) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def wait_for_port(port: int, seconds: float, head: subprocess.Popen, log: Path) -> None:
+STARTED = "Ray runtime started."  # what `ray start` prints once its node is registered with the GCS
+
+
+class NodeDidNotStart(Exception):
+    pass
+
+
+def wait_started(node: subprocess.Popen, log: Path, seconds: float) -> None:
+    """Until `ray start` says its node is up. It gives the raylet a fixed 30 s to register with the GCS and then
+    ends the node (and a head's GCS with it): on a loaded 2-core machine that happens, and a cluster whose GCS port
+    merely opened would be dead by the time a test joins it."""
+    def said() -> str:
+        return log.read_text(errors="replace") if log.exists() else ""
+
     deadline = time.time() + seconds
-    while time.time() < deadline and head.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
+    while time.time() < deadline:
+        if STARTED in said():
             return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"the Ray head did not open port {port}:\n{log.read_text()[-3000:]}")
+        if node.poll() is not None:
+            raise NodeDidNotStart(f"`ray start` exited ({node.returncode}) before its node was up:\n{said()[-3000:]}")
+        time.sleep(0.25)
+    raise NodeDidNotStart(f"`ray start` did not bring its node up in {seconds:.0f} s:\n{said()[-3000:]}")
 
 
-@contextmanager
-def running(nodes: list[tuple[int, dict[str, float]]], *, dashboard: bool = False) -> Iterator[Cluster]:
-    """A cluster of one `ray start` per (CPUs, custom resources) in nodes, the first the head (with the dashboard,
-    which serves the state API, on a free port when asked); stopped on exit."""
+def start(nodes: list[tuple[int, dict[str, float]]], dashboard: bool) -> Cluster:
+    """One `ray start` per (CPUs, custom resources) in nodes, each up before the next starts; a cluster that did not
+    come up is stopped before NodeDidNotStart is raised."""
     n = len(NODE_PORT_FLAGS)
     port, client_port, dashboard_port, *node_ports = free_ports(3 + n * len(nodes))  # all at once: no port twice
     # no AWS_* either: as on a real cluster, the nodes hold no credentials of the tests' S3 server, so whatever
@@ -120,8 +132,28 @@ def running(nodes: list[tuple[int, dict[str, float]]], *, dashboard: bool = Fals
             if resources:
                 args += ["--resources", json.dumps(resources)]
             c.nodes.append(start_node(args, c.dirs[i], env, node_ports[i * n:(i + 1) * n], cpus))
-            if i == 0:
-                wait_for_port(port, 60, c.nodes[0], Path(c.dirs[0]) / "ray-start.log")
+            wait_started(c.nodes[i], Path(c.dirs[i]) / "ray-start.log", 180)
+    except BaseException:
+        stop(c)
+        raise
+    return c
+
+
+@contextmanager
+def running(nodes: list[tuple[int, dict[str, float]]], *, dashboard: bool = False) -> Iterator[Cluster]:
+    """A cluster of one `ray start` per (CPUs, custom resources) in nodes, the first the head (with the dashboard,
+    which serves the state API, on a free port when asked); started again (up to three times, on new ports) when a
+    node did not come up; stopped on exit."""
+    for attempt in (1, 2, 3):
+        try:
+            c = start(nodes, dashboard)
+            break
+        except NodeDidNotStart as e:
+            if attempt == 3:
+                raise
+            print(f"[ray] a test cluster's node did not come up (attempt {attempt} of 3), starting it again: "
+                  f"{str(e).splitlines()[-1]}", file=sys.stderr)
+    try:
         yield c
     finally:
         stop(c)
