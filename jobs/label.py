@@ -34,6 +34,7 @@ from nla.lake.rows import storage_dtype
 from nla.lake.runs import config_hash, new_run_id
 from nla.lake.store import now
 from nla.quality.flags import FLAGS
+from nla.rayaddress import cluster_address
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
 from nla.stages.fused import FusedStage
@@ -160,6 +161,7 @@ def describe_plan(plan: Plan) -> None:
 def run(cfg: LabelConfig, mode: Mode = "label") -> dict:
     import ray
 
+    address = None if ray.is_initialized() else cluster_address(cfg.ray_address)  # refused now if nothing answers
     plan = make_plan(cfg, mode)  # every model/lake mismatch is refused here, before any work
     plan.lake.on_store_wait = lambda message: print(f"[store] {message}", flush=True)
     run_id = new_run_id(mode)
@@ -183,7 +185,6 @@ def run(cfg: LabelConfig, mode: Mode = "label") -> dict:
     try:
         if plan.todo:
             if not ray.is_initialized():
-                address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
                 if not cfg.verbose:
                     quiet_ray_data()
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 
 from nla.jobs.entry import run_main
 from nla.errors import NLAInputError
+from nla.rayaddress import cluster_address
 from nla.train.config import TeachConfig
 
 
@@ -70,9 +71,9 @@ def run(cfg: TeachConfig) -> dict:
         av, ar = pair.av.path, pair.ar.path if pair.ar else ""
     run_id, started, t0 = new_run_id("teach"), now(), time.perf_counter()
     config = asdict(cfg)
+    address = None if ray.is_initialized() else cluster_address()  # $RAY_ADDRESS; refused before the run is recorded
     record_run(lake, run_id, job="teach", config=config, status="running", started_at=started)
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  **({} if address else {"num_cpus": os.cpu_count()}))
     ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))

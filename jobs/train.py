@@ -31,6 +31,7 @@ from pathlib import Path
 
 from nla.jobs.entry import run_main
 from nla.errors import NLAConfigError
+from nla.rayaddress import cluster_address
 from nla.train.config import TrainJobConfig
 
 
@@ -147,9 +148,9 @@ def run(cfg: TrainJobConfig) -> dict:
           f"({n} examples), {cfg.scaling.workers} worker(s) {cfg.scaling.strategy}, -> {out}", flush=True)
     config = {**asdict(cfg), "out": str(out)}
     started, t0 = now(), time.perf_counter()
+    address = None if ray.is_initialized() else cluster_address(cfg.ray_address)  # refused before the run is recorded
     record_run(lake, run_id, job=f"train-{cfg.algo}", config=config, status="running", started_at=started)
     if not ray.is_initialized():
-        address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
         ray.init(address=address, include_dashboard=False, **({} if address else {"num_cpus": os.cpu_count()}))
     sc = cfg.scaling
     trainer = TorchTrainer(

@@ -48,8 +48,19 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise NLAConfigError(f"override {item!r}: {part!r} is not a section. Fix: drop the dotted part.")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = _override_value(raw)
     return build(cls, data, source=source)
+
+
+def _override_value(raw: str) -> Any:
+    """KEY=VALUE's value as YAML reads it (4 -> int, true -> bool, [a, b] -> list); text that is not YAML at all, such
+    as ray_address=[::1]:6379, is the string as written (its key's type then decides whether it fits)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def build(cls: type[T], data: dict[str, Any], *, source: str, prefix: str = "") -> T:

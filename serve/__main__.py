@@ -18,6 +18,7 @@ import sys
 import threading
 
 from nla.errors import NLAError
+from nla.rayaddress import cluster_address
 from nla.serve.config import LOOPBACK, TOKEN_ENV, ServeConfig, load_serve_config
 
 
@@ -67,9 +68,10 @@ def run(cfg: ServeConfig) -> None:
         print(f"warning: listening on {host} without a token: anyone who reaches this port can use the API. "
               f"Set {TOKEN_ENV} to require 'Authorization: Bearer <token>'.", file=sys.stderr)
     check_port(host, port)
+    address = cluster_address(cfg.ray_address)  # refused now if nothing answers there (ray.init would retry forever)
     info = resolve_models(cfg.models)
     # a local Ray on a small machine: no dashboard (it costs a core's worth of start-up); clusters keep theirs
-    ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

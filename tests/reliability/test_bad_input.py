@@ -281,6 +281,14 @@ CLI = [  # (case, `nla` arguments, words the error line must hold; {name} = a Be
      ["--ar {narrow_ar} has d=32 but the activations table stores d=128", "Fix:"]),
     ("serve a truncated AR", "serve --port {port} models.ar={trunc_ar}",
      ["{trunc_ar}/value_head.safetensors: unreadable", "Fix: the file is truncated or corrupt"]),
+    # ray.init retries an address where nothing answers without end (seen: 2 minutes of warnings, then killed)
+    ("a Ray address where no cluster answers (label)", "label input={corpus} --lake {lake} ray_address=127.0.0.1:{port}",
+     ["ray_address=127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port}", "Fix: start a head there",
+      "leave ray_address empty"]),
+    ("a Ray address where no cluster answers (serve)", "serve --port {port} ray_address=[::1]:{port}",
+     ["ray_address=[::1]:{port}: no Ray cluster answers at ::1:{port}", "Fix:"]),
+    ("a Ray address that is not one", "extract input={corpus} --lake {lake} ray_address=head-node",
+     ["ray_address=head-node: not a Ray address", "Fix: write host:port"]),
 ]
 
 
@@ -309,6 +317,18 @@ def test_cli_refuses(bench, monkeypatch, case, args, words):
     if new := sorted(folders(lake) - dirs):  # a table whose first commit failed leaves its empty folders
         kept += f" (empty folders left: {', '.join(new)}; Lake.names() counts no table there)"
     report(f"{case}: nla {shlex.join(argv)}", f"exit 2, one line naming the input and the fix: {line}; lake {kept}")
+
+
+def test_ray_address_from_the_environment_is_checked_too(bench, monkeypatch):
+    """$RAY_ADDRESS is where a job goes when the config names no cluster: a dead one is refused as the key is."""
+    argv = shlex.split(fill_in("label input={corpus} --lake {lake}", bench))
+    before = state(bench.lake)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{bench.port}")
+    code, _, err = cli(argv, monkeypatch)
+    line = error_line(code, err, "RAY_ADDRESS")
+    assert line.startswith(f"error: RAY_ADDRESS=127.0.0.1:{bench.port}: no Ray cluster answers") and \
+        "unset RAY_ADDRESS to start a local Ray" in line, line
+    assert state(bench.lake) == before
 
 
 THROUGH_A_PROCESS = ("config typo in an override", "NaN vectors to explain", "serve a truncated AR")

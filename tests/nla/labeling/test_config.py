@@ -16,6 +16,15 @@ def test_toy_config_and_overrides():
     assert cfg.explainer.num_gpus == 0.5 and cfg.extract.min_position == 8 and cfg.models.av == "toy"
 
 
+def test_an_override_that_is_not_yaml_is_the_text_as_written():
+    """`ray_address=[::1]:6379` is no YAML (a flow sequence that never closes): the value is the string typed, not a
+    parser traceback; a key of another type then refuses it by name."""
+    cfg = load_config(LabelConfig, "jobs/configs/toy.yaml", ["ray_address=[::1]:6379", "input=@corpus"])
+    assert cfg.ray_address == "[::1]:6379" and cfg.input == "@corpus"
+    with pytest.raises(NLAConfigError, match=r"key 'sampling.temperature' is '\[1'; expected float"):
+        load_config(LabelConfig, "jobs/configs/toy.yaml", ["sampling.temperature=[1"])
+
+
 @pytest.mark.parametrize("overrides, match", [
     (["sampling.sample=4"], "Did you mean 'sampling.samples'"),
     (["inptu=x"], "Did you mean 'input'"),
