@@ -132,9 +132,23 @@ class Run:
 
     def actor(self, stage: str, *, busy: bool) -> int | None:
         """The pid of this job's actor of the stage; with busy, only while it runs a batch (Ray titles it
-        `.submit`)."""
-        return next((pid for pid, cmd in self.cluster_tree().items() if pid not in self.before
-                     and f"MapBatches({stage})" in cmd and (not busy or ".submit" in cmd)), None)
+        `.submit`). The stage's actors are found in the cluster's process tree, then their own titles are watched
+        for up to 0.5 s: a batch of a fast stage (the AR's score, 24 rows) lasts tens of ms on a fast machine, about
+        what one walk of the cluster's processes takes, so walks alone can miss every batch of a job."""
+        pids = [pid for pid, cmd in self.cluster_tree().items() if pid not in self.before
+                and f"MapBatches({stage})" in cmd]
+        if not busy or not pids:
+            return pids[0] if pids else None
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            for pid in pids:
+                try:
+                    if b".submit" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return pid
+                except OSError:
+                    return None  # it ended: look again from the tree
+            time.sleep(0.001)
+        return None
 
     def alive(self, pid: int) -> bool:
         return pid in self.cluster_tree()
