@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from nla.lake.rows import storage_dtype
 from nla.lake.runs import config_hash, new_run_id
 from nla.lake.store import now
 from nla.quality.flags import FLAGS
+from nla.jobs.raystart import start_ray
 from nla.rayaddress import cluster_address
 from nla.stages.explain import ExplainStage
 from nla.stages.extract import ExtractStage
@@ -169,6 +169,11 @@ def run(cfg: LabelConfig, mode: Mode = "label") -> dict:
     chash = config_hash(config)
     recipes = {t: r.describe() for t, r in plan.recipes.items() if t in plan.writes}
     describe_plan(plan)
+    if plan.todo and not ray.is_initialized():
+        if not cfg.verbose:
+            quiet_ray_data()
+        start_ray(address, cfg.ray_address, log_to_driver=False,
+                  logging_level=logging.INFO if cfg.verbose else logging.ERROR)  # a cluster Ray cannot find: refused
     started, t0 = now(), time.perf_counter()
     recorder = RunRecorder(plan.lake, run_id, job=mode, config=config, started_at=started, recipes=recipes,
                            shards_total=len(plan.todo))
@@ -184,12 +189,6 @@ def run(cfg: LabelConfig, mode: Mode = "label") -> dict:
         else None
     try:
         if plan.todo:
-            if not ray.is_initialized():
-                if not cfg.verbose:
-                    quiet_ray_data()
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.INFO if cfg.verbose else logging.ERROR,
-                         **({} if address else {"num_cpus": os.cpu_count()}))
             for batch in build_dataset(plan, cfg).iter_batches(batch_size=None, batch_format="numpy"):
                 committer.add(batch)
                 st = committer.stats

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 
 from nla.jobs.entry import run_main
 from nla.errors import NLAInputError
+from nla.jobs.raystart import start_ray
 from nla.rayaddress import cluster_address
 from nla.train.config import TeachConfig
 
@@ -39,8 +40,6 @@ def to_arrow(batch: dict, schema):
 
 
 def run(cfg: TeachConfig) -> dict:
-    import os
-
     import ray
 
     from nla.lake.mine import training_table
@@ -71,11 +70,9 @@ def run(cfg: TeachConfig) -> dict:
         av, ar = pair.av.path, pair.ar.path if pair.ar else ""
     run_id, started, t0 = new_run_id("teach"), now(), time.perf_counter()
     config = asdict(cfg)
-    address = None if ray.is_initialized() else cluster_address()  # $RAY_ADDRESS; refused before the run is recorded
+    if not ray.is_initialized():  # $RAY_ADDRESS; a cluster that is not there is refused before the run is recorded
+        start_ray(cluster_address(), log_to_driver=False)
     record_run(lake, run_id, job="teach", config=config, status="running", started_at=started)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 **({} if address else {"num_cpus": os.cpu_count()}))
     ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
     ds = ds.map_batches(ReadTrainingFile, fn_constructor_kwargs={"d": d, "storage_options": lake.storage_options},
                         batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)

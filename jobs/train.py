@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from nla.jobs.entry import run_main
 from nla.errors import NLAConfigError
+from nla.jobs.raystart import start_ray
 from nla.rayaddress import cluster_address
 from nla.train.config import TrainJobConfig
 
@@ -148,10 +148,9 @@ def run(cfg: TrainJobConfig) -> dict:
           f"({n} examples), {cfg.scaling.workers} worker(s) {cfg.scaling.strategy}, -> {out}", flush=True)
     config = {**asdict(cfg), "out": str(out)}
     started, t0 = now(), time.perf_counter()
-    address = None if ray.is_initialized() else cluster_address(cfg.ray_address)  # refused before the run is recorded
+    if not ray.is_initialized():  # a cluster that is not there is refused before the run is recorded
+        start_ray(cluster_address(cfg.ray_address), cfg.ray_address)
     record_run(lake, run_id, job=f"train-{cfg.algo}", config=config, status="running", started_at=started)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, **({} if address else {"num_cpus": os.cpu_count()}))
     sc = cfg.scaling
     trainer = TorchTrainer(
         # the lake's storage options travel beside the config, never in it: the config is recorded in the runs table

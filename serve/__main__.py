@@ -18,6 +18,7 @@ import sys
 import threading
 
 from nla.errors import NLAError
+from nla.jobs.raystart import start_ray
 from nla.rayaddress import cluster_address
 from nla.serve.config import LOOPBACK, TOKEN_ENV, ServeConfig, load_serve_config
 
@@ -71,7 +72,7 @@ def run(cfg: ServeConfig) -> None:
     address = cluster_address(cfg.ray_address)  # refused now if nothing answers there (ray.init would retry forever)
     info = resolve_models(cfg.models)
     # a local Ray on a small machine: no dashboard (it costs a core's worth of start-up); clusters keep theirs
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    start_ray(address, cfg.ray_address, log_to_driver=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -331,6 +331,33 @@ def test_ray_address_from_the_environment_is_checked_too(bench, monkeypatch):
     assert state(bench.lake) == before
 
 
+def alone_on_this_machine(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`nla ARGV` in a PID namespace of its own: Ray's `auto` looks for running clusters among the machine's
+    processes, and the suite's other test clusters would be found. Skips where namespaces are refused."""
+    probe = subprocess.run(["unshare", "-p", "-f", "--mount-proc", "true"], capture_output=True) \
+        if shutil.which("unshare") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("PID namespaces are refused here (no unshare, or no CAP_SYS_ADMIN)")
+    return subprocess.run(["unshare", "-p", "-f", "--mount-proc", sys.executable, "-m", "nla.cli.main", *argv],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_ray_address_auto_with_no_ray_running(bench, tmp_path):
+    """`auto` is Ray's own lookup (the last `ray start` here, else any running head): when it finds none, one line,
+    exit 2, and no run recorded. Before: Ray's ConnectionError traceback, exit 1, after a failed run was recorded."""
+    lake = tmp_path / "lake"  # a new lake: every shard to do, so the job must join Ray
+    argv = shlex.split(fill_in(f"label input={{corpus}} --lake {lake} ray_address=auto", bench))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    (tmp_path / "ray").mkdir()
+    p = alone_on_this_machine(argv, {**env, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(tmp_path / "ray")})
+    line = error_line(p.returncode, p.stderr, "ray_address=auto")
+    assert line.startswith("error: ray_address=auto: Ray found no cluster to join (") and \
+        "Fix: start one here (`ray start --head`)" in line, line
+    assert not lake.exists()  # no run recorded, nothing written
+    report("nla label ray_address=auto with no Ray running on the machine",
+           f"exit 2, one line: {line}; no lake written, no run recorded")
+
+
 THROUGH_A_PROCESS = ("config typo in an override", "NaN vectors to explain", "serve a truncated AR")
 
 
