@@ -17,6 +17,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from nla.errors import NLAInputError
+from nla.quality.flags import row_flags
 from nla.serve import api
 from nla.serve.codec import decode_vector, decode_vectors, encode_vector
 from nla.serve.config import Limits
@@ -142,9 +143,11 @@ class Ingress(NeuronpediaMount, ExplorerRoutes):
         return await self._scored(results, reps)
 
     async def _scored(self, results: list[dict[str, Any]], vectors: np.ndarray) -> list[dict[str, Any]]:
-        """Each AV result with mse/cos against its vector: scored when ok and an AR is loaded, else None."""
+        """Each AV result with mse/cos against its vector (scored when ok and an AR is loaded, else None) and the
+        quality flags it gets from itself (nla/quality/flags.py: degenerate, truncated, no_tags; the lake-wide
+        template and low_norm need a lake's rows, so live results never carry them)."""
         for r in results:
-            r.update(mse=None, cos=None)
+            r.update(mse=None, cos=None, flags=row_flags(r["explanation"], r["raw_output"], r["status"]))
         ok = [i for i, r in enumerate(results) if r["status"] == "ok"]
         if self.ar is not None and ok:
             scores = await self.ar.score.remote([results[i]["explanation"] for i in ok], vectors[ok])

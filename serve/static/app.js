@@ -94,7 +94,7 @@ function mseCell(mse) {
   return s;
 }
 
-function badges(row) {  // status (when not ok) and quality flags, when the lake has them
+function badges(row) {  // status (when not ok) and quality flags (a lake row's, or the ones a live result gets from itself)
   const box = el("span", { class: "badges" });
   if (row.status && row.status !== "ok") box.append(el("span", { class: "badge bad", text: row.status }));
   for (const f of row.flags || []) box.append(el("span", { class: "badge", text: f }));

@@ -1,6 +1,6 @@
 // The token strip: one request explains and scores every token of a pasted text (POST /v1/strip, one batch), and
-// colours each by its round-trip mse. Hover or focus a token to read its explanation, scores and flags in the line
-// above the strip (no request);
+// colours each by its round-trip mse, and underlines those with a quality flag. Hover or focus a token to read its
+// explanation, scores and flags in the line above the strip (no request);
 // click it (or Enter) to pin it and find the nearest labeled activations in the lake (one request).
 "use strict";
 
@@ -29,8 +29,11 @@ async function explainText() {
                                 title: t.special ? "special token: not explained" : "not explained (server limit)" }));
       continue;
     }
-    const b = el("button", { type: "button", class: "tok", text: t.token, "data-pos": String(t.position),
-      "aria-label": `token ${JSON.stringify(t.token)} at position ${t.position}: mse ${fmt(r.mse)}, ${r.status}`,
+    const flags = r.flags || [];  // the quality flags a live result gets from itself (degenerate, truncated, ...)
+    const b = el("button", { type: "button", class: "tok" + (flags.length ? " flagged" : ""), text: t.token,
+      "data-pos": String(t.position),
+      "aria-label": `token ${JSON.stringify(t.token)} at position ${t.position}: mse ${fmt(r.mse)}, ${r.status}` +
+                    (flags.length ? `, flagged ${flags.join(", ")}` : ""),
       onmouseenter: () => hoverToken(r), onfocus: () => hoverToken(r),
       onclick: () => pinToken(b, r) });
     b.style.background = mseColour(r.mse);
@@ -38,8 +41,9 @@ async function explainText() {
   }
   const scored = got.results.filter((r) => r.mse !== null);
   const mean = scored.length ? scored.reduce((a, r) => a + r.mse, 0) / scored.length : null;
+  const flagged = got.results.filter((r) => (r.flags || []).length).length;
   say($("text-status"), `${got.tokens.length} tokens, ${got.results.length} explained in one batch, mean mse ` +
-      `${fmt(mean)}` + (got.note ? ` (${got.note})` : "") + (got.truncated ? " (text cut to the server's limit)" : "") +
+      `${fmt(mean)}` + (flagged ? `, ${flagged} flagged (underlined)` : "") + (got.note ? ` (${got.note})` : "") + (got.truncated ? " (text cut to the server's limit)" : "") +
       ". Hover a token to read it; click it for its nearest labeled activations.");
   $("legend").hidden = false;
 }

@@ -129,6 +129,12 @@ def test_explain_matches_the_library(server, library):
                                          "seed": 7, "max_new_tokens": 40})["results"]
     assert [x["sample"] for x in sampled] == [0, 1, 2] and all(x["index"] == 0 for x in sampled)
     assert all(x["status"] in ("ok", "no_tags", "truncated") for x in sampled)
+    # each result carries the quality flags it gets from itself, as a lake row gets them at commit
+    from nla.quality.flags import row_flags
+
+    assert [x["flags"] for x in r] == [row_flags(g.explanation, g.raw_output, g.status) for g in gens]
+    cut = ok(server, "/v1/explain", {"vectors": [b64(vectors[0])], "max_new_tokens": 3})["results"][0]
+    assert cut["status"] == "truncated" and cut["flags"][-1] == "truncated", cut
 
 
 def test_concurrent_requests_are_batched_without_mixing(server):

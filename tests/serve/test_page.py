@@ -183,6 +183,8 @@ def test_explorer_views_in_a_real_browser(server, browser, toy_kit):
     assert b.eval(count("#strip .tok.special")) == sum(t["special"] for t in strip["tokens"]) == 1
     colours = b.eval("[...document.querySelectorAll('#strip button.tok')].map(e => e.style.background)")
     assert all(c.startswith("rgb") for c in colours) and len(set(colours)) > 3  # coloured by each mse
+    flagged = [str(r["position"]) for r in strip["results"] if r["flags"]]  # underlined: a quality flag
+    assert b.eval("[...document.querySelectorAll('#strip button.tok.flagged')].map(e => e.dataset.pos)") == flagged
     b.hover('#strip .tok[data-pos="3"]')  # " storm"
     third = strip["results"][2]
     hover = b.wait_for(f"{text('#hover-line')}")
