@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-from nla.errors import NLAConfigError, NLAError, NLAInputError, NLAQueryError, NLATableNotFound
+from nla.errors import NLAConfigError, NLAError, NLAInputError, NLAQueryError, NLAStoreUnreachable, NLATableNotFound
 from nla.serve.config import TOKEN_ENV
 
 DRAIN_BYTES = 64 * 2**20  # an over-limit body up to this size is read and dropped before the 413
@@ -59,7 +59,7 @@ def unwrap(e: BaseException) -> BaseException:
 
 
 STATUS = ((RequestTooLarge, 413), (ServiceUnavailable, 404), (NLATableNotFound, 404), (NLAQueryError, 400),
-          (NLAInputError, 400), (NLAConfigError, 400), (NLAError, 400))
+          (NLAStoreUnreachable, 503), (NLAInputError, 400), (NLAConfigError, 400), (NLAError, 400))
 
 
 def error_status(e: BaseException) -> tuple[int, str, str]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from nla.errors import NLALakeError
+from nla.errors import NLALakeError, NLAStoreUnreachable
 
 # environment variable -> deltalake (object_store) storage option
 S3_ENV = {"AWS_ENDPOINT_URL": "aws_endpoint_url", "AWS_REGION": "aws_region", "AWS_ACCESS_KEY_ID": "aws_access_key_id",
@@ -49,6 +49,11 @@ def storage_options(root: str, explicit: Mapping[str, str] | None = None,
         options.update(S3_SAFE_COMMITS)
         options.update({opt: env[var] for var, opt in S3_ENV.items() if env.get(var)})
     options.update({k.lower(): str(v) for k, v in (explicit or {}).items()})
+    endpoint = options.get("aws_endpoint_url") or options.get("endpoint_url") or options.get("aws_endpoint") or ""
+    if endpoint.lower().startswith("http://"):
+        # an http:// endpoint (MinIO, a local store) is the user's choice: Arrow's readers take it as written, and
+        # deltalake would refuse it ("URL scheme is not allowed") unless told; an explicit allow_http still wins
+        options.setdefault("aws_allow_http", "true")
     return options or None
 
 
@@ -132,6 +137,18 @@ def store_wait_s(env: Mapping[str, str] | None = None) -> float:
         raise NLALakeError(f"NLA_STORE_WAIT_S={value!r}: not a number of seconds >= 0. Fix: set it to e.g. 120, or "
                            "unset it.")
     return seconds
+
+
+def read_error(root: str, e: Exception) -> NLALakeError:
+    """A lake on an object store that could not be read, as one error naming the lake, the cause and the fix (reads
+    do not wait for a store to come back, as writes do: a query or a page answers now)."""
+    why = reason(e)
+    if unreachable(e):
+        return NLAStoreUnreachable(f"lake {root}: the store does not answer ({why}). Fix: check that the store "
+                                   "(AWS_ENDPOINT_URL) is up and reachable from here, then run the command again.")
+    return NLALakeError(f"lake {root}: cannot read there ({why}). Fix: check the bucket exists and that "
+                        "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the lake's "
+                        "storage_options) point at a store these credentials can read.")
 
 
 def unreachable(e: Exception) -> bool:

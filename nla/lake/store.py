@@ -110,7 +110,12 @@ class Lake:
             # a log with no commit is a table whose first write failed (a full disk): not a table
             return sorted(p.parent.relative_to(root).as_posix() for p in logs
                           if any(f.name[:1].isdigit() for f in p.iterdir()))
-        return [n for n in ALL if self.exists(n)]
+        from deltalake.exceptions import DeltaError
+
+        try:
+            return [n for n in ALL if self.exists(n)]
+        except (OSError, DeltaError) as e:  # the first read of a command: one line that says why
+            raise storage.read_error(self.root, e) from None
 
     # ---- metadata -----------------------------------------------------------------------------------------------------
     def layout(self, name: str) -> dict[str, Any]:

@@ -331,6 +331,24 @@ def test_ray_address_from_the_environment_is_checked_too(bench, monkeypatch):
     assert state(bench.lake) == before
 
 
+@pytest.mark.parametrize("command", ["query", "tables", "search"])
+def test_reading_a_lake_whose_store_does_not_answer(bench, monkeypatch, command):
+    """An s3:// lake behind an endpoint where nothing answers (a store that is down, a wrong AWS_ENDPOINT_URL): the
+    read commands say so in one line (no AWS_ALLOW_HTTP either: an http:// endpoint is taken as written)."""
+    for k in ("AWS_ALLOW_HTTP", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{bench.port}", "AWS_REGION": "us-east-1",
+                 "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(k, v)
+    args = {"query": ["SELECT count(*) FROM explanations"], "tables": [], "search": ["a storm", "--keyword"]}[command]
+    code, _, err = cli([command, *args, "--lake", "s3://nla-lake/down"], monkeypatch)
+    line = error_line(code, err, command)
+    assert line == ("error: lake s3://nla-lake/down: the store does not answer (endpoint unreachable). Fix: "
+                    "check that the store (AWS_ENDPOINT_URL) is up and reachable from here, then run the command "
+                    "again."), line
+    report(f"nla {command} on an s3:// lake whose endpoint does not answer", f"exit 2, one line: {line}")
+
+
 def alone_on_this_machine(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """`nla ARGV` in a PID namespace of its own: Ray's `auto` looks for running clusters among the machine's
     processes, and the suite's other test clusters would be found. Skips where namespaces are refused."""

@@ -22,6 +22,16 @@ def test_s3_options_from_env_safe_commits_and_explicit_override():
     assert "aws_s3_allow_unsafe_rename" not in o
 
 
+def test_an_http_endpoint_is_allowed_unless_the_options_say_otherwise():
+    """deltalake refuses http:// endpoints unless allow_http is set (while Arrow's readers take them): the endpoint's
+    own scheme is the user's choice, so it sets the default; an explicit value still wins."""
+    bare = {k: v for k, v in ENV.items() if k != "AWS_ALLOW_HTTP"}
+    assert storage_options("s3://b/p", env=bare)["aws_allow_http"] == "true"
+    assert storage_options("s3://b/p", {"aws_allow_http": "false"}, env=bare)["aws_allow_http"] == "false"
+    assert "aws_allow_http" not in storage_options("s3://b/p", env={**bare, "AWS_ENDPOINT_URL": "https://s3.x.io"})
+    assert "aws_allow_http" not in storage_options("s3://b/p", env={})  # AWS itself
+
+
 def test_arrow_filesystem_uses_the_same_options():
     fs = pyarrow_filesystem("s3://b/p/explanations", storage_options("s3://b/p", env=ENV))
     assert fs.base_path == "b/p/explanations/"
