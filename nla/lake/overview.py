@@ -28,6 +28,9 @@ RECENT_RUNS = 20
 RUN_HISTORY = 500  # runs the fve_nrm chart reaches back over
 # the counts a job records while it runs (nla.labeling.progress) that mean something went wrong
 ERROR_COUNTS = ("shards_failed", "shards_empty", "shards_to_retry", "bad_documents", "explanations_error")
+# A running row can outlive its driver (SIGKILL, an out-of-memory kill, a lost node: nothing is left to record the
+# end). No commit for this long, and for 5 times the run's own time per shard, is shown as "quiet", not as an ETA.
+QUIET_S, QUIET_SHARDS = 1800.0, 5.0
 
 
 def summary(q: LakeQuery) -> dict[str, Any]:
@@ -102,7 +105,9 @@ def runs(q: LakeQuery, *, limit: int = RUN_HISTORY) -> list[dict[str, Any]]:
 
 def progress(q: LakeQuery, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Each running job: shards committed of its total, rows committed, rate, ETA and its error counts so far, from
-    the runs row (the total and counts the job records) and the shards ledger (what it committed, and when)."""
+    the runs row (the total and counts the job records) and the shards ledger (what it committed, and when); with
+    `quiet_s` (seconds since its last commit, else its start) and `stalled` (quiet past QUIET_S and 5 shards' time:
+    its driver may be gone; no ETA then)."""
     running = [r for r in (history if history is not None else runs(q)) if r[R.status] == "running"]
     if not running:
         return []
@@ -122,12 +127,16 @@ def progress(q: LakeQuery, history: list[dict[str, Any]] | None = None) -> list[
         total = r[R.counts].get("shards_total")
         rate = committed / elapsed if elapsed and committed else None
         last = max((v["last_at"] for v in mine), default=None)
+        alive_at = last or r[R.started_at]  # its last sign of life: a commit, else its start
+        quiet = (t_now - alive_at).total_seconds() if alive_at else None
+        stalled = quiet is not None and quiet > max(QUIET_S, QUIET_SHARDS / rate if rate else 0.0)
         out.append({"run_id": r[R.run_id], "job": r[R.job], "started_at": r[R.started_at],
                     "shards_total": total, "shards_committed": committed,
                     "rows_committed": sum(int(v["rows"] or 0) for v in mine),
                     "shards_per_s": rate, "elapsed_s": elapsed,
-                    "eta_s": (total - committed) / rate if rate and total is not None else None,
-                    "last_commit_at": last, "errors": {k: r[R.counts].get(k, 0) for k in ERROR_COUNTS}})
+                    "eta_s": (total - committed) / rate if rate and total is not None and not stalled else None,
+                    "last_commit_at": last, "quiet_s": quiet, "stalled": stalled,
+                    "errors": {k: r[R.counts].get(k, 0) for k in ERROR_COUNTS}})
     return out
 
 

@@ -100,7 +100,9 @@ function renderRuns(runs, progress) {
     return el("div", { class: "job" }, el("strong", { text: `${p.run_id} (${p.job})` }), bar,
       el("span", { class: "job-line", text:
         `${p.shards_committed} of ${total ?? "?"} shards committed · ${int(p.rows_committed)} rows · ` +
-        (p.shards_per_s ? `${(p.shards_per_s * 60).toFixed(1)} shards/min · ETA ${duration(p.eta_s)}` :
+        (p.stalled ? `no commit for ${duration(p.quiet_s)}: if its driver was killed, the run stays "running" ` +
+          "(nothing was left to record its end); the same command again resumes it" :
+          p.shards_per_s ? `${(p.shards_per_s * 60).toFixed(1)} shards/min · ETA ${duration(p.eta_s)}` :
           `no shard committed yet (${duration(p.elapsed_s)} in)`) +
         ` · errors: ${errors.length ? errors.join(", ") : "none"}` }));
   }));

@@ -95,6 +95,21 @@ def test_explorer_views_in_a_real_browser(server, browser, toy_kit):
     b.wait_for(f"document.getElementById('ov-progress').hidden && {count('#ov-recipes tbody tr')} >= 2 && "
                f"{json.dumps(run.run_id)} === document.querySelector('#ov-runs tbody tr').cells[0].textContent")
     b.screenshot(ARTIFACTS / "explorer-overview.png", full=False)
+
+    # ---- a run whose driver was killed: its row stays running; long without a commit, the panel says so -----------
+    import datetime as dt
+
+    from nla.labeling.progress import RunRecorder
+    from nla.lake.store import Lake, now
+
+    dead = RunRecorder(Lake(server.lake), "label-killed", job="label", config={}, recipes=None, shards_total=2,
+                       started_at=now() - dt.timedelta(hours=2))
+    dead.record("running")
+    b.navigate(f"{server.url}/#/overview")
+    line = b.wait_for(f"(() => {{ const t = {text('#ov-progress')}; return t.includes('label-killed') ? t : ''; }})()")
+    assert "no commit for 2.0 h" in line and "the same command again resumes it" in line and "ETA" not in line, line
+    dead.record("interrupted", finished_at=now())
+    b.wait_for("document.getElementById('ov-progress').hidden")
     req = Requests(b)
 
     # ---- browse: filter, sort, page, open as SQL, the shared link, a document ---------------------------------------

@@ -83,6 +83,23 @@ def test_progress_of_a_running_job_then_its_figures_when_done(lake):
     assert json.loads(json.dumps(history, default=str))  # plain data
 
 
+def test_a_running_row_whose_job_went_quiet_is_shown_as_stalled(lake):
+    """A driver killed with SIGKILL leaves its row `running`: past QUIET_S without a commit it is `stalled`, with
+    no ETA (the page says the run may be dead and how to resume); a job that just started is not."""
+    import datetime as dt
+
+    gone = RunRecorder(lake, "label-gone", job="label", config={}, started_at=now() - dt.timedelta(hours=2),
+                       recipes=None, shards_total=4)
+    gone.record("running")
+    fresh = RunRecorder(lake, "label-fresh", job="label", config={}, started_at=now(), recipes=None, shards_total=4)
+    fresh.record("running")
+    with LakeQuery(lake) as q:
+        got = {p["run_id"]: p for p in overview.progress(q)}
+    assert got["label-gone"]["stalled"] and got["label-gone"]["eta_s"] is None
+    assert got["label-gone"]["quiet_s"] == pytest.approx(7200, abs=120)
+    assert not got["label-fresh"]["stalled"] and got["label-fresh"]["quiet_s"] < overview.QUIET_S
+
+
 def test_an_empty_lake_has_an_empty_overview(tmp_path):
     from nla.lake.store import Lake
 
