@@ -45,12 +45,18 @@ class TrainResult:
     seconds: float = 0.0
 
     @property
+    def window(self) -> int:
+        """Steps averaged at each end: 10, or half of a run shorter than 20 steps, so the two ends never share a
+        step (a 6-step run compares steps 1-3 with 4-6; a 1-step run has one loss for both)."""
+        return max(1, min(10, len(self.losses) // 2))
+
+    @property
     def first_loss(self) -> float:
-        return float(np.mean(self.losses[:10]))
+        return float(np.mean(self.losses[:self.window]))
 
     @property
     def last_loss(self) -> float:
-        return float(np.mean(self.losses[-10:]))
+        return float(np.mean(self.losses[-self.window:]))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

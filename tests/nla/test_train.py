@@ -39,6 +39,17 @@ def test_schedule_warms_up_then_decays():
     assert lr_at(50, cfg) < lr_at(20, cfg)
 
 
+def test_first_and_last_loss_never_share_a_step():
+    from nla.train.loop import TrainResult
+
+    assert (TrainResult(losses=[4.0, 3.0, 2.0, 1.0]).first_loss, TrainResult(losses=[4.0, 3.0, 2.0, 1.0]).last_loss) \
+        == (3.5, 1.5)  # a 4-step run: steps 1-2 against 3-4 (was the mean of all four, twice)
+    long = TrainResult(losses=[float(i) for i in range(30)])
+    assert (long.first_loss, long.last_loss) == (4.5, 24.5)  # 10 steps at each end
+    one = TrainResult(losses=[2.0])
+    assert one.first_loss == one.last_loss == 2.0
+
+
 @pytest.mark.parametrize("dtype, accum", [("float32", 1), ("bfloat16", 2)])
 def test_ar_sft_learns(pair, dtype, accum):
     meta = NLAMeta.load(pair[1])
