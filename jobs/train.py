@@ -81,13 +81,22 @@ def resolve(cfg: TrainJobConfig) -> TrainJobConfig:
     from nla.meta import NLAMeta
     from nla.pair import resolve_folder
 
+    # the checks that cost nothing first: a folder may be "toy", whose first use builds the kit (minutes)
+    if not cfg.data:
+        raise NLAConfigError("--data is missing. Fix: name a table, e.g. --data hard_v1 (a training set from "
+                             "`nla mine`) or --data activations (GRPO).")
+    loop = cfg.sft if cfg.algo == "sft" else cfg.grpo
+    for key, value, example in ((f"{cfg.algo}.steps", loop.steps, "--steps 100"),
+                                (f"{cfg.algo}.batch_size", loop.batch_size, f"{cfg.algo}.batch_size=16"),
+                                ("scaling.workers", cfg.scaling.workers, "--workers 2")):
+        if value < 1:
+            raise NLAConfigError(f"{key}={value}: must be >= 1. Fix: e.g. {example}.")
+    if cfg.scaling.strategy not in ("ddp", "fsdp"):  # the YAML loader checks too; a config built in code may not
+        raise NLAConfigError(f"scaling.strategy={cfg.scaling.strategy!r}: unknown. Fix: use ddp or fsdp.")
     if cfg.algo != "sft":
         cfg.role = "av"
         cfg.ar = resolve_folder(cfg.ar, "ar")
     cfg.init = resolve_folder(cfg.init, cfg.role)
-    if not cfg.data:
-        raise NLAConfigError("--data is missing. Fix: name a table, e.g. --data hard_v1 (a training set from "
-                             "`nla mine`) or --data activations (GRPO).")
     for key, folder, role in (("--from", cfg.init, cfg.role), *((("--ar", cfg.ar, "ar"),) if cfg.algo == "grpo"
                                                                  else ())):
         meta = NLAMeta.load(folder)  # a clear error for a folder without a sidecar
@@ -95,10 +104,6 @@ def resolve(cfg: TrainJobConfig) -> TrainJobConfig:
             raise NLAConfigError(f"{key} {folder}: is an {meta.role!r} checkpoint, this run trains the {role!r}. "
                                  f"Fix: pass the {role.upper()} folder of the pair.")
         check_checkpoint(folder, role)  # sidecar against the tokenizer, weights readable: before Ray starts
-    if cfg.scaling.workers < 1:
-        raise NLAConfigError(f"scaling.workers={cfg.scaling.workers}: must be >= 1.")
-    if cfg.scaling.strategy not in ("ddp", "fsdp"):  # the YAML loader checks too; a config built in code may not
-        raise NLAConfigError(f"scaling.strategy={cfg.scaling.strategy!r}: unknown. Fix: use ddp or fsdp.")
     return cfg
 
 

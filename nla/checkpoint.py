@@ -19,6 +19,7 @@ from nla.ar import ARModel
 from nla.extract import Extractor
 from nla.extract_config import ExtractConfig
 from nla.meta import NLAMeta, TokenMeta
+from nla.errors import NLAInputError
 
 # Generic English used to measure the residual norm at layer K when `nla init` is given no injection scale.
 SCALE_PROBE_TEXTS = (
@@ -73,6 +74,9 @@ def init_pair(base_dir: str | Path, layer: int, out_dir: str | Path, *, injectio
               av_template: str = P.DEFAULT_AV_TEMPLATE, ar_template: str = P.DEFAULT_AR_TEMPLATE,
               dtype: torch.dtype = torch.float32) -> tuple[Path, Path]:
     """Write out_dir/av and out_dir/ar (stage: init) from a local HF base folder. Returns both paths."""
+    if injection_scale is not None and not (math.isfinite(injection_scale) and injection_scale > 0):
+        raise NLAInputError(f"injection_scale (--injection-scale) {injection_scale}: must be an L2 norm above 0. "
+                            "Fix: leave it out to measure the mean activation norm at layer K, or pass that norm.")
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     tokenizer = hf.load_tokenizer(base_dir)
     base = hf.load_causal_lm(base_dir, dtype=dtype)

@@ -1,7 +1,9 @@
-"""CLI input and output helpers: reading vector files with clear errors, printing aligned tables."""
+"""CLI input and output helpers: reading vector files with clear errors, checking numeric options, printing aligned
+tables."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,20 @@ def read_vectors(path: str, rows: list[int] | None = None, *, d: int | None = No
             raise NLAInputError(f"--vectors {path}: rows {[picked[i] for i in np.flatnonzero(bad_rows)[:5]]} {what}. "
                                 "Fix: leave those rows out (--row) or re-extract them.")
     return arr
+
+
+def at_least_one(flag: str, value: int) -> int:
+    """A count given on the command line (documents, rows, results, workers): 1 or more, else one line naming it."""
+    if value < 1:
+        raise NLAInputError(f"{flag} {value}: must be >= 1.")
+    return value
+
+
+def positive(flag: str, value: float) -> float:
+    """A size or duration given on the command line (seconds, a norm): finite and above 0."""
+    if not (math.isfinite(value) and value > 0):
+        raise NLAInputError(f"{flag} {value}: must be a number above 0.")
+    return value
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:

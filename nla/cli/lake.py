@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nla.cli.io import print_table
+from nla.cli.io import at_least_one, positive, print_table
 from nla.errors import NLAInputError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -133,6 +133,9 @@ def existing_lake(args: argparse.Namespace) -> Any:
     if lake.is_local and not Path(lake.root).exists():
         raise NLAInputError(f"lake {lake.root}: no such folder. Fix: pass --lake the folder `nla label` wrote (or "
                             "set $NLA_LAKE); `nla label input=CORPUS --lake DIR` makes one.")
+    if lake.is_local and not Path(lake.root).is_dir():
+        raise NLAInputError(f"lake {lake.root}: a file, not a folder. Fix: pass --lake the folder `nla label` wrote "
+                            "(the one holding explanations/, activations/, runs/).")
     return lake
 
 
@@ -159,6 +162,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     if args.format == "parquet" and not args.out:
         raise NLAInputError("--format parquet needs --out FILE.parquet.")
+    at_least_one("--limit", args.limit)
+    positive("--timeout", args.timeout)
     with LakeQuery(existing_lake(args), versions=_versions(args.at), timeout_s=args.timeout) as q:
         return _query(q, args)
 
@@ -208,6 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from nla.lake.compare import compare
     from nla.lake.query import LakeQuery
 
+    at_least_one("--top", args.top)
     lake = _lake(args)
     if not lake.exists("explanations"):
         raise NLAInputError(f"lake {lake.root} has no explanations to compare. Fix: label it (`nla label`), or pass "
@@ -264,8 +270,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from nla.lake.query import LakeQuery
 
-    if args.k < 1:
-        raise NLAInputError(f"-k {args.k}: must be >= 1.")
+    at_least_one("-k", args.k)
     with LakeQuery(_lake(args)) as q:
         if args.keyword:
             t = q.keyword(args.text, limit=args.k)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nla.cli.io import parse_int_list, print_table, read_vectors
+from nla.cli.io import at_least_one, parse_int_list, print_table, read_vectors
 from nla.errors import NLAInputError
 from nla.settings import SamplingSettings
 
@@ -84,8 +84,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     # every input is checked against the sidecar before a model loads: a bad one is refused in a second, not after
     # the load (transformers' import alone is 3-4 s on 2 cores)
-    if args.samples < 1:
-        raise NLAInputError(f"--samples {args.samples}: must be >= 1.")
+    at_least_one("--samples", args.samples)
     meta = check_checkpoint(args.av, "av")
     if args.ar:
         check_checkpoint(args.ar, "ar")

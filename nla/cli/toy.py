@@ -84,9 +84,21 @@ def cmd_toy_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def corpus_size(args: argparse.Namespace) -> None:
+    """--docs and --shards of a toy corpus: at least one document in every shard."""
+    from nla.cli.io import at_least_one
+    from nla.errors import NLAInputError
+
+    at_least_one("--docs", args.docs)
+    if at_least_one("--shards", args.shards) > args.docs:
+        raise NLAInputError(f"--shards {args.shards}: more shards than the {args.docs} documents (a shard holds at "
+                            f"least one). Fix: --shards {args.docs} or fewer, or more --docs.")
+
+
 def cmd_toy_corpus(args: argparse.Namespace) -> int:
     from nla.toy.shards import write_corpus
 
+    corpus_size(args)
     paths = write_corpus(Path(args.out), docs=args.docs, shards=args.shards, seed=args.seed)
     print(f"{args.docs} documents in {len(paths)} shards -> {Path(args.out).resolve()}")
     return 0
@@ -129,6 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nla.toy.kit import ensure_toy_kit
     from nla.toy.shards import write_corpus
 
+    corpus_size(args)
     t0 = time.perf_counter()
     kit = ensure_toy_kit()
     report = json.loads((kit / "report.json").read_text())

@@ -66,8 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     o += [f"out={args.out}"] if args.out else []
     o += [f"lake={args.lake}"] if args.lake else []
     o += [f"role={args.role}"] if args.algo == "sft" else ([f"ar={args.ar}"] if args.ar else [])
-    o += [f"scaling.workers={args.workers}"] if args.workers else []
-    o += [f"{args.algo}.steps={args.steps}"] if args.steps else []
+    o += [f"scaling.workers={args.workers}"] if args.workers is not None else []  # 0 is refused, never dropped
+    o += [f"{args.algo}.steps={args.steps}"] if args.steps is not None else []
     argv = [sys.executable, "-m", "nla.jobs.train", "--algo", args.algo,
             *(["--config", args.config] if args.config else []), *o, *args.overrides]
     sys.stdout.flush()

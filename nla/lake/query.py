@@ -236,6 +236,9 @@ class LakeQuery:
             re.compile(pattern)
         except re.error as e:
             raise NLAInputError(f"pattern {pattern!r} is not a valid regex ({e}). Fix: escape special characters.")
+        if not {"explanations", "activations"} <= set(self.tables):  # the macro reads both
+            raise NLAQueryError(f"lake {self.lake.root} has no explanations table to search. Fix: run `nla label` "
+                                "first.")
         return self.run("SELECT * FROM search_explanations($p) ORDER BY mse ASC NULLS LAST LIMIT $n",
                         {"p": pattern, "n": int(limit)}, checked=True, limit=None)
 
