@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `nla query ... | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # a path the command was given that cannot be read or written: `--out` into a missing folder
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}. Fix: check that the path and its folder exist, that it is a "
+              "file or a folder as the option asks, and that it can be written.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -293,6 +293,11 @@ CLI = [  # (case, `nla` arguments, words the error line must hold; {name} = a Be
      ["sft.steps=0: must be >= 1", "Fix: e.g. --steps 100"]),
     ("training on zero workers", "train grpo --data activations --workers 0 --lake {lake}",
      ["scaling.workers=0: must be >= 1", "Fix:"]),
+    # an output path that cannot be written: one line naming it (was an OSError traceback, exit 1)
+    ("a query result into a folder that does not exist", "query 'SELECT 1' --format csv --out {fresh}/no/x.csv "
+     "--lake {lake}", ["{fresh}/no/x.csv: No such file or directory", "Fix: check that the path and its folder"]),
+    ("an export into a path that is a file", "export hf --lake {lake} --out {lake_file}",
+     ["{lake_file}: Not a directory", "Fix: check that the path"]),
     ("search with an AR of another width", "search weather --ar {narrow_ar} --lake {lake}",
      ["--ar {narrow_ar} has d=32 but the activations table stores d=128", "Fix:"]),
     ("serve a truncated AR", "serve --port {port} models.ar={trunc_ar}",
