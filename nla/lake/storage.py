@@ -49,12 +49,16 @@ def storage_options(root: str, explicit: Mapping[str, str] | None = None,
         options.update(S3_SAFE_COMMITS)
         options.update({opt: env[var] for var, opt in S3_ENV.items() if env.get(var)})
     options.update({k.lower(): str(v) for k, v in (explicit or {}).items()})
-    endpoint = options.get("aws_endpoint_url") or options.get("endpoint_url") or options.get("aws_endpoint") or ""
-    if endpoint.lower().startswith("http://"):
+    if endpoint_of(options).lower().startswith("http://"):
         # an http:// endpoint (MinIO, a local store) is the user's choice: Arrow's readers take it as written, and
         # deltalake would refuse it ("URL scheme is not allowed") unless told; an explicit allow_http still wins
         options.setdefault("aws_allow_http", "true")
     return options or None
+
+
+def endpoint_of(options: Mapping[str, str]) -> str:
+    """The store's endpoint URL in storage options, under any of the spellings deltalake reads ('' for AWS)."""
+    return options.get("aws_endpoint_url") or options.get("endpoint_url") or options.get("aws_endpoint") or ""
 
 
 def is_s3(uri: str) -> bool:
@@ -72,7 +76,7 @@ def _s3(options: frozenset) -> Any:
     import pyarrow.fs as pafs
 
     o = dict(options)
-    endpoint = o.get("aws_endpoint_url") or o.get("endpoint_url") or o.get("aws_endpoint")
+    endpoint = endpoint_of(o)
     kwargs: dict[str, Any] = {"region": o.get("aws_region") or o.get("region") or None,
                               "access_key": o.get("aws_access_key_id"), "secret_key": o.get("aws_secret_access_key"),
                               "session_token": o.get("aws_session_token")}
