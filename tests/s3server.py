@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import socket
 import subprocess
 import threading
@@ -45,6 +47,14 @@ class S3Server:
         """PUT /<bucket> (moto's server accepts unsigned requests, so no SDK is needed)."""
         req = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
         urllib.request.urlopen(req, timeout=10).read()
+
+    def new_bucket(self, hint: str) -> str:
+        """A new empty bucket named after `hint`, for one test's objects. moto lists a bucket by walking every key in
+        it, and delta-rs lists a table's log each time it loads one: in a bucket shared by the session's tests, each
+        listing paid for every object the tests before had written."""
+        name = f"{re.sub(r'[^a-z0-9]+', '-', hint.lower()).strip('-')[:48]}-{secrets.token_hex(3)}"
+        self.create_bucket(name)
+        return name
 
 
 def enable_user(server: S3Server) -> dict[str, str]:

@@ -85,18 +85,16 @@ def lake_rows(lake: Path | str) -> tuple[list[dict], list[dict]]:
     return acts, expl
 
 
-def test_label_across_two_nodes_equals_single_node(cluster, toy_kit, s3, tmp_path):
+def test_label_across_two_nodes_equals_single_node(cluster, toy_kit, s3, bucket, tmp_path):
     import pyarrow.fs as pafs
 
     from nla.lake.storage import object_path, s3_filesystem, storage_options
     from nla.toy.shards import write_corpus
-    from tests.conftest import S3_BUCKET
-
-    corpus, remote = tmp_path / "corpus", f"s3://{S3_BUCKET}/multinode/corpus"
+    corpus, remote = tmp_path / "corpus", f"s3://{bucket}/multinode/corpus"
     write_corpus(corpus, docs=40, shards=2, seed=11)
     pafs.copy_files(str(corpus), object_path(remote), source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=s3_filesystem(storage_options(remote)))
-    lake, driver_dir = f"s3://{S3_BUCKET}/multinode/lake", tmp_path / "driver"
+    lake, driver_dir = f"s3://{bucket}/multinode/lake", tmp_path / "driver"
     driver_dir.mkdir()
     # the reference: the toy default (fused stages) on a new local Ray of its own (RAY_ADDRESS=local: never a
     # `ray start` cluster found on the machine), run alongside to save wall time

@@ -28,10 +28,11 @@ def labeled(s3, toy_kit, tmp_path_factory):
 
     local = tmp_path_factory.mktemp("s3corpus")
     write_corpus(local, docs=40, shards=2, seed=78)
-    corpus = f"s3://{BUCKET}/corpus"
+    bucket = s3.new_bucket("labeled")
+    corpus = f"s3://{bucket}/corpus"
     pafs.copy_files(str(local), object_path(corpus), source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=s3_filesystem(storage_options(corpus)))
-    lake = f"s3://{BUCKET}/labeled"
+    lake = f"s3://{bucket}/labeled"
     p = job("label", f"input={corpus}", "--lake", lake)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return corpus, lake, p

@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 
 from nla.labeling.identity import name_of
-from tests.conftest import S3_BUCKET
 from tests.jobs.test_label import job
 from tests.raycluster import Cluster
 from tests.reliability.conftest import JOB_ARGS, duplicates, kill_tree, report, snapshot, tree
@@ -72,9 +71,10 @@ def ledger_backed(lake: Path) -> dict[str, set[str]]:
 def test_driver_killed_mid_commit_then_rerun(reference, tmp_path, request, where, kills):
     """In a folder, 8 kills; on the session's S3 server (s3://), 4: the store is listed to count commits."""
     rng = random.Random(SEED)
-    if where == "s3":
-        request.getfixturevalue("s3")  # the session's server, and the AWS_* variables the drivers inherit
-    lake = tmp_path / "lake" if where == "folder" else f"s3://{S3_BUCKET}/killed"
+    if where == "s3":  # the session's server, and the AWS_* variables the drivers inherit; a bucket of its own
+        lake = f"s3://{request.getfixturevalue('bucket')}/killed"
+    else:
+        lake = tmp_path / "lake"
     cmd = [sys.executable, "-m", "tests.reliability.commit_driver", str(lake), str(reference.batches)]
     # 8 shards x 4 commits (activations, ledger, explanations, ledger): each run is killed after 1-7 new commits
     tried = []

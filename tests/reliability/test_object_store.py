@@ -15,14 +15,13 @@ import threading
 
 import pyarrow as pa
 
-from tests.conftest import S3_BUCKET
 from tests.reliability.conftest import duplicates, kill_tree, report, snapshot, tree
 from tests.reliability.test_concurrent import ALL_SHARDS, Compactor, committed
 from tests.reliability.test_faults import Run, ledger_backed
 
 
-def test_commit_drivers_race_on_s3(s3, reference):
-    lake = f"s3://{S3_BUCKET}/race"
+def test_commit_drivers_race_on_s3(s3, bucket, reference):
+    lake = f"s3://{bucket}/race"
     cmd = [sys.executable, "-m", "tests.reliability.commit_driver", lake, str(reference.batches)]
     sets = {"A": ",".join(f"part-{i:04d}.jsonl" for i in range(4)),
             "B": ",".join(f"part-{i:04d}.jsonl" for i in range(4, 8)), "C": ""}  # C: all 8
@@ -48,14 +47,14 @@ def test_commit_drivers_race_on_s3(s3, reference):
            "rows byte-identical to the reference")
 
 
-def test_simultaneous_commits_take_the_conditional_put_path(s3):
+def test_simultaneous_commits_take_the_conditional_put_path(s3, bucket):
     """Six writers append to one table at the same instant: all but one lose each race for the next log entry, the
     store refuses their put (412), and each retries at a later version; every row lands once."""
     from deltalake import DeltaTable, write_deltalake
 
     from nla.lake.store import Lake
 
-    lake = Lake(f"s3://{S3_BUCKET}/simultaneous")
+    lake = Lake(f"s3://{bucket}/simultaneous")
     uri, opts = lake.uri("t"), lake.storage_options
     write_deltalake(uri, pa.table({"x": [0]}), storage_options=opts)
     before, start, errors = s3.refused_commits(), threading.Barrier(6), []
@@ -81,7 +80,7 @@ def test_simultaneous_commits_take_the_conditional_put_path(s3):
            "retried; versions 1-6, every row once")
 
 
-def test_store_restarted_mid_job(s3, reference, ray_cluster, monkeypatch):
+def test_store_restarted_mid_job(s3, bucket, reference, ray_cluster, monkeypatch):
     """The job's store goes away after its 4th commit (a forwarder in front of the moto server refuses new connections
     and cuts open ones; the server keeps its objects, as a restarted MinIO would). First it stays away: past
     NLA_STORE_WAIT_S the job stops with one line naming the lake and the fix. The rerun loses the store after its
@@ -92,7 +91,7 @@ def test_store_restarted_mid_job(s3, reference, ray_cluster, monkeypatch):
 
     from tests.s3server import Forwarder
 
-    lake = f"s3://{S3_BUCKET}/restarted"
+    lake = f"s3://{bucket}/restarted"
     store = Forwarder(("127.0.0.1", urlparse(s3.endpoint).port))
     monkeypatch.setenv("AWS_ENDPOINT_URL", store.endpoint)
     monkeypatch.setenv("NLA_STORE_WAIT_S", "6")
