@@ -199,5 +199,3 @@ def s3():
 def bucket(s3, request) -> str:
     """A new empty bucket of the session's S3 server for this test alone (S3Server.new_bucket says why)."""
     return s3.new_bucket(request.node.name)
-
-
