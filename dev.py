@@ -70,6 +70,14 @@ def site_packages(bindir: Path) -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
+def byte_compile(bindir: Path, *paths: str, one_core: bool = False) -> None:
+    """`compileall` of paths with bindir's Python, on every core (one_core: on one, at a lower priority); it skips
+    the files already compiled, and a file it cannot compile (some packages ship fixtures in other Python versions)
+    stays uncompiled, as pip leaves it."""
+    cmd = [str(bindir / "python"), "-m", "compileall", "-q", "-j", "1" if one_core else "0", *paths]
+    subprocess.run(lowered(cmd) if one_core else cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None, nice: bool = False,
             base: Path | None = None, then: Callable[[Path], None] | None = None) -> Path:
     """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change.
@@ -96,14 +104,9 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     # else runs (.venv: 93 -> 84 s), on one beside the tests (.venv-vllm: two processes cost ~40% more CPU than one).
     pip = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile"])
 
-    def compiled() -> None:
-        """The .pyc files of what pip has just installed (compileall skips the files already compiled); a file
-        compileall cannot compile (some packages ship fixtures in other Python versions) is skipped, as pip skips
-        it."""
+    def compiled() -> None:  # the .pyc files of what pip has just installed
         print(f"+ compileall {venv_dir.name}", flush=True, file=out or sys.stdout)
-        subprocess.run(at([str(bindir / "python"), "-m", "compileall", "-q", "-j", "1" if nice else "0",
-                           site_packages(bindir)]),
-                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        byte_compile(bindir, site_packages(bindir), one_core=nice)
     constraints = []
     if base:
         Path(site_packages(bindir), "_nla_base.pth").write_text(site_packages(bin_of(base)) + "\n")
@@ -240,8 +243,7 @@ def main() -> int:
     timeline.mark(".venv[dev]", end=True)
     # the project's own modules, compiled once: with PYTHONDONTWRITEBYTECODE set, every process the suite starts (Ray
     # actors, job drivers, CLI runs: hundreds) compiled the ones it imports again (~0.1-0.15 CPU-s each)
-    subprocess.run([str(bindir / "python"), "-m", "compileall", "-q", "-j", "0", "nla", "jobs", "serve", "tests"],
-                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    byte_compile(bindir, "nla", "jobs", "serve", "tests")
     apt.join()
     # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
     vllm_log = ROOT / ".venv-vllm.log"
