@@ -53,20 +53,6 @@ def sft_two_workers(role: str, strategy: str, lake, toy_kit, out, *extra: str) -
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_sft_ar_two_workers_fsdp(lake, toy_kit, tmp_path):
-    """AR SFT through Ray Train, 2 workers under FSDP2 (gloo; the value head sharded with the root): the loss falls
-    step by step and the gathered weights load in the release layout. (That a sharded step equals the unsharded one,
-    for the AR as for the AV, is tests/nla/test_train.py::test_fsdp_two_ranks_equal_one_process_and_state_round_trips;
-    the AV's FSDP and DDP jobs are compared below.)"""
-    args = ("--data", "hard", "--steps", "6", "sft.lr=1e-3", "sft.warmup_steps=1", "sft.log_every=1")
-    fsdp = sft_two_workers("ar", "fsdp", lake, toy_kit, tmp_path / "fsdp", *args)
-    curve = [json.loads(x)["loss"] for x in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()]
-    assert fsdp["workers"] == 2 and len(curve) == 6 and curve[-1] < curve[0], (fsdp, curve)
-    from nla.ar import ARModel
-
-    assert ARModel.from_pretrained(tmp_path / "fsdp" / "ar").d_model == 128  # the gathered weights, release layout
-
-
 def _ddp_rank(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
     """One of two gloo ranks running run_sft under torch's DDP (what ray.train.torch.prepare_model wraps a model in),
     without Ray: the reference the FSDP job is compared with."""
@@ -90,8 +76,8 @@ def test_sft_av_two_workers_fsdp_equals_ddp(lake, toy_kit, tmp_path):
     without Ray: the same final eval loss (1e-4 relative; here 0.230881 both, 1e-7 apart; a Ray Train FSDP run whose
     workers do not sync ended 8% off on a 240-document lake). The curve is written step by step and the checkpoint
     registered; the FSDP checkpoint (gathered to rank 0, written in the release layout) loads with NLAClient and
-    explains. (DDP through Ray Train: the GRPO job below; FSDP against DDP for the AR too: tests/nla/test_train.py;
-    one worker: the retrain loop's SFT and the resume test.)"""
+    explains. (DDP through Ray Train: the resume test below; FSDP against DDP for the AR too:
+    tests/nla/test_train.py; one worker: the retrain loop's SFT.)"""
     args = ("--data", "all_ok", "--steps", "4", "limit=160", "sft.batch_size=8", "sft.lr=3e-4", "sft.warmup_steps=1",
             "sft.log_every=1", "scaling.checkpoint_every=2")
     fsdp = sft_two_workers("av", "fsdp", lake, toy_kit, tmp_path / "fsdp", *args)
@@ -117,33 +103,24 @@ def test_sft_av_two_workers_fsdp_equals_ddp(lake, toy_kit, tmp_path):
     assert len(c.explain(torch.randn(2, c.meta.d_model), temperature=0, max_new_tokens=8)) == 2
 
 
-def test_grpo_two_workers(lake, toy_kit, tmp_path):
-    out = tmp_path / "grpo"
-    p = nla("train", "grpo", "--data", "all_ok", "--from", str(toy_kit / "av"), "--ar", str(toy_kit / "ar"),
-            "--out", str(out), "--lake", str(lake), "--steps", "2", "--workers", "2", "scaling.cpus_per_worker=0.5",
-            "grpo.batch_size=4", "grpo.group=4", "grpo.max_new_tokens=48", "grpo.log_every=1", "eval_samples=8")
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "[grpo] step 1/2 reward" in p.stdout and "[grpo] step 2/2 reward" in p.stdout
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["workers"] == 2 and [e["step"] for e in m["evals"]] == [0, 2]
-    assert (out / "av" / "nla_meta.yaml").is_file() and (out / "ar" / "nla_meta.yaml").is_file()
-    with LakeQuery(Lake(lake)) as q:
-        stages = q.run("SELECT role, stage FROM checkpoints WHERE stage = 'rl'").to_pylist()
-    assert {"role": "av", "stage": "rl"} in stages and {"role": "ar", "stage": "rl"} in stages
-
-
 def test_grpo_two_workers_fsdp(lake, toy_kit, tmp_path):
-    """GRPO with the policy, reference and AR sharded (FSDP2, gloo): the Ray Train checkpoint holds the whole
-    gathered weights, equal to the release checkpoint written at the end, which loads."""
+    """GRPO through Ray Train with the policy, reference and AR sharded (FSDP2, gloo), 2 workers: a reward line per
+    step, evals at the start and the end, both checkpoints registered as stage rl. The Ray Train checkpoint holds the
+    whole gathered weights, equal to the release checkpoint written at the end, which loads. (GRPO under DDP, one
+    all-reduce a step: tests/nla/test_grpo.py; DDP through Ray Train: the resume test below.)"""
     out = tmp_path / "grpo-fsdp"
     p = nla("train", "grpo", "--data", "all_ok", "--from", str(toy_kit / "av"), "--ar", str(toy_kit / "ar"),
             "--out", str(out), "--lake", str(lake), "--steps", "2", "--workers", "2", "scaling.cpus_per_worker=0.5",
             "scaling.strategy=fsdp", "grpo.batch_size=2", "grpo.group=4", "grpo.max_new_tokens=48", "eval_samples=8",
             "grpo.log_every=1")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "[grpo] step 2/2 reward" in p.stdout
+    assert "[grpo] step 1/2 reward" in p.stdout and "[grpo] step 2/2 reward" in p.stdout
     m = json.loads((out / "metrics.json").read_text())
     assert m["workers"] == 2 and [e["step"] for e in m["evals"]] == [0, 2]
+    with LakeQuery(Lake(lake)) as q:
+        stages = q.run("SELECT role, stage, path FROM checkpoints WHERE stage = 'rl'").to_pylist()
+    assert {(r["role"], r["path"]) for r in stages} >= {("av", str((out / "av").resolve())),
+                                                         ("ar", str((out / "ar").resolve()))}, stages
     from nla import hf
     from nla.ar import ARModel
     from nla.client import NLAClient
@@ -167,9 +144,16 @@ def _cmdline(proc) -> str:
 
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path, shared_ray):
+    """AR SFT through Ray Train, 2 workers under DDP (gloo), one of them SIGKILLed after the step-20 checkpoint: Ray
+    Train restarts the group, which resumes from the last registered checkpoint and ends at step 40. The learning
+    curve is written step by step (from the resume point again after the kill), the loss falls, and the weights load
+    in the release layout. (FSDP through Ray Train: the AV SFT and GRPO tests above; the AR under FSDP against DDP,
+    and a resume in one process: tests/nla/test_train.py.)"""
     out = tmp_path / "kill"
     p = nla("train", "sft", "--role", "ar", "--data", "all_ok", "--from", str(toy_kit / "ar"), "--out", str(out),
-            "--lake", str(lake), "--steps", "60", "scaling.checkpoint_every=10", "sft.batch_size=8", wait=False)
+            "--lake", str(lake), "--steps", "40", "--workers", "2", "scaling.cpus_per_worker=0.5",
+            "scaling.strategy=ddp", "scaling.checkpoint_every=10", "sft.batch_size=8", "sft.lr=1e-3",
+            "sft.warmup_steps=1", "sft.log_every=1", wait=False)
     lines, killed = [], []
     deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
@@ -178,9 +162,9 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path, 
         if "[ckpt] step 20 saved" in line and not killed:
             import psutil
 
-            # only this package's cluster's workers (descendants of its `ray start`s, by pid): nothing else here
+            # one worker of this package's cluster (descendants of its `ray start`s, by pid): nothing else here
             ours = [c for node in shared_ray.nodes for c in psutil.Process(node.pid).children(recursive=True)]
-            killed = [c.pid for c in ours if "RayTrainWorker" in _cmdline(c)]
+            killed = [c.pid for c in ours if "RayTrainWorker" in _cmdline(c)][:1]
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
     out_text = "".join(lines) + p.stdout.read()
@@ -189,7 +173,16 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(lake, toy_kit, tmp_path, 
     assert "resumed from step" in out_text, out_text[-4000:]
     resumed = int(out_text.split("resumed from step ")[1].split()[0])
     # the controller registers a reported checkpoint asynchronously: the resume point is step 10 or 20
-    assert resumed in (10, 20) and json.loads((out / "metrics.json").read_text())["resumed_from"] == resumed
+    m = json.loads((out / "metrics.json").read_text())
+    assert resumed in (10, 20) and m["resumed_from"] == resumed and m["workers"] == 2, m
+    curve = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in curve]
+    assert steps[:20] == list(range(1, 21)) and steps[-(40 - resumed):] == list(range(resumed + 1, 41)), steps
+    losses = [r["loss"] for r in curve]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    from nla.ar import ARModel
+
+    assert ARModel.from_pretrained(out / "ar").d_model == 128  # rank 0's weights, release layout
 
 
 def test_targets_teacher(lake):
