@@ -1,4 +1,5 @@
-"""The real `nla` command in a subprocess: help that teaches, explain/score/init, bad input -> one line, exit 2."""
+"""The real `nla` command in a subprocess: help that teaches, explain/score/init; bad input -> one line, exit 2 (its
+entry point in this process)."""
 
 from __future__ import annotations
 
@@ -80,17 +81,23 @@ def test_init_command(make_base, tmp_path):
     (["score", "--ar", "{ar}", "--explanation", "x", "--vectors", "{tmp}/ok.npy", "--row", "9"], "--row"),
     (["init", "--base", "{tmp}", "--layer", "1", "--out", "{tmp}/o"], "config.json"),
 ])
-def test_bad_input_one_line_exit_2(pair, tmp_path, args, match):
+def test_bad_input_one_line_exit_2(pair, tmp_path, args, match, capsys):
+    """Each refused with exit 2 and one line. `nla`'s entry point called in this process: a Python start with torch
+    per case is ~2 CPU-seconds; the same refusals through the installed command in its own process:
+    tests/reliability/test_bad_input.py::test_the_installed_cli_agrees."""
+    from nla.cli.main import main
+
     np.save(tmp_path / "missing_not.npy", np.ones(3))
     np.save(tmp_path / "wrong_d.npy", np.ones((2, 31), np.float32))
     np.save(tmp_path / "nan.npy", np.full((1, 32), np.nan, np.float32))
     np.save(tmp_path / "ok.npy", np.ones((1, 32), np.float32))
     (tmp_path / "v.txt").write_text("1 2 3")
     filled = [a.format(av=pair[0], ar=pair[1], tmp=tmp_path) for a in args]
-    p = run(*filled, check=False)
-    assert p.returncode == 2, (p.stdout, p.stderr)
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    code = main(filled)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     import re
 
     assert re.search(match, lines[0]), lines[0]
