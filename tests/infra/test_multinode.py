@@ -7,8 +7,8 @@ the shards from s3:// with the storage options the driver resolved, and the driv
 label mode no actor touches the lake; the stage that does, for --from-activations, gets the same options.) The head
 advertises the custom resource `head_node`, the worker `model_node`; the stages (fuse=false: one pool each, the GPU
 layout) are pinned to the worker through `StageResources.resources`, and Ray's state API, asked after the run, must
-show every actor there. The reference is the toy default (fused stages, a local corpus and lake) on a local Ray of
-its own: the same act_ids, vectors, greedy explanations and statuses, and mse within 1e-5.
+show every actor there. The reference is the toy default (fused stages, a local corpus and lake) labeled in the
+test's process without Ray: the same act_ids, vectors, greedy explanations and statuses, and mse within 1e-5.
 
 Each node is its own `ray start --block` (tests/raycluster.py), the head with the dashboard, which serves the state
 API.
@@ -96,15 +96,15 @@ def test_label_across_two_nodes_equals_single_node(cluster, toy_kit, s3, bucket,
                     destination_filesystem=s3_filesystem(storage_options(remote)))
     lake, driver_dir = f"s3://{bucket}/multinode/lake", tmp_path / "driver"
     driver_dir.mkdir()
-    # the reference: the toy default (fused stages) on a new local Ray of its own (RAY_ADDRESS=local: never a
-    # `ray start` cluster found on the machine), run alongside to save wall time
-    # (one AV actor: the toy default's second would only load the models again, on the same 2 cores)
-    single = label(corpus, tmp_path / "lake-1node", {**cluster.env, "RAY_ADDRESS": "local"}, "explainer.concurrency=1")
     multi = label(remote, lake, {**cluster.env, **s3.env(), "RAY_ADDRESS": cluster.address}, *PLACEMENT,
                   cwd=driver_dir)
+    # the reference, meanwhile: the toy default (fused stages, a local corpus and lake) in this process, without Ray
+    # (tests/inprocess.py; the job's own plan, stages and committer)
+    from tests.inprocess import label_fused
+
+    label_fused(corpus, tmp_path / "lake-1node")
     out = finish(multi)
     assert out.count("[commit] shard") == 2, out[-3000:]
-    finish(single)
     assert not any(driver_dir.iterdir()), list(driver_dir.iterdir())  # nothing local: corpus and lake are on s3
 
     state = ray_state(cluster)

@@ -41,40 +41,12 @@ class Reference:
 
 @pytest.fixture(scope="package")
 def reference(tmp_path_factory, toy_kit) -> Reference:
-    import torch
-
-    from nla.jobs.label import stage_kwargs
-    from nla.labeling.config import default_config
-    from nla.config import load_config
-    from nla.labeling.committer import ShardCommitter
-    from nla.labeling.config import LabelConfig
-    from nla.labeling.plan import make_plan
-    from nla.stages.fused import FusedStage
-    from nla.stages.read import ReadShard
     from nla.toy.shards import write_corpus
+    from tests.inprocess import label_fused
 
     root = tmp_path_factory.mktemp("reliability")
     write_corpus(root / "corpus", docs=DOCS, shards=SHARDS, seed=11)
-    cfg = load_config(LabelConfig, default_config(), [f"input={root / 'corpus'}", f"lake={root / 'ref'}", *JOB_ARGS])
-    plan = make_plan(cfg, "label")
-    kw = stage_kwargs(plan, cfg)
-    threads = torch.get_num_threads()
-    fused = FusedStage(extract=kw["extract"], explain=kw["explain"], score=kw["score"], threads=cfg.explainer.threads)
-    read = ReadShard(text_column=cfg.text_column, id_column=cfg.id_column, batch_docs=cfg.read.batch_size)
-    ids = dict(base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
-               recipes={t: r.hash for t, r in plan.recipes.items()}, sources={s.id: s.source for s in plan.todo})
-    committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="reference", config_hash="reference",
-                               log=lambda *_: None, **ids)
-    items = {k: np.array([getattr(s, a) for s in plan.todo], object)
-             for k, a in (("shard", "id"), ("path", "path"), ("format", "format"))}
-    batches = []
-    try:
-        for docs in read(items):
-            batches.append(fused(docs))
-            committer.add(batches[-1])
-        committer.finish()
-    finally:
-        torch.set_num_threads(threads)
+    batches, ids = label_fused(root / "corpus", root / "ref", *JOB_ARGS)
     (root / "batches.pkl").write_bytes(pickle.dumps({"batches": batches, "ids": ids}))
     return Reference(root / "corpus", root / "ref", root / "batches.pkl")
 
