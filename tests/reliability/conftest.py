@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,24 @@ class Reference:
 
 @pytest.fixture(scope="package")
 def reference(tmp_path_factory, toy_kit) -> Reference:
+    """Made once per session: under dev.py's two pytest workers, in their common folder, by whichever asks first
+    (a file lock; the other waits and reads it). The tests only read it."""
+    import fcntl
+
     from nla.toy.shards import write_corpus
     from tests.inprocess import label_fused
 
-    root = tmp_path_factory.mktemp("reliability")
-    write_corpus(root / "corpus", docs=DOCS, shards=SHARDS, seed=11)
-    batches, ids = label_fused(root / "corpus", root / "ref", *JOB_ARGS)
-    (root / "batches.pkl").write_bytes(pickle.dumps({"batches": batches, "ids": ids}))
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # pytest-xdist's workers each have a folder of their own in it
+    root = shared / "reliability-reference"
+    with open(shared / "reliability-reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "batches.pkl").is_file():  # written last: anything else there is a failed try's
+            shutil.rmtree(root, ignore_errors=True)
+            write_corpus(root / "corpus", docs=DOCS, shards=SHARDS, seed=11)
+            batches, ids = label_fused(root / "corpus", root / "ref", *JOB_ARGS)
+            (root / "batches.pkl").write_bytes(pickle.dumps({"batches": batches, "ids": ids}))
     return Reference(root / "corpus", root / "ref", root / "batches.pkl")
 
 

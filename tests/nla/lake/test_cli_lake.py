@@ -63,7 +63,7 @@ def test_missing_lake_is_clear(tmp_path):
     assert "Fix:" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_index_then_search_matches_exact(toy_kit, tmp_path):
+def test_index_then_search_matches_exact(toy_kit, tmp_path, capsys):
     from nla.checks import check_checkpoint
     from nla.lake.store import Lake
     from nla.schemas import ACTIVATIONS, EXPLANATIONS
@@ -76,9 +76,16 @@ def test_index_then_search_matches_exact(toy_kit, tmp_path):
         lake.commit_shard(ACTIVATIONS, acts, shard=f"s{s}", run_id="r1")
         lake.commit_shard(EXPLANATIONS, expl, shard=f"s{s}", run_id="r1")
     assert "covers activations version 2" in run("index", "--lake", lake.root).stdout
-    search = ["search", "The text is about weather.", "--ar", str(toy_kit / "ar"), "-k", "5", "--lake", lake.root]
-    fast = [json.loads(x) for x in run(*search, "--format", "json").stdout.splitlines()]
-    exact = [json.loads(x) for x in run(*search, "--format", "json", "--exact").stdout.splitlines()]
+    search = ["search", "The text is about weather.", "--ar", str(toy_kit / "ar"), "-k", "5", "--lake", str(lake.root)]
+    # the two JSON searches through `nla`'s entry point in this process (each `nla search` process loads torch and
+    # the AR: ~4 CPU-s); the table through the real command below
+    from nla.cli.main import main
+
+    def found(*args: str) -> list[dict]:
+        assert main([*search, *args]) == 0
+        return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+
+    fast, exact = found("--format", "json"), found("--format", "json", "--exact")
     assert [r["act_id"] for r in fast] == [r["act_id"] for r in exact] and len({r["act_id"] for r in fast}) == 5
     assert {r["method"] for r in fast} == {"index"} and {r["method"] for r in exact} == {"exact"}
     table = run(*search).stdout
