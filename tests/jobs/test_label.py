@@ -132,25 +132,14 @@ def test_every_av_batch_failed_is_an_error_and_nothing_is_marked_done(corpus, tm
     """Activations the AV cannot explain (all-zero vectors have no direction to inject): every AV batch fails, so the
     job ends non-zero with one line saying so, and no shard is marked done (a rerun with good vectors labels them)."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from nla.lake.schema import vectors_to_arrow
-    from nla.schemas import ACTIVATIONS
+    from tests.inprocess import extract
 
-    src, lake = tmp_path / "src", tmp_path / "lake"
-    one = tmp_path / "one"
+    lake, one = tmp_path / "lake", tmp_path / "one"
     one.mkdir()
     (one / "part-0000.jsonl").write_bytes((corpus / "part-0000.jsonl").read_bytes())
-    p = job("extract", f"input={one}", "--lake", str(src))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    with LakeQuery(Lake(src)) as q:
-        rows = q.run("SELECT * FROM activations", limit=None)
-    ledger = Lake(src).ledger()[0]
-    zeros = vectors_to_arrow(np.zeros((rows.num_rows, 128), np.float32))
-    bad = rows.set_column(rows.schema.get_field_index("vector"), "vector", zeros)
-    bad = bad.set_column(bad.schema.get_field_index("norm"), "norm", pc.multiply(bad.column("norm"), pa.scalar(0.0, pa.float32())))
-    Lake(lake).commit_shard(ACTIVATIONS, bad, shard=ledger["shard"], run_id="zeros", recipe=ledger["recipe"])
+    # what `nla extract` commits, with every vector zeroed (the job's plan, stage and committer, in this process)
+    extract(one, lake, edit=lambda batch: {**batch, "vector": np.zeros_like(batch["vector"])})
     p = job("label", "--from-activations", "--lake", str(lake))
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
     last = p.stderr.strip().splitlines()[-1]
