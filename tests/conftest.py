@@ -27,16 +27,19 @@ def server_files(root: Path) -> frozenset[str]:
                      if uses_server.search(p.read_text(encoding="utf-8")))
 
 
-# The heaviest test files, by the seconds their tests took in a clean `python3 dev.py test` (2 cores, 2026-12-07,
-# rounded). Collected first (below), they start first: xdist's default puts the files with the most tests first, which
-# left the fault, store and training files, few tests each but minutes of work, to the end, one worker busy with
-# them while the other had nothing left (220 idle CPU-seconds in that run).
-HEAVY_FIRST = {"tests/jobs/test_train.py": 350, "tests/reliability/test_faults.py": 200,
-               "tests/reliability/test_bad_input.py": 200,  # with the other server files: one unit (below)
-               "tests/jobs/test_label.py": 155, "tests/reliability/test_object_store.py": 155,
-               "tests/jobs/test_identity.py": 140, "tests/jobs/test_object_store.py": 100,
-               "tests/reliability/test_concurrent.py": 60, "tests/nla/test_cli.py": 50,
-               "tests/infra/test_multinode.py": 45}
+# The heaviest test files, by the CPU-seconds their tests took, one file after another in one process (a profile of
+# the whole suite, 2026-12-07, less what was cut since; rounded). Collected first (below), they start first:
+# xdist's default puts the files with the most tests first, which left the fault, store and training files, few tests
+# each but minutes of work, to the end, one worker busy with them while the other had nothing left (220 idle
+# CPU-seconds in that run); files of half a minute left late (the demo, the SAE walkthrough) did the same on a
+# smaller scale.
+HEAVY_FIRST = {"tests/reliability/test_faults.py": 220, "tests/jobs/test_train.py": 200,
+               "tests/reliability/test_bad_input.py": 160,  # with the other server files: one unit (below)
+               "tests/jobs/test_identity.py": 130, "tests/reliability/test_object_store.py": 130,
+               "tests/jobs/test_object_store.py": 90, "tests/jobs/test_label.py": 85,
+               "tests/infra/test_multinode.py": 60, "tests/reliability/test_concurrent.py": 55,
+               "tests/nla/test_toy.py": 47, "tests/jobs/test_label_anything.py": 45, "tests/nla/test_cli.py": 35,
+               "tests/nla/lake/test_cli_lake.py": 28, "tests/nla/test_train.py": 19}
 
 
 def pytest_collection_modifyitems(config, items):

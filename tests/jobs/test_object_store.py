@@ -52,14 +52,22 @@ def test_label_into_s3_then_rerun_skips(labeled):
         assert q.run("SELECT count(*) n, count(DISTINCT act_id) u FROM explanations").to_pylist()[0] == before
 
 
-def test_query_search_mine_on_s3(labeled):
+def test_query_search_mine_on_s3(labeled, capsys):
+    """`nla query`, `search` and `mine` on the s3 lake, through `nla`'s entry point in this process (each `nla`
+    process imports torch: ~2 CPU-s; the s3 lake through a real `nla` process: the labeling jobs above)."""
+    from nla.cli.main import main
+
+    def nla(*args: str) -> str:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert code == 0, out + err
+        return out
+
     _, lake, _ = labeled
-    q = job("query", "SELECT count(*) AS n FROM labels", "--lake", lake)
-    assert q.returncode == 0 and "n" in q.stdout, q.stdout + q.stderr
-    found = job("search", 'The text is about weather.\n\nIt ends with "storm".', "-k", "3", "--lake", lake)
-    assert found.returncode == 0 and found.stdout.count("about") >= 1, found.stdout + found.stderr
-    mined = job("mine", "--where", "mse >= 0", "--name", "hard_s3", "--limit", "10", "--lake", lake)
-    assert mined.returncode == 0, mined.stdout + mined.stderr
+    assert "n" in nla("query", "SELECT count(*) AS n FROM labels", "--lake", lake)
+    assert nla("search", 'The text is about weather.\n\nIt ends with "storm".', "-k", "3", "--lake", lake
+               ).count("about") >= 1
+    nla("mine", "--where", "mse >= 0", "--name", "hard_s3", "--limit", "10", "--lake", lake)
     assert Lake(lake).table("training_sets/hard_s3").to_pyarrow_table().num_rows == 10
 
 
