@@ -100,8 +100,8 @@ def install(venv_dir: Path = VENV, extras: str = "dev", remove: tuple[str, ...] 
     if sys.version_info < (3, 11):
         sys.exit(f"nla needs Python >= 3.11 (this is {sys.version.split()[0]}).")
     bindir = bin_of(venv_dir)
-    if not (bindir / "python").exists():
-        venv.EnvBuilder(with_pip=True).create(venv_dir)
+    if not (bindir / "python").exists():  # pip only where it installs uv: base's uv installs into this one
+        venv.EnvBuilder(with_pip=base is None).create(venv_dir)
     stamp = venv_dir / ".nla-installed"
     under = (base / ".nla-installed").read_bytes() if base else b""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + Path(__file__).read_bytes() + under).hexdigest()
