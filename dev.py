@@ -287,4 +287,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as e:  # an install step: its own output above says why
+        torch = f" (NLA_TORCH={os.environ['NLA_TORCH']!r} is one such requirement)" if "NLA_TORCH" in os.environ else ""
+        print(f"error: `{' '.join(map(str, e.cmd[:3]))} ...` failed (exit {e.returncode}); its output above says why. "
+              f"Fix: that cause{torch}, then run dev.py again.", file=sys.stderr)
+        sys.exit(e.returncode or 1)
