@@ -31,7 +31,8 @@ from nla.schemas import ALL, SHARDS, TRAINING_SET, TableSpec
 DEFAULT_LAKE = "./lake"
 ROW_GROUP_BYTES = 32 * 2**20  # vector tables: row groups of ~32 MiB, so readers stream in bounded pieces
 SAFE_RETENTION_HOURS = 168  # vacuum never deletes files younger than this unless told to, so readers and time travel
-COMMIT_RETRIES = 8
+COMMIT_RETRIES = 8  # a commit that lost a race is retried at least this many times
+COMMIT_RETRY_S = 120.0  # and for at least this long: a slow writer beside a busy compactor keeps its turn coming
 
 
 def default_root() -> str:
@@ -351,25 +352,29 @@ class Lake:
         self.create(spec, name=name, d=d)
 
     def _retry(self, name: str, write: Any, **metadata: str) -> int:
-        """Run a commit with our metadata; on a concurrent-commit conflict back off and retry (the write is
-        idempotent: a predicate overwrite or a merge on the key)."""
+        """Run a commit with our metadata; on a concurrent-commit conflict back off and retry, at least
+        COMMIT_RETRIES times and for at least COMMIT_RETRY_S (the write is idempotent: a predicate overwrite or a merge
+        on the key)."""
         from deltalake import CommitProperties
         from deltalake.exceptions import CommitFailedError
 
         props = CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items() if v is not None})
-        for attempt in range(COMMIT_RETRIES):
+        start, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
             try:
                 with self._writing(name):
                     write(props)
                 return self.table(name).version()
             except CommitFailedError as e:
-                if attempt == COMMIT_RETRIES - 1:
-                    raise NLACommitConflict(f"table {name!r}: {COMMIT_RETRIES} commits in a row lost to concurrent "
-                                            f"writers ({str(e).splitlines()[0]}). Nothing was written. Fix: rerun; committed shards are "
-                                            "skipped and this one is replaced, never duplicated.") from e
+                waited = time.monotonic() - start
+                if attempt >= COMMIT_RETRIES and waited >= COMMIT_RETRY_S:
+                    raise NLACommitConflict(f"table {name!r}: {attempt} commits in a row lost to concurrent writers "
+                                            f"over {waited:.0f} s ({str(e).splitlines()[0]}). Nothing was written. "
+                                            "Fix: rerun when the other writers (a compaction?) are done; committed "
+                                            "shards are skipped and this one is replaced, never duplicated.") from e
                 self.conflicts += 1
-                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+                time.sleep(min(2.0, 0.05 * 2 ** min(attempt - 1, 6)) * (0.5 + random.random()))
 
     def _when_reachable(self, what: str, op: Callable[[], int]) -> int:
         """Run `op` (an idempotent write: a predicate overwrite or a merge on the key); while an object store does not

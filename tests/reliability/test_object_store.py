@@ -26,10 +26,9 @@ def test_commit_drivers_race_on_s3(s3, bucket, reference):
     sets = {"A": ",".join(f"part-{i:04d}.jsonl" for i in range(4)),
             "B": ",".join(f"part-{i:04d}.jsonl" for i in range(4, 8)), "C": ""}  # C: all 8
     refused_before = s3.refused_commits()
-    # a round every 1 s: a writer whose commit meets a compaction of its table retries (counted); one that met
-    # one in each of its 8 tries stops with NLACommitConflict. On a loaded 2-core machine a ledger merge on moto can
-    # take longer than the pause itself: with 0.3 s a driver lost 8 in a row once (a full suite, 2026-12-07), with
-    # 0.05 s once in 9 runs
+    # a round every 1 s: a writer whose commit meets a compaction of its table retries (counted), for at least
+    # COMMIT_RETRY_S. (When the lake gave up after 8 tries, whatever the time, a ledger merge slower than the pause
+    # on a loaded 2-core machine lost 8 in a row: once in a full suite with 0.3 s, once in 9 runs with 0.05 s.)
     compactor = Compactor(lake, pause_s=1.0)
     procs = {k: subprocess.Popen([*cmd, *(["--shards", v] if v else [])], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for k, v in sets.items()}

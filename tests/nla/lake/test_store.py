@@ -186,7 +186,11 @@ def test_lost_commit_races_are_retried_then_refused_clearly(lake, monkeypatch):
     assert count(lake, "activations") == before  # the shard replaced, never duplicated
     k = keys(lake, "activations", ACTIVATIONS)
     assert len(k) == len(set(k))
-    monkeypatch.setattr(store, "COMMIT_RETRIES", 2)
+    monkeypatch.setattr(store, "COMMIT_RETRIES", 2)  # past its count, a commit is still retried within the time
+    lake.conflicts = 0
+    lake._retry("activations", raced_write(lake, "activations", acts, "s1", [4]), run_id="race")
+    assert lake.conflicts == 4 and count(lake, "activations") == before
+    monkeypatch.setattr(store, "COMMIT_RETRY_S", 0.0)
     version = lake.table("activations").version()
     with pytest.raises(NLACommitConflict, match="2 commits in a row lost to concurrent writers.*Fix: rerun"):
         lake._retry("activations", raced_write(lake, "activations", acts, "s1", [5]), run_id="race")
