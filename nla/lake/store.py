@@ -84,15 +84,27 @@ class Lake:
 
         return DeltaTable.is_deltatable(self.uri(name), storage_options=self.storage_options)
 
+    def _open(self, name: str) -> Any:
+        """The DeltaTable `name` at its latest version, or None where there is none. One load of its log: on an
+        object store each load is a LIST and a GET per log entry since the last checkpoint, so a commit loads its
+        table once and writes through that object (its version follows the commit) instead of loading it again."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.uri(name), storage_options=self.storage_options)
+        except TableNotFoundError as e:
+            if not self.is_local and storage.unreachable(e):
+                raise
+            return None
+
     def table(self, name: str, *, version: int | str | None = None) -> Any:
         """The DeltaTable `name` (optionally at a version or ISO timestamp); NLATableNotFound if absent."""
-        from deltalake import DeltaTable
-
-        if not self.exists(name):
+        t = self._open(name)
+        if t is None:
             known = ", ".join(self.names()) or "none yet"
             raise NLATableNotFound(f"table {name!r} not found in lake {self.root} (tables: {known}). Fix: run the job "
                                    "that writes it (`nla label`), or pass --lake to the lake that has it.")
-        t = DeltaTable(self.uri(name), storage_options=self.storage_options)
         if version is not None:
             try:
                 t.load_as_version(version)
@@ -119,17 +131,18 @@ class Lake:
             raise storage.read_error(self.root, e) from None
 
     # ---- metadata -----------------------------------------------------------------------------------------------------
-    def layout(self, name: str) -> dict[str, Any]:
-        """{schema, schema_version, d, vector_dtype} stored in the table's description at creation."""
-        desc = self.table(name).metadata().description or "{}"
+    def layout(self, name: str, *, table: Any = None) -> dict[str, Any]:
+        """{schema, schema_version, d, vector_dtype} stored in the table's description at creation (read from
+        `table`, the DeltaTable `name` already loaded, where given)."""
+        desc = (table if table is not None else self.table(name)).metadata().description or "{}"
         try:
             return json.loads(desc)
         except json.JSONDecodeError:
             return {}
 
-    def arrow_schema(self, name: str, spec: TableSpec | None = None) -> pa.Schema:
+    def arrow_schema(self, name: str, spec: TableSpec | None = None, *, table: Any = None) -> pa.Schema:
         """The exact schema rows of `name` must have (vectors as fixed-size lists of the table's d)."""
-        info = self.layout(name)
+        info = self.layout(name, table=table)
         spec = spec or ALL[info.get("schema", name)]
         if info.get("schema_version", spec.version) != spec.version:
             raise NLASchemaError(f"table {name!r} in lake {self.root} was written with schema version "
@@ -148,8 +161,8 @@ class Lake:
             raise NLASchemaError(f"vector_dtype {vector_dtype!r}: Delta Lake (delta-rs) and DuckDB cannot store or read "
                                  "float16 arrays yet. Fix: use float32, or bfloat16 for vectors a bf16 model made.")
         schema = arrow_schema(spec, d=d, vector_dtype=vector_dtype)
-        if self.exists(name):
-            have = self.layout(name).get("d")
+        if (t := self._open(name)) is not None:
+            have = self.layout(name, table=t).get("d")
             if spec.has_vector and have != d:
                 raise NLASchemaError(f"table {name!r} stores vectors of d={have}, not d={d}. Fix: write these vectors "
                                      "to another lake, or extract them with the model the table was made with.")
@@ -211,12 +224,15 @@ class Lake:
         from deltalake import write_deltalake
 
         assert spec.shard_column, f"{spec.name} is not sharded"
+        table = self._open(name)
         if not callable(batches):
-            if batches:
+            if batches and table is None:
                 self._ensure(spec, batches[0], name)
+                table = self._open(name)
             listed = batches
             batches = lambda: listed  # noqa: E731
-        schema = self.arrow_schema(name, spec)
+        table = table if table is not None else self.table(name)  # NLATableNotFound: create it first
+        schema = self.arrow_schema(name, spec, table=table)
         wanted = set(units)
         counts: dict[str, int] = {}
 
@@ -241,7 +257,7 @@ class Lake:
         predicate = f"{spec.shard_column} IN ({keys}) AND recipe = '{_sql_str(recipe)}'"
         refused: list[Exception] = []  # a batch refused mid-stream: raised as itself, not as Delta's wrapper
 
-        def write(props: Any) -> None:
+        def write(t: Any, props: Any) -> None:
             def stream() -> Iterator[pa.RecordBatch]:
                 try:
                     yield from checked()
@@ -250,15 +266,14 @@ class Lake:
                     raise
             refused.clear()
             try:
-                write_deltalake(self.uri(name), pa.RecordBatchReader.from_batches(schema, stream()), mode="overwrite",
-                                predicate=predicate, commit_properties=props,
-                                writer_properties=writer_properties(schema), storage_options=self.storage_options)
+                write_deltalake(t, pa.RecordBatchReader.from_batches(schema, stream()), mode="overwrite",
+                                predicate=predicate, commit_properties=props, writer_properties=writer_properties(schema))
             except Exception:
                 if refused:
                     raise refused[0] from None
                 raise
 
-        version = self._retry(name, write,
+        version = self._retry(name, write, table=table,
             run_id=run_id, config_hash=config_hash, shard=units[0] if len(units) == 1 else f"{len(units)} units",
             recipe=recipe)
         if ledger:
@@ -286,15 +301,15 @@ class Lake:
 
     def ledger(self, table_name: str | None = None) -> list[dict[str, Any]]:
         """The ledger's rows (without timestamps), optionally for one table. Small: one row per committed unit."""
-        if not self.exists(SHARDS.name):
+        if (t := self._open(SHARDS.name)) is None:
             return []
         import pyarrow.dataset as pds
 
-        self.arrow_schema(SHARDS.name, SHARDS)  # a ledger of another schema version is refused with the fix
+        self.arrow_schema(SHARDS.name, SHARDS, table=t)  # a ledger of another schema version is refused with the fix
         c = SHARDS.col
         cols = [c.table_name, c.shard, c.recipe, c.name, c.path, c.fingerprint, c.size, c.run_id, c.rows]
         flt = pds.field(c.table_name) == table_name if table_name else None
-        return self.table(SHARDS.name).to_pyarrow_dataset().to_table(columns=cols, filter=flt).to_pylist()
+        return t.to_pyarrow_dataset().to_table(columns=cols, filter=flt).to_pylist()
 
     def committed_shards(self, table_name: str, recipe: str | None = None) -> set[str]:
         """Unit ids committed to `table_name` (under `recipe`, or any)."""
@@ -308,15 +323,17 @@ class Lake:
                                                                                   name=name, config_hash=config_hash))
 
     def _merge(self, spec: TableSpec, rows: pa.Table, *, run_id: str, name: str, config_hash: str) -> int:
-        self._ensure(spec, rows, name)
-        batch = check_batch(spec, rows, self.arrow_schema(name, spec))
+        if (table := self._open(name)) is None:
+            self._ensure(spec, rows, name)
+            table = self.table(name)
+        batch = check_batch(spec, rows, self.arrow_schema(name, spec, table=table))
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
 
-        def do(props: Any) -> None:
-            (self.table(name).merge(batch, predicate=on, source_alias="s", target_alias="t", commit_properties=props)
+        def do(t: Any, props: Any) -> None:
+            (t.merge(batch, predicate=on, source_alias="s", target_alias="t", commit_properties=props)
              .when_matched_update_all().when_not_matched_insert_all().execute())
 
-        return self._retry(name, do, run_id=run_id, config_hash=config_hash)
+        return self._retry(name, do, table=table, run_id=run_id, config_hash=config_hash)
 
     def overwrite(self, spec: TableSpec, batches: Iterable[pa.RecordBatch] | pa.Table, *, name: str, run_id: str,
                   d: int | None = None, config_hash: str = "", extra_metadata: dict[str, str] | None = None) -> int:
@@ -331,9 +348,8 @@ class Lake:
                 yield from check_batch(spec, pa.Table.from_batches([b]), schema).to_batches()
 
         reader = pa.RecordBatchReader.from_batches(schema, checked())
-        return self._retry(name, lambda props: write_deltalake(
-            self.uri(name), reader, mode="overwrite", commit_properties=props,
-            writer_properties=writer_properties(schema), storage_options=self.storage_options),
+        return self._retry(name, lambda t, props: write_deltalake(
+            t, reader, mode="overwrite", commit_properties=props, writer_properties=writer_properties(schema)),
             run_id=run_id, config_hash=config_hash, **(extra_metadata or {}))
 
     def _ensure(self, spec: TableSpec, rows: pa.Table, name: str) -> None:
@@ -351,10 +367,11 @@ class Lake:
             return
         self.create(spec, name=name, d=d)
 
-    def _retry(self, name: str, write: Any, **metadata: str) -> int:
-        """Run a commit with our metadata; on a concurrent-commit conflict back off and retry, at least
-        COMMIT_RETRIES times and for at least COMMIT_RETRY_S (the write is idempotent: a predicate overwrite or a merge
-        on the key)."""
+    def _retry(self, name: str, write: Any, *, table: Any = None, **metadata: str) -> int:
+        """Run a commit, `write(t, props)` through the DeltaTable t (`table`, else loaded here) with our metadata,
+        and return the version it made; on a concurrent-commit conflict back off and retry on the table loaded
+        again, at least COMMIT_RETRIES times and for at least COMMIT_RETRY_S (the write is idempotent: a predicate
+        overwrite or a merge on the key)."""
         from deltalake import CommitProperties
         from deltalake.exceptions import CommitFailedError
 
@@ -362,11 +379,13 @@ class Lake:
         start, attempt = time.monotonic(), 0
         while True:
             attempt += 1
+            t = table if table is not None else self.table(name)
             try:
                 with self._writing(name):
-                    write(props)
-                return self.table(name).version()
+                    write(t, props)
+                return t.version()
             except CommitFailedError as e:
+                table = None  # the next try reads the table's newer versions
                 waited = time.monotonic() - start
                 if attempt >= COMMIT_RETRIES and waited >= COMMIT_RETRY_S:
                     raise NLACommitConflict(f"table {name!r}: {attempt} commits in a row lost to concurrent writers "
@@ -459,9 +478,9 @@ class Lake:
         compaction can lose a commit race; it is then retried on the newer version, like any other commit."""
         metrics: dict[str, Any] = {}
 
-        def compact(props: Any) -> None:
-            metrics.update(self.table(name).optimize.compact(
-                writer_properties=writer_properties(self.arrow_schema(name)), commit_properties=props))
+        def compact(t: Any, props: Any) -> None:
+            metrics.update(t.optimize.compact(
+                writer_properties=writer_properties(self.arrow_schema(name, table=t)), commit_properties=props))
 
         self._retry(name, compact, run_id=run_id)
         return metrics

@@ -160,16 +160,15 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 def raced_write(lk: Lake, name: str, rows: pa.Table, shard: str, races: list[int]):
     """A shard write that, on each of its first races[0] attempts, loses a real race: another writer commits the
     same partition after this one read the table and before it commits (Delta then refuses the stale commit)."""
-    from deltalake import DeltaTable, write_deltalake
+    from deltalake import write_deltalake
 
     predicate = f"shard = '{shard}'"
 
-    def write(props) -> None:
-        stale = DeltaTable(lk.uri(name))  # this writer's snapshot
+    def write(t, props) -> None:  # t: the table as this writer read it (Lake._retry loads it again for each try)
         if races[0] > 0:
             races[0] -= 1
             write_deltalake(lk.uri(name), rows, mode="overwrite", predicate=predicate)  # the other writer wins
-        write_deltalake(stale, rows, mode="overwrite", predicate=predicate, commit_properties=props)
+        write_deltalake(t, rows, mode="overwrite", predicate=predicate, commit_properties=props)
 
     return write
 
