@@ -178,12 +178,8 @@ def run(cfg: LabelConfig, mode: Mode = "label") -> dict:
     recorder = RunRecorder(plan.lake, run_id, job=mode, config=config, started_at=started, recipes=recipes,
                            shards_total=len(plan.todo))
     recorder.record("running")
-    committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=run_id, config_hash=chash,
-                               base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
-                               write_activations=mode != "from-activations", write_explanations=mode != "extract",
-                               recipes={t: r.hash for t, r in plan.recipes.items()},
-                               sources={s.id: s.source for s in plan.todo},
-                               vector_dtype=storage_dtype(plan.lake, cfg.models.dtype), quality=cfg.quality)
+    committer = ShardCommitter.for_plan(plan, run_id=run_id, config_hash=chash,
+                                        vector_dtype=storage_dtype(plan.lake, cfg.models.dtype), quality=cfg.quality)
     status, interrupted = "failed", None
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
         else None

@@ -45,10 +45,8 @@ def run(corpus: Path, lake: Path, mode: str, overrides: tuple[str, ...],
     stage = ExtractStage(**kw["extract"]) if mode == "extract" else \
         FusedStage(extract=kw["extract"], explain=kw["explain"], score=kw["score"], threads=cfg.explainer.threads)
     read = ReadShard(text_column=cfg.text_column, id_column=cfg.id_column, batch_docs=cfg.read.batch_size)
-    ids = dict(base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
-               recipes={t: r.hash for t, r in plan.recipes.items()}, sources={s.id: s.source for s in plan.todo})
-    committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="reference", config_hash="reference",
-                               log=lambda *_: None, write_explanations=mode != "extract", **ids)
+    committer = ShardCommitter.for_plan(plan, run_id="reference", config_hash="reference", log=lambda *_: None)
+    ids = {k: getattr(committer, k) for k in ("base_id", "layer", "d", "av_id", "ar_id", "recipes", "sources")}
     items = {k: np.array([getattr(s, a) for s in plan.todo], object)
              for k, a in (("shard", "id"), ("path", "path"), ("format", "format"))}
     batches = []

@@ -15,7 +15,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from nla.lake.schema import VectorDtype
 from nla.lake.store import Lake
 from nla.quality.settings import QualitySettings
 from nla.schemas import ACTIVATIONS, EXPLANATIONS
+
+if TYPE_CHECKING:
+    from nla.labeling.plan import Plan
 
 
 @dataclass
@@ -103,6 +106,17 @@ class ShardCommitter:
         self.buffer: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
         self.next_index = 0  # shards with a smaller index are committed
         self.t0 = time.perf_counter()
+
+    @classmethod
+    def for_plan(cls, plan: Plan, *, run_id: str, config_hash: str, **kw: Any) -> ShardCommitter:
+        """The committer of a run of `plan`: its shards to do in order, its model ids and recipes, the tables its mode
+        writes and each shard's ledger record (kw: log, vector_dtype, quality)."""
+        return cls(plan.lake, [s.id for s in plan.todo], run_id=run_id, config_hash=config_hash, base_id=plan.base_id,
+                   layer=plan.layer, d=plan.d, av_id=plan.av_id, ar_id=plan.ar_id,
+                   write_activations=ACTIVATIONS.name in plan.writes,
+                   write_explanations=EXPLANATIONS.name in plan.writes,
+                   recipes={t: r.hash for t, r in plan.recipes.items()}, sources={s.id: s.source for s in plan.todo},
+                   **kw)
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         if not batch or not len(batch["shard"]):

@@ -76,10 +76,7 @@ def label_lake(kit: Path, root: Path, *, docs: int = 48) -> Path:
         score = ScoreStage(**kw["score"])
         recorder = recorder_for(plan, cfg, "label-serve-test")
         recorder.record("running")
-        committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id="label-serve-test", config_hash="t",
-                                   base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id,
-                                   ar_id=plan.ar_id, recipes={t: r.hash for t, r in plan.recipes.items()},
-                                   sources={s.id: s.source for s in plan.todo}, log=lambda *_: None)
+        committer = ShardCommitter.for_plan(plan, run_id="label-serve-test", config_hash="t", log=lambda *_: None)
         items = {k: np.array([getattr(s, a) for s in plan.todo], object)
                  for k, a in (("shard", "id"), ("path", "path"), ("format", "format"))}
         for docs_batch in read(items):
@@ -123,10 +120,7 @@ class Relabel:
         self.t0 = time.perf_counter()
         self.recorder = recorder_for(plan, self.cfg, self.run_id)
         self.recorder.record("running")
-        self.committer = ShardCommitter(plan.lake, [s.id for s in plan.todo], run_id=self.run_id, config_hash="t",
-                                        base_id=plan.base_id, layer=plan.layer, d=plan.d, av_id=plan.av_id,
-                                        ar_id=plan.ar_id, write_activations=False,
-                                        recipes={t: r.hash for t, r in plan.recipes.items()}, log=lambda *_: None)
+        self.committer = ShardCommitter.for_plan(plan, run_id=self.run_id, config_hash="t", log=lambda *_: None)
         threads = torch.get_num_threads()
         try:
             explain, score = ExplainStage(**self.kw["explain"]), ScoreStage(**self.kw["score"])
