@@ -122,6 +122,9 @@ def start(nodes: list[tuple[int, dict[str, float]]], dashboard: bool) -> Cluster
     # reaches an s3:// lake or corpus from an actor does it with the storage options its driver handed over
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("AWS_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # the log monitor looks for new worker log files every 0.5 s, not every 0.1 s (Ray's own backoff past 1,000
+    # files): a session's cluster gathers hundreds, and globbing them 10 times a second took ~13 CPU-seconds a suite
+    env["RAY_LOG_MONITOR_MANY_FILES_THRESHOLD"] = "0"
     c = Cluster(f"127.0.0.1:{port}", env, [], [tempfile.mkdtemp(prefix="nla-ray-") for _ in nodes])
     ui = ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)] \
         if dashboard else ["--include-dashboard", "false"]
