@@ -13,6 +13,16 @@ import numpy as np
 Batch = dict[str, np.ndarray]
 
 
+def nla(capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `nla ARGS` through its entry point in this process, not a new `nla` process
+    (each imports torch: ~2 CPU-s). Not for `nla label`, which hands its process over to the Ray program."""
+    from nla.cli.main import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def label_fused(corpus: Path, lake: Path, *overrides: str) -> tuple[list[Batch], dict]:
     """Label `corpus` into `lake` under the toy config with `overrides`. Returns the fused stage's output batches, in
     the order the job's driver receives them, and the committer's ids (what tests/reliability/commit_driver.py

@@ -55,11 +55,10 @@ def test_label_into_s3_then_rerun_skips(labeled):
 def test_query_search_mine_on_s3(labeled, capsys):
     """`nla query`, `search` and `mine` on the s3 lake, through `nla`'s entry point in this process (each `nla`
     process imports torch: ~2 CPU-s; the s3 lake through a real `nla` process: the labeling jobs above)."""
-    from nla.cli.main import main
+    from tests.inprocess import nla as nla_here
 
     def nla(*args: str) -> str:
-        code = main(list(args))
-        out, err = capsys.readouterr()
+        code, out, err = nla_here(capsys, *args)
         assert code == 0, out + err
         return out
 

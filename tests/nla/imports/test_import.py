@@ -13,9 +13,9 @@ import pytest
 from deltalake import write_deltalake
 from safetensors.numpy import save_file
 
-from nla.cli.main import main
 from nla.lake.query import LakeQuery
 from nla.lake.store import Lake
+from tests.inprocess import nla
 
 D = 128  # the toy kit's d_model
 
@@ -27,12 +27,6 @@ def decoder():
     return w / np.linalg.norm(w, axis=1, keepdims=True)
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    rc = main(list(args))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 def rows(lake, sql: str) -> list[dict]:
     with LakeQuery(Lake(lake)) as q:
         return q.run(sql, limit=None).to_pylist()
@@ -42,17 +36,17 @@ def test_formats_sources_labels_and_reruns(tmp_path, capsys, decoder, toy_kit):
     lake = str(tmp_path / "lake")
     save_file({"W_dec": decoder, "W_enc": np.ascontiguousarray(decoder.T), "b_dec": np.zeros(D, np.float32)},
               str(tmp_path / "res.safetensors"))
-    rc, out, err = run(capsys, "import", str(tmp_path / "res.safetensors"), "--tensor", "W_dec", "--rows", "100:300",
+    rc, out, err = nla(capsys, "import", str(tmp_path / "res.safetensors"), "--tensor", "W_dec", "--rows", "100:300",
                        "--source", "sae:res-l1", "--lake", lake)
     assert rc == 0, err
     assert re.search(r"^imported 200 vectors \(d=128\) from res\.safetensors:W_dec rows 100:300 as source sae:res-l1: "
                      r"1 units, recipe \w{16}, run import-", out), out
     # the same import again: nothing to do, said so; the lake keeps one copy
-    rc, out, err = run(capsys, "import", str(tmp_path / "res.safetensors"), "--tensor", "W_dec", "--rows", "100:300",
+    rc, out, err = nla(capsys, "import", str(tmp_path / "res.safetensors"), "--tensor", "W_dec", "--rows", "100:300",
                        "--source", "sae:res-l1", "--lake", lake)
     assert rc == 0 and "are in the lake already as source sae:res-l1" in out and "nothing to import" in out, out
     # the rest of the latents, from the encoder stored (d, latents): --transpose reads its columns
-    rc, out, err = run(capsys, "import", str(tmp_path / "res.safetensors"), "--tensor", "W_enc", "--transpose",
+    rc, out, err = nla(capsys, "import", str(tmp_path / "res.safetensors"), "--tensor", "W_enc", "--transpose",
                        "--rows", ":100", "--source", "sae:res-l1", "--lake", lake)
     assert rc == 0, err
     got = rows(lake, "SELECT position, vector, norm, doc_id, token_id, layer FROM activations WHERE source = "
@@ -63,13 +57,13 @@ def test_formats_sources_labels_and_reruns(tmp_path, capsys, decoder, toy_kit):
     assert np.allclose([r["norm"] for r in got], 1.0, atol=1e-5)
     # a steering vector (.npy, one vector), and probe directions with names and metadata (Parquet, then Delta)
     np.save(tmp_path / "steer.npy", 3 * decoder[0])
-    assert run(capsys, "import", str(tmp_path / "steer.npy"), "--lake", lake)[0] == 0
+    assert nla(capsys, "import", str(tmp_path / "steer.npy"), "--lake", lake)[0] == 0
     probes = pa.table({"vector": pa.array(list(decoder[:5]), pa.list_(pa.float32())), "name": [f"p{i}" for i in range(5)],
                        "auc": [0.9, 0.8, 0.7, 0.6, 0.5]})
     pq.write_table(probes, tmp_path / "probes.parquet")
     write_deltalake(str(tmp_path / "probes-delta"), probes)
     for path in ("probes.parquet", "probes-delta"):
-        rc, out, err = run(capsys, "import", str(tmp_path / path), "--label-column", "name", "--meta-columns", "auc",
+        rc, out, err = nla(capsys, "import", str(tmp_path / path), "--label-column", "name", "--meta-columns", "auc",
                            "--lake", lake)
         assert rc == 0, err
     got = rows(lake, "SELECT source, count(*) n, min(label) l, max(meta) m, max(norm) x FROM activations GROUP BY 1 "
@@ -117,11 +111,11 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_files_one_error_and_the_lake_unchanged(case, tmp_path, capsys, decoder, toy_kit):
     lake = tmp_path / "lake"
-    assert run(capsys, "import", _npy(tmp_path, decoder), "--source", "sae:kept", "--lake", str(lake))[0] == 0
+    assert nla(capsys, "import", _npy(tmp_path, decoder), "--source", "sae:kept", "--lake", str(lake))[0] == 0
     before = (_versions(lake), rows(lake, "SELECT count(*) n FROM activations"), sorted(p.name for p in lake.iterdir()))
     make, args, match = BAD[case]
     make(tmp_path, decoder)
-    rc, out, err = run(capsys, "import", str(tmp_path / args[0]), *args[1:], "--lake", str(lake))
+    rc, out, err = nla(capsys, "import", str(tmp_path / args[0]), *args[1:], "--lake", str(lake))
     assert rc == 2 and len(err.strip().splitlines()) == 1, (rc, out, err)
     assert re.search(match, err), err
     assert (_versions(lake), rows(lake, "SELECT count(*) n FROM activations"),
@@ -130,16 +124,16 @@ def test_bad_files_one_error_and_the_lake_unchanged(case, tmp_path, capsys, deco
 
 def test_other_content_at_the_same_indices_is_refused(tmp_path, capsys, decoder, toy_kit):
     lake = str(tmp_path / "lake")
-    assert run(capsys, "import", _npy(tmp_path, decoder), "--source", "sae:a", "--lake", lake)[0] == 0
+    assert nla(capsys, "import", _npy(tmp_path, decoder), "--source", "sae:a", "--lake", lake)[0] == 0
     np.save(tmp_path / "v2.npy", decoder[::-1].copy())  # a new version of the SAE under the same name
     before = _versions(lake)
-    rc, out, err = run(capsys, "import", str(tmp_path / "v2.npy"), "--source", "sae:a", "--rows", "0:10", "--lake",
+    rc, out, err = nla(capsys, "import", str(tmp_path / "v2.npy"), "--source", "sae:a", "--rows", "0:10", "--lake",
                        lake)
     assert rc == 2 and "source sae:a already has rows 0:300" in err and "Fix: import the new file under another " \
         "--source name" in err, err
     assert _versions(lake) == before
     # the fix the message gives: another source name
-    assert run(capsys, "import", str(tmp_path / "v2.npy"), "--source", "sae:b", "--lake", lake)[0] == 0
+    assert nla(capsys, "import", str(tmp_path / "v2.npy"), "--source", "sae:b", "--lake", lake)[0] == 0
 
 
 def _npy(tmp_path, w) -> str:

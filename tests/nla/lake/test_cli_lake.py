@@ -79,11 +79,12 @@ def test_index_then_search_matches_exact(toy_kit, tmp_path, capsys):
     search = ["search", "The text is about weather.", "--ar", str(toy_kit / "ar"), "-k", "5", "--lake", str(lake.root)]
     # the two JSON searches through `nla`'s entry point in this process (each `nla search` process loads torch and
     # the AR: ~4 CPU-s); the table through the real command below
-    from nla.cli.main import main
+    from tests.inprocess import nla
 
     def found(*args: str) -> list[dict]:
-        assert main([*search, *args]) == 0
-        return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        code, out, err = nla(capsys, *search, *args)
+        assert code == 0, out + err
+        return [json.loads(x) for x in out.splitlines()]
 
     fast, exact = found("--format", "json"), found("--format", "json", "--exact")
     assert [r["act_id"] for r in fast] == [r["act_id"] for r in exact] and len({r["act_id"] for r in fast}) == 5
