@@ -328,6 +328,6 @@ def _toy_ar() -> Path:
 def cmd_mine(args: argparse.Namespace) -> int:
     from nla.lake.mine import mine
 
-    r = mine(_lake(args), where=args.where, name=args.name, limit=args.limit, order=args.order)
+    r = mine(_lake(args), where=args.where, name=args.name, limit=args.limit, order=args.order, allow_empty=False)
     print(f"{r.rows} rows -> {r.table} (version {r.version}, run {r.run_id})")
     return 0

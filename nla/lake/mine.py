@@ -7,6 +7,7 @@ mining run is a new Delta version of that table, with provenance on every row an
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -37,19 +38,20 @@ def training_table(name: str) -> str:
 
 
 def mine(lake: Lake, *, where: str, name: str, limit: int | None = None, order: str = "mse_desc",
-         timeout_s: float = 3600.0) -> MineResult:
-    """Write the rows of `labels` matching `where` (with their vectors) to training_sets/<name>."""
+         timeout_s: float = 3600.0, allow_empty: bool = True) -> MineResult:
+    """Write the rows of `labels` matching `where` (with their vectors) to training_sets/<name>. With
+    allow_empty=False, a `where` that matches nothing writes nothing and is refused (NLAInputError)."""
     table = training_table(name)
     if order not in ORDERS:
         raise NLAInputError(f"--order {order!r}: choose one of {sorted(ORDERS)}.")
     if limit is not None and limit < 1:
         raise NLAInputError(f"--limit {limit}: must be >= 1.")
     with LakeQuery(lake, timeout_s=timeout_s) as q:
-        return _mine(q, lake, where=where, name=name, table=table, limit=limit, order=order)
+        return _mine(q, lake, where=where, name=name, table=table, limit=limit, order=order, allow_empty=allow_empty)
 
 
 def _mine(q: LakeQuery, lake: Lake, *, where: str, name: str, table: str, limit: int | None,
-          order: str) -> MineResult:
+          order: str, allow_empty: bool) -> MineResult:
     if "labels" not in q.views():
         raise NLAQueryError(f"lake {lake.root} has no labeled activations (explanations + activations). "
                             "Fix: run `nla label` first.")
@@ -65,6 +67,14 @@ def _mine(q: LakeQuery, lake: Lake, *, where: str, name: str, table: str, limit:
     started = now()
     config = {"where": where, "name": name, "limit": limit, "order": order, "lake": lake.root}
     batches = q.stream(sql, params, checked=True)
+    if not allow_empty:
+        first = next((b for b in batches if b.num_rows), None)  # streamed: the rest stay unread until written
+        if first is None:
+            batches.close()
+            raise NLAInputError(f"--where {where!r}: no labeled activation matches it, so nothing was written "
+                                f"({table} is unchanged). Fix: loosen it; `nla query \"SELECT count(*) FROM labels "
+                                f"WHERE ...\"` counts the matches.")
+        batches = itertools.chain([first], batches)
     version = lake.overwrite(TRAINING_SET, batches, name=table, run_id=run_id, d=q.d, extra_metadata={"where": where})
     rows = lake.table(table).to_pyarrow_dataset().count_rows()
     record_run(lake, run_id, job="mine", config=config, status="ok", started_at=started, finished_at=now(),

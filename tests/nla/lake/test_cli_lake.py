@@ -44,6 +44,7 @@ def test_search_and_mine(lake):
     (["query", "SELECT 1", "--format", "parquet"], "--out"),
     (["query", "SELECT 1", "--at", "explanations"], "TABLE=VERSION"),
     (["mine", "--where", "1=1; DELETE FROM explanations", "--name", "x"], "statements"),
+    (["mine", "--where", "mse > 99", "--name", "hard_cli"], "no labeled activation matches it, so nothing was written"),
     (["search", "x", "-k", "0"], "-k"),
 ])
 def test_bad_lake_input(lake, args, match):
